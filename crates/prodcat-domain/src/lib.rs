@@ -1,0 +1,30 @@
+//! Domain types shared by every prodcat crate: category codes, identifiers, content hashes and
+//! the text normalisation that every downstream consumer (import, models, search, drift) uses.
+//!
+//! This crate does no I/O. Identifiers are validated newtypes: once you hold a `CategoryCode` or a
+//! `ProductId`, it is known to be well formed.
+
+mod category;
+mod hash;
+mod ids;
+mod text;
+
+pub use category::{CategoryCode, CATEGORIES};
+pub use hash::{sha256_hex, ContentHash};
+pub use ids::{DatasetVersionId, ImageId, ModelVersionId, ProductId};
+pub use text::{normalize_text, product_text};
+
+/// Errors raised when a value does not satisfy a domain rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("unknown category code {0:?}: expected one of the 27 marketplace codes (10, 40, 50, ... 2905)")]
+    UnknownCategory(String),
+    #[error("invalid {kind} {value:?}: {reason}")]
+    InvalidId {
+        kind: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("invalid content hash {0:?}: expected 64 lowercase hex digits")]
+    InvalidHash(String),
+}
