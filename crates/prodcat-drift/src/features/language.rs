@@ -166,14 +166,15 @@ pub fn language_scores(text: &str) -> [f64; 6] {
     scores
 }
 
-/// The language of `text`: the best-scoring language when it has at least one full vote and
-/// leads the runner-up by at least half a vote and by 20 %, otherwise [`Language::Other`].
+/// The language of `text`: the best-scoring language when it has at least one and a half
+/// votes (one word alone is too thin) and leads the runner-up by at least half a vote and by
+/// 20 %, otherwise [`Language::Other`].
 pub fn detect_language(text: &str) -> Language {
     let scores = language_scores(text);
     let mut order: Vec<usize> = (0..6).collect();
     order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
     let (best, second) = (scores[order[0]], scores[order[1]]);
-    if best >= 1.0 && best - second >= 0.5 && best >= second * 1.2 {
+    if best >= 1.5 && best - second >= 0.5 && best >= second * 1.2 {
         Language::SCORED[order[0]]
     } else {
         Language::Other
