@@ -471,7 +471,20 @@ pub fn histogram(
 ) -> Histogram {
     match (reference, current) {
         (ColumnValues::Numeric(a), ColumnValues::Numeric(b)) => {
-            numeric_histogram("value", a, b, options.chart_bins)
+            let (numbers_a, numbers_b) = (as_category_numbers(a), as_category_numbers(b));
+            if distinct_count(&numbers_a, &numbers_b)
+                <= options.chart_categories.min(options.chart_bins)
+            {
+                // Few distinct numbers (ratings, flags): one bar per value, in value order.
+                let mut histogram =
+                    category_histogram(&numbers_a, &numbers_b, usize::MAX, false, |v| {
+                        short_number(v.value())
+                    });
+                histogram.measure = "value".into();
+                histogram
+            } else {
+                numeric_histogram("value", a, b, options.chart_bins)
+            }
         }
         (ColumnValues::Text(a), ColumnValues::Text(b)) => {
             let lengths = |texts: &[String]| -> Vec<f64> {
@@ -485,10 +498,10 @@ pub fn histogram(
             )
         }
         (ColumnValues::Categorical(a), ColumnValues::Categorical(b)) => {
-            category_histogram(a, b, options.chart_categories, |v| v.clone())
+            category_histogram(a, b, options.chart_categories, true, |v| v.clone())
         }
         (ColumnValues::Binary(a), ColumnValues::Binary(b)) => {
-            category_histogram(a, b, options.chart_categories, |v| v.to_string())
+            category_histogram(a, b, options.chart_categories, true, |v| v.to_string())
         }
         _ => Histogram {
             measure: "value".into(),
@@ -541,11 +554,15 @@ fn category_histogram<K: Ord + Clone>(
     a: &[K],
     b: &[K],
     limit: usize,
+    by_frequency: bool,
     label: impl Fn(&K) -> String,
 ) -> Histogram {
     let counts = crate::stattest::count_categories(a, b);
     let mut order: Vec<usize> = (0..counts.keys.len()).collect();
     order.sort_by(|x, y| {
+        if !by_frequency {
+            return x.cmp(y);
+        }
         (counts.reference[*y] + counts.current[*y])
             .total_cmp(&(counts.reference[*x] + counts.current[*x]))
             .then(x.cmp(y))

@@ -135,13 +135,25 @@ fn threshold_text(column: &ColumnDrift) -> String {
     };
     if (column.decision_threshold - column.threshold).abs() > 0.0 {
         format!(
-            "{comparison} {} ({} percentile of random classifiers)",
+            "{comparison} {} (the {} percentile of random classifiers)",
             score_text(column.decision_threshold),
-            score_text(column.threshold)
+            ordinal_percent(column.threshold)
         )
     } else {
         format!("{comparison} {}", score_text(column.threshold))
     }
+}
+
+fn ordinal_percent(fraction: f64) -> String {
+    let percent = (fraction * 100.0).round() as i64;
+    let suffix = match (percent % 10, percent % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{percent}{suffix}")
 }
 
 fn render_column(page: &mut String, column: &ColumnDrift) {
@@ -251,7 +263,7 @@ pub fn bar_chart_svg(histogram: &Histogram) -> String {
         return "<p>No values to chart.</p>\n".into();
     }
     let (width, height) = (720.0_f64, 260.0_f64);
-    let (left, right, top, bottom) = (48.0, 12.0, 12.0, 70.0);
+    let (left, right, top, bottom) = (48.0, 12.0, 24.0, 70.0);
     let plot_width = width - left - right;
     let plot_height = height - top - bottom;
     let maximum = histogram
@@ -280,6 +292,17 @@ pub fn bar_chart_svg(histogram: &Histogram) -> String {
             left - 4.0,
             y + 4.0,
             maximum * fraction * 100.0
+        );
+    }
+    for (offset, (colour, side)) in [(REFERENCE_COLOUR, "reference"), (CURRENT_COLOUR, "current")]
+        .into_iter()
+        .enumerate()
+    {
+        let x = width - right - 170.0 + 85.0 * offset as f64;
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{x:.1}\" y=\"4\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"13\" class=\"axis\">{side}</text>",
+            x + 14.0,
         );
     }
     for index in 0..bins {
