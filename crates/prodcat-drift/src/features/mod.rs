@@ -106,3 +106,49 @@ pub fn product_drift_options() -> DriftOptions {
         StatTestKind::PopulationStabilityIndex,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{ColumnValues, ProfileBuilder};
+
+    #[test]
+    fn product_rows_fit_the_product_schema() {
+        let mut builder = ProfileBuilder::new(product_schema(3), 100).unwrap();
+        let full = ProductObservation {
+            text: "Housse de coussin en coton pour le salon".into(),
+            description_empty: false,
+            out_of_vocabulary_share: Some(0.1),
+            image: Some(ImageStats::from_rgb(2, 1, &[255, 255, 255, 0, 0, 0]).unwrap()),
+            embedding_components: vec![0.5, -0.2, 0.1],
+            predicted_class: Some("1920".into()),
+            confidence: Some(0.93),
+        };
+        builder.push_row(product_row(&full, 3)).unwrap();
+        builder
+            .push_row(product_row(&ProductObservation::default(), 3))
+            .unwrap();
+        let profile = builder.build();
+        let language = profile.column("language").unwrap();
+        assert_eq!(
+            language.values,
+            ColumnValues::Categorical(vec!["fr".into(), "other".into()])
+        );
+        let width = profile.column("image_width").unwrap();
+        assert_eq!((width.values.len(), width.missing_count), (1, 1));
+        assert_eq!(
+            profile.column("text").unwrap().missing_count,
+            1,
+            "an empty text is missing"
+        );
+        assert_eq!(
+            profile.column("embedding_pc3").unwrap().values,
+            ColumnValues::Numeric(vec![0.1])
+        );
+        let options = product_drift_options();
+        assert_eq!(
+            options.per_column_test.get(PREDICTED_CLASS_COLUMN),
+            Some(&StatTestKind::PopulationStabilityIndex)
+        );
+    }
+}
