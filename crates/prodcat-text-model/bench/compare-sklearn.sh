@@ -3,10 +3,11 @@
 # same normalised texts, same split indices, same machine, one table.
 #
 #   crates/prodcat-text-model/bench/compare-sklearn.sh [--texts X.csv --labels Y.csv]
-#       [--synthesize N] [--skip-sklearn] [--work DIR]
+#       [--synthesize N] [--folds K] [--skip-sklearn] [--work DIR]
 #
 # Defaults to the real sample in $PRODCAT_SAMPLE_DATA/text. --synthesize N resamples the input
-# with small perturbations into N products (a stand-in for a larger catalogue).
+# with small perturbations into N products (a stand-in for a larger catalogue). --folds 0 skips
+# cross-validation (default 5).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,11 +18,13 @@ labels="$sample/text/Y_train_sample.csv"
 synthesize=""
 skip_sklearn=""
 work=""
+folds=5
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --texts) texts="$2"; shift 2 ;;
     --labels) labels="$2"; shift 2 ;;
     --synthesize) synthesize="$2"; shift 2 ;;
+    --folds) folds="$2"; shift 2 ;;
     --skip-sklearn) skip_sklearn=1; shift ;;
     --work) work="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -47,7 +50,8 @@ if [[ -n "$synthesize" ]]; then
   prepare_args+=(--synthesize "$synthesize")
 fi
 "$bench" "${prepare_args[@]}"
-"$venv/bin/python" "$here/compare_sklearn.py" split --data "$work/dataset.jsonl" --out "$work/splits.json"
+"$venv/bin/python" "$here/compare_sklearn.py" split --data "$work/dataset.jsonl" --out "$work/splits.json" \
+  --folds "$folds"
 
 "$bench" run --data "$work/dataset.jsonl" --splits "$work/splits.json" --out "$work/rust.json" \
   --artifacts "$work/artifacts"

@@ -19,6 +19,7 @@ mod format;
 mod options;
 mod sparse;
 mod svm;
+mod term_table;
 mod vectorizer;
 
 pub use analyzer::{char_wb_ngrams, strip_accents_unicode, word_ngrams, word_tokens};

@@ -137,6 +137,11 @@ impl CsrMatrix {
         self.offsets.push(self.indices.len());
     }
 
+    /// The largest stored column index, if any entry is stored.
+    pub fn max_column(&self) -> Option<u32> {
+        self.indices.iter().copied().max()
+    }
+
     /// Bytes held by the three arrays.
     pub fn heap_bytes(&self) -> usize {
         self.offsets.len() * std::mem::size_of::<usize>()

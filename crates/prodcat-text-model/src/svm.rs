@@ -66,6 +66,42 @@ struct BinarySolution {
     iterations: u32,
 }
 
+/// `weights . x` for a sparse row whose columns are all below `weights.len()` (checked by
+/// [`LinearSvm::fit`] before any solve starts). Four partial sums break the dependency chain of
+/// the additions; the result is deterministic (fixed summation order).
+#[inline]
+fn sparse_dot(weights: &[f64], columns: &[u32], values: &[f32]) -> f64 {
+    debug_assert!(columns.iter().all(|&c| (c as usize) < weights.len()));
+    let mut sums = [0.0f64; 4];
+    let whole = columns.len() / 4 * 4;
+    for (columns4, values4) in columns[..whole]
+        .chunks_exact(4)
+        .zip(values[..whole].chunks_exact(4))
+    {
+        for lane in 0..4 {
+            // SAFETY: every column index is below `weights.len()`, checked once in `fit`.
+            let weight = unsafe { *weights.get_unchecked(columns4[lane] as usize) };
+            sums[lane] += weight * values4[lane] as f64;
+        }
+    }
+    let mut tail = 0.0;
+    for (&column, &value) in columns[whole..].iter().zip(&values[whole..]) {
+        // SAFETY: as above.
+        tail += unsafe { *weights.get_unchecked(column as usize) } * value as f64;
+    }
+    (sums[0] + sums[1]) + (sums[2] + sums[3]) + tail
+}
+
+/// `weights += step * x` for a sparse row with columns below `weights.len()` (checked in `fit`).
+#[inline]
+fn sparse_add(weights: &mut [f64], columns: &[u32], values: &[f32], step: f64) {
+    debug_assert!(columns.iter().all(|&c| (c as usize) < weights.len()));
+    for (&column, &value) in columns.iter().zip(values) {
+        // SAFETY: every column index is below `weights.len()`, checked once in `fit`.
+        unsafe { *weights.get_unchecked_mut(column as usize) += step * value as f64 };
+    }
+}
+
 /// Dual coordinate descent for one binary problem; `positive[i]` says whether sample i is +1.
 fn solve_binary(
     x: &CsrMatrix,
@@ -111,10 +147,7 @@ fn solve_binary(
             let i = index[s];
             let sign = if positive[i] { 1.0 } else { -1.0 };
             let (columns, values) = x.row(i);
-            let mut margin = intercept_weight * bias;
-            for (&column, &value) in columns.iter().zip(values) {
-                margin += weights[column as usize] * value as f64;
-            }
+            let margin = intercept_weight * bias + sparse_dot(&weights, columns, values);
             let gradient = margin * sign - 1.0 + alpha[i] * diagonal(i);
             let mut projected = 0.0;
             if alpha[i] == 0.0 {
@@ -134,9 +167,7 @@ fn solve_binary(
                 let old = alpha[i];
                 alpha[i] = (old - gradient / quadratic[i]).max(0.0);
                 let step = (alpha[i] - old) * sign;
-                for (&column, &value) in columns.iter().zip(values) {
-                    weights[column as usize] += step * value as f64;
-                }
+                sparse_add(&mut weights, columns, values, step);
                 intercept_weight += step * bias;
             }
             s += 1;
@@ -187,6 +218,15 @@ impl LinearSvm {
                 class: labels[row],
                 row,
                 class_count,
+            });
+        }
+        // The solver indexes the weights without bounds checks: make sure it may.
+        if x.max_column()
+            .is_some_and(|column| column as usize >= x.column_count())
+        {
+            return Err(TextModelError::FeatureCountMismatch {
+                expected: x.column_count(),
+                actual: x.max_column().map_or(0, |column| column as usize + 1),
             });
         }
         let mut counts = vec![0usize; class_count];

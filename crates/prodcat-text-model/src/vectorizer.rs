@@ -13,11 +13,11 @@
 //! in alphabetical (code point) order of the terms, as in scikit-learn.
 
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
 
 use crate::analyzer::{for_each_ngram, Scratch};
 use crate::options::{Analyzer, TfidfOptions, VectorizerOptions};
 use crate::sparse::{CsrMatrix, SparseRow};
+use crate::term_table::TermTable;
 use crate::TextModelError;
 
 /// Document frequency and total count of one term, with the last document that counted it.
@@ -34,7 +34,7 @@ pub struct FeatureBlock {
     document_count: usize,
     terms: Vec<Box<str>>,
     idf: Vec<f32>,
-    lookup: FxHashMap<Box<str>, u32>,
+    lookup: TermTable<u32>,
 }
 
 impl FeatureBlock {
@@ -65,7 +65,7 @@ impl FeatureBlock {
             });
         }
         let mut kept: Vec<(Box<str>, TermStatistics)> = counts
-            .into_iter()
+            .into_entries()
             .filter(|(_, stats)| {
                 let df = stats.document_frequency as f64;
                 df >= min_count && df <= max_count
@@ -126,11 +126,10 @@ impl FeatureBlock {
         if idf.iter().any(|value| !value.is_finite()) {
             return Err(TextModelError::Corrupt("non-finite idf weight".into()));
         }
-        let lookup = terms
-            .iter()
-            .enumerate()
-            .map(|(index, term)| (term.clone(), index as u32))
-            .collect();
+        let mut lookup = TermTable::with_capacity(terms.len());
+        for (index, term) in terms.iter().enumerate() {
+            lookup.insert_new(term, index as u32);
+        }
         Ok(Self {
             options,
             document_count,
@@ -238,67 +237,54 @@ fn idf_weight(options: &TfidfOptions, documents: usize, document_frequency: u32)
 }
 
 /// Counts document frequency and total frequency of every n-gram, in parallel over documents.
+///
+/// The corpus is cut into a few contiguous parts (two per thread), each counted into its own
+/// map, and the maps are merged at the end: few parts keep the merge cheap, two per thread keep
+/// both threads busy when one part is slower.
 fn count_terms<S: AsRef<str> + Sync>(
     texts: &[S],
     options: &TfidfOptions,
-) -> FxHashMap<Box<str>, TermStatistics> {
-    const CHUNK: usize = 32;
+) -> TermTable<TermStatistics> {
+    let parts = (rayon::current_num_threads() * 2).max(1);
+    let part_length = texts.len().div_ceil(parts).max(1);
     texts
-        .par_chunks(CHUNK)
+        .par_chunks(part_length)
         .enumerate()
-        .fold(
-            || {
-                (
-                    FxHashMap::<Box<str>, TermStatistics>::default(),
-                    Scratch::default(),
-                )
-            },
-            |(mut counts, mut scratch), (chunk_number, chunk)| {
-                for (offset, text) in chunk.iter().enumerate() {
-                    let document = chunk_number * CHUNK + offset;
-                    for_each_ngram(text.as_ref(), options, &mut scratch, |ngram| {
-                        match counts.get_mut(ngram) {
-                            Some(stats) => {
-                                stats.total_count += 1;
-                                if stats.last_document != document {
-                                    stats.last_document = document;
-                                    stats.document_frequency += 1;
-                                }
+        .map(|(part, documents)| {
+            let mut counts = TermTable::<TermStatistics>::default();
+            let mut scratch = Scratch::default();
+            for (offset, text) in documents.iter().enumerate() {
+                let document = part * part_length + offset;
+                for_each_ngram(text.as_ref(), options, &mut scratch, |ngram| {
+                    counts.upsert(
+                        ngram,
+                        || TermStatistics {
+                            document_frequency: 1,
+                            total_count: 1,
+                            last_document: document,
+                        },
+                        |stats| {
+                            stats.total_count += 1;
+                            if stats.last_document != document {
+                                stats.last_document = document;
+                                stats.document_frequency += 1;
                             }
-                            None => {
-                                counts.insert(
-                                    ngram.into(),
-                                    TermStatistics {
-                                        document_frequency: 1,
-                                        total_count: 1,
-                                        last_document: document,
-                                    },
-                                );
-                            }
-                        }
-                    });
-                }
-                (counts, scratch)
-            },
-        )
-        .map(|(counts, _)| counts)
-        .reduce(FxHashMap::default, |left, right| {
+                        },
+                    );
+                });
+            }
+            counts
+        })
+        .reduce(TermTable::default, |left, right| {
             let (mut large, small) = if left.len() >= right.len() {
                 (left, right)
             } else {
                 (right, left)
             };
-            for (term, stats) in small {
-                match large.get_mut(&term) {
-                    Some(existing) => {
-                        existing.document_frequency += stats.document_frequency;
-                        existing.total_count += stats.total_count;
-                    }
-                    None => {
-                        large.insert(term, stats);
-                    }
-                }
-            }
+            large.merge(small, |existing, stats| {
+                existing.document_frequency += stats.document_frequency;
+                existing.total_count += stats.total_count;
+            });
             large
         })
 }

@@ -1,0 +1,212 @@
+//! A hash table keyed by n-gram text, built for the vectoriser's hot path: one hash computation
+//! per lookup, keys of up to 23 bytes stored inline (no pointer to follow, no `memcmp` call to
+//! compare them), longer keys on the heap.
+
+use std::hash::Hasher;
+
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
+
+const INLINE: usize = 23;
+
+/// An n-gram, inline when short: `Inline(bytes)` holds the length in byte 0 and the text after.
+#[derive(Clone)]
+enum TermKey {
+    Inline([u8; INLINE + 1]),
+    Heap(Box<str>),
+}
+
+/// The inline form of a short term (zero-padded), used to compare without a `memcmp` call.
+fn inline_form(term: &str) -> Option<[u8; INLINE + 1]> {
+    let bytes = term.as_bytes();
+    if bytes.len() > INLINE {
+        return None;
+    }
+    let mut out = [0u8; INLINE + 1];
+    out[0] = bytes.len() as u8;
+    out[1..=bytes.len()].copy_from_slice(bytes);
+    Some(out)
+}
+
+impl TermKey {
+    fn new(term: &str) -> Self {
+        match inline_form(term) {
+            Some(inline) => Self::Inline(inline),
+            None => Self::Heap(term.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // The inline bytes were copied from a `&str` and cut at its length.
+            Self::Inline(bytes) => {
+                std::str::from_utf8(&bytes[1..=bytes[0] as usize]).unwrap_or_default()
+            }
+            Self::Heap(text) => text,
+        }
+    }
+
+    fn into_boxed_str(self) -> Box<str> {
+        match self {
+            Self::Inline(_) => self.as_str().into(),
+            Self::Heap(text) => text,
+        }
+    }
+}
+
+/// A probe for one lookup: the term, its hash and, when short, its inline form.
+pub(crate) struct Probe<'a> {
+    term: &'a str,
+    hash: u64,
+    inline: Option<[u8; INLINE + 1]>,
+}
+
+impl<'a> Probe<'a> {
+    pub(crate) fn new(term: &'a str) -> Self {
+        Self {
+            term,
+            hash: hash_term(term),
+            inline: inline_form(term),
+        }
+    }
+
+    fn matches(&self, key: &TermKey) -> bool {
+        match (key, &self.inline) {
+            (TermKey::Inline(stored), Some(inline)) => stored == inline,
+            (TermKey::Heap(stored), None) => **stored == *self.term,
+            _ => false,
+        }
+    }
+}
+
+fn hash_term(term: &str) -> u64 {
+    let mut hasher = FxHasher::default();
+    hasher.write(term.as_bytes());
+    hasher.write_u8(0xff);
+    hasher.finish()
+}
+
+/// Terms and a value for each.
+#[derive(Clone)]
+pub(crate) struct TermTable<V> {
+    table: HashTable<(u64, TermKey, V)>,
+}
+
+impl<V> Default for TermTable<V> {
+    fn default() -> Self {
+        Self {
+            table: HashTable::new(),
+        }
+    }
+}
+
+impl<V> TermTable<V> {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self {
+            table: HashTable::with_capacity(capacity),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(crate) fn get(&self, term: &str) -> Option<&V> {
+        let probe = Probe::new(term);
+        self.table
+            .find(probe.hash, |(hash, key, _)| {
+                *hash == probe.hash && probe.matches(key)
+            })
+            .map(|(_, _, value)| value)
+    }
+
+    /// Updates the value of `term`, or inserts `insert()` when the term is new.
+    pub(crate) fn upsert(
+        &mut self,
+        term: &str,
+        insert: impl FnOnce() -> V,
+        update: impl FnOnce(&mut V),
+    ) {
+        let probe = Probe::new(term);
+        match self.table.find_mut(probe.hash, |(hash, key, _)| {
+            *hash == probe.hash && probe.matches(key)
+        }) {
+            Some((_, _, value)) => update(value),
+            None => {
+                self.table.insert_unique(
+                    probe.hash,
+                    (probe.hash, TermKey::new(term), insert()),
+                    |e| e.0,
+                );
+            }
+        }
+    }
+
+    /// Adds every entry of `other`, combining values of terms present in both with `merge`.
+    pub(crate) fn merge(&mut self, other: Self, mut merge: impl FnMut(&mut V, V)) {
+        self.table.reserve(other.len(), |e| e.0);
+        for (hash, key, value) in other.table {
+            let found = self.table.find_mut(hash, |(stored_hash, stored, _)| {
+                *stored_hash == hash && stored.as_str() == key.as_str()
+            });
+            match found {
+                Some((_, _, existing)) => merge(existing, value),
+                None => {
+                    self.table.insert_unique(hash, (hash, key, value), |e| e.0);
+                }
+            }
+        }
+    }
+
+    /// The entries as owned strings and values, in no particular order.
+    pub(crate) fn into_entries(self) -> impl Iterator<Item = (Box<str>, V)> {
+        self.table
+            .into_iter()
+            .map(|(_, key, value)| (key.into_boxed_str(), value))
+    }
+
+    pub(crate) fn insert_new(&mut self, term: &str, value: V) {
+        let hash = hash_term(term);
+        self.table
+            .insert_unique(hash, (hash, TermKey::new(term), value), |e| e.0);
+    }
+}
+
+impl<V> std::fmt::Debug for TermTable<V> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "TermTable({} terms)", self.table.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_long_terms_are_found_and_merged() {
+        let long = "a word bigram longer than twenty-three bytes";
+        let mut left = TermTable::<u32>::default();
+        for term in ["ab", " ab ", "é日本", long, ""] {
+            left.upsert(term, || 1, |count| *count += 1);
+        }
+        left.upsert("ab", || 1, |count| *count += 1);
+        assert_eq!(left.get("ab"), Some(&2));
+        assert_eq!(left.get(long), Some(&1));
+        assert_eq!(left.get(""), Some(&1));
+        assert_eq!(left.get("a"), None);
+        assert_eq!(left.get(&long[..23]), None);
+        let mut right = TermTable::<u32>::default();
+        right.insert_new(long, 5);
+        right.insert_new("new", 7);
+        left.merge(right, |existing, value| *existing += value);
+        assert_eq!(left.get(long), Some(&6));
+        assert_eq!(left.get("new"), Some(&7));
+        assert_eq!(left.len(), 6);
+        let mut entries: Vec<(Box<str>, u32)> = left.into_entries().collect();
+        entries.sort();
+        assert_eq!(entries[0], ("".into(), 1));
+        assert!(entries
+            .iter()
+            .any(|(term, count)| &**term == long && *count == 6));
+    }
+}
