@@ -88,11 +88,13 @@ macro_rules! string_id {
 
             pub fn parse(text: &str) -> Result<Self, DomainError> {
                 let trimmed = text.trim();
-                let rest = trimmed.strip_prefix($prefix).ok_or(DomainError::InvalidId {
-                    kind: $kind,
-                    value: trimmed.to_string(),
-                    reason: concat!("expected it to start with \"", $prefix, "\""),
-                })?;
+                let rest = trimmed
+                    .strip_prefix($prefix)
+                    .ok_or(DomainError::InvalidId {
+                        kind: $kind,
+                        value: trimmed.to_string(),
+                        reason: concat!("expected it to start with \"", $prefix, "\""),
+                    })?;
                 if rest.len() < 4
                     || rest.len() > 64
                     || !rest

@@ -140,7 +140,9 @@ mod tests {
             }
             let normalized = normalize_text(line);
             assert!(!normalized.contains("  "), "double space in {normalized:?}");
-            for marker in ["&#39;", "&eacute;", "<br", "</p>", "<li>", "&nbsp;", "&amp;"] {
+            for marker in [
+                "&#39;", "&eacute;", "<br", "</p>", "<li>", "&nbsp;", "&amp;",
+            ] {
                 assert!(
                     !normalized.contains(marker),
                     "{marker} left in {normalized:?}"
@@ -148,7 +150,10 @@ mod tests {
             }
             checked += 1;
         }
-        assert!(checked > 1000, "expected the real sample, read {checked} lines");
+        assert!(
+            checked > 1000,
+            "expected the real sample, read {checked} lines"
+        );
         assert!(with_markup > 100, "the sample should contain markup");
     }
 }

@@ -1,0 +1,74 @@
+//! The `prodcat` command: one binary for the whole life of the product classifier, from the demo
+//! catalogue and imports to training, serving, monitoring and retraining.
+
+mod commands;
+mod output;
+mod settings;
+
+use clap::{Parser, Subcommand};
+
+use crate::settings::{GlobalArgs, Settings};
+
+/// prodcat: classify marketplace products from their text and photo, and run that model in
+/// production (datasets, training, registry, serving, drift, retraining) from one binary.
+///
+/// Everything runs on an embedded default (an SQLite file and a local folder under
+/// ./prodcat-data) unless PRODCAT_DATABASE_URL / PRODCAT_OBJECT_STORE_URL point elsewhere.
+/// Every flag can also be set with a PRODCAT_* environment variable or in prodcat.toml.
+#[derive(Debug, Parser)]
+#[command(name = "prodcat", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole job on the embedded default: demo catalogue (or --data DIR), import, show.
+    Quickstart(commands::quickstart::QuickstartArgs),
+    /// Catalogue data: generate the demo, import, list, show and compare dataset versions.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::resolve(&cli.global) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Quickstart(args) => commands::quickstart::run(&settings, args).await,
+            Command::Data(command) => commands::data::run(&settings, command).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
