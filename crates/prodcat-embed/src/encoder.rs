@@ -338,7 +338,7 @@ impl Encoder {
         let stride = 3 * hidden;
         let scale = 1.0 / (head_size as f32).sqrt();
         let tokens = query_key_value.len() / stride;
-        context.clear();
+        // Every element is written below (each head fills its columns of each token).
         context.resize(tokens * hidden, 0.0);
         let run = |span: &Range<usize>, head: usize, out: &mut Vec<f32>, scratch: &mut Vec<f32>| {
             let base = span.start * stride + head * head_size;
@@ -402,7 +402,7 @@ fn linear(
 ) {
     let rows = matrix.rows;
     let tokens = input.tokens;
-    out.clear();
+    // Every element is written below; resizing only allocates on first use.
     out.resize(tokens * rows, 0.0);
     let threads = rayon::current_num_threads();
     if !parallel || threads < 2 || tokens * rows * matrix.columns < PARALLEL_MATMUL_MINIMUM {

@@ -105,14 +105,21 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     // Rounds to nearest through the float mantissa (valid for |v| < 2^22).
     const ROUNDER: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUNDER) - ROUNDER;
+    // After adding ROUNDER the low mantissa bits hold n = round(x · log2 e) as an integer, so
+    // 2^n is built with integer operations only (no float-to-int conversion).
+    let shifted = x * LOG2_E + ROUNDER;
+    let n = shifted - ROUNDER;
     let r = x - n * LN2_HIGH - n * LN2_LOW;
     let polynomial = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    polynomial * scale
+    let exponent = shifted
+        .to_bits()
+        .wrapping_sub(ROUNDER.to_bits())
+        .wrapping_add(127)
+        << 23;
+    polynomial * f32::from_bits(exponent)
 }
 
 /// erf(x) by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
@@ -221,28 +228,38 @@ fn attention_head_body(
     context: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    // Transposed keys [head_size × length] so the score loop runs along the sequence.
+    // Keys transposed to [head_size × padded length] (zero padding to whole lanes), so the
+    // scores of LANES keys accumulate in registers across the head's dimensions.
+    let padded = length.div_ceil(LANES) * LANES;
     scratch.clear();
-    scratch.resize(head_size * length + length, 0.0);
-    let (keys_transposed, scores) = scratch.split_at_mut(head_size * length);
+    scratch.resize(head_size * padded + padded + head_size, 0.0);
+    let (keys_transposed, rest) = scratch.split_at_mut(head_size * padded);
+    let (scores, scaled_query) = rest.split_at_mut(padded);
     for position in 0..length {
         let key = &keys[position * stride..position * stride + head_size];
         for (dimension, value) in key.iter().enumerate() {
-            keys_transposed[dimension * length + position] = *value;
+            keys_transposed[dimension * padded + position] = *value;
         }
     }
     for query_index in 0..length {
         let query = &queries[query_index * stride..query_index * stride + head_size];
-        scores.fill(0.0);
-        for (dimension, q) in query.iter().enumerate() {
-            let column = &keys_transposed[dimension * length..(dimension + 1) * length];
-            for (score, k) in scores.iter_mut().zip(column) {
-                *score += *q * *k;
-            }
+        for (scaled, q) in scaled_query.iter_mut().zip(query) {
+            *scaled = *q * scale;
         }
+        for (chunk_index, chunk) in scores.chunks_exact_mut(LANES).enumerate() {
+            let mut lanes = [0.0f32; LANES];
+            for (dimension, q) in scaled_query.iter().enumerate() {
+                let start = dimension * padded + chunk_index * LANES;
+                let keys_row = &keys_transposed[start..start + LANES];
+                for (lane, k) in lanes.iter_mut().zip(keys_row) {
+                    *lane += *q * *k;
+                }
+            }
+            chunk.copy_from_slice(&lanes);
+        }
+        let scores = &mut scores[..length];
         let mut maximum = f32::NEG_INFINITY;
-        for score in scores.iter_mut() {
-            *score *= scale;
+        for score in scores.iter() {
             maximum = if *score > maximum { *score } else { maximum };
         }
         for score in scores.iter_mut() {
@@ -250,13 +267,27 @@ fn attention_head_body(
         }
         let inverse = 1.0 / sum_lanes(scores);
         let out = &mut context[query_index * head_size..(query_index + 1) * head_size];
-        out.fill(0.0);
-        for (position, probability) in scores.iter().enumerate() {
-            let weight = *probability * inverse;
-            let value = &values[position * stride..position * stride + head_size];
-            for (accumulator, v) in out.iter_mut().zip(value) {
-                *accumulator += weight * *v;
+        if head_size == 32 {
+            // The common case: the 32 outputs stay in registers over the whole sequence.
+            let mut accumulators = [0.0f32; 32];
+            for (position, probability) in scores.iter().enumerate() {
+                let value = &values[position * stride..position * stride + 32];
+                for (accumulator, v) in accumulators.iter_mut().zip(value) {
+                    *accumulator += *probability * *v;
+                }
             }
+            for (target, accumulator) in out.iter_mut().zip(&accumulators) {
+                *target = *accumulator * inverse;
+            }
+        } else {
+            out.fill(0.0);
+            for (position, probability) in scores.iter().enumerate() {
+                let value = &values[position * stride..position * stride + head_size];
+                for (accumulator, v) in out.iter_mut().zip(value) {
+                    *accumulator += *probability * *v;
+                }
+            }
+            out.iter_mut().for_each(|value| *value *= inverse);
         }
     }
 }
@@ -327,41 +358,48 @@ mod tests {
 
     #[test]
     fn attention_head_matches_a_direct_computation() {
-        let (length, head_size, stride) = (5usize, 4usize, 6usize);
-        let pseudo = |index: usize| ((index * 7919 % 1000) as f32 / 500.0) - 1.0;
-        let queries: Vec<f32> = (0..length * stride).map(pseudo).collect();
-        let keys: Vec<f32> = (0..length * stride).map(|i| pseudo(i + 17)).collect();
-        let values: Vec<f32> = (0..length * stride).map(|i| pseudo(i + 101)).collect();
-        let mut context = vec![0.0; length * head_size];
-        let mut scratch = Vec::new();
-        attention_head(
-            &queries,
-            &keys,
-            &values,
-            stride,
-            length,
-            head_size,
-            0.5,
-            &mut context,
-            &mut scratch,
-        );
-        for i in 0..length {
-            let scores: Vec<f64> = (0..length)
-                .map(|j| {
-                    (0..head_size)
-                        .map(|d| queries[i * stride + d] as f64 * keys[j * stride + d] as f64)
-                        .sum::<f64>()
-                        * 0.5
-                })
-                .collect();
-            let maximum = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let weights: Vec<f64> = scores.iter().map(|s| (s - maximum).exp()).collect();
-            let total: f64 = weights.iter().sum();
-            for d in 0..head_size {
-                let expected: f64 = (0..length)
-                    .map(|j| weights[j] / total * values[j * stride + d] as f64)
-                    .sum();
-                assert!((context[i * head_size + d] as f64 - expected).abs() < 1e-5);
+        // Head size 4 takes the general path, 32 the register-resident one; lengths cover
+        // partial and whole lanes.
+        for (length, head_size, stride) in [(5usize, 4usize, 6usize), (19, 32, 96), (16, 32, 64)] {
+            let pseudo = |index: usize| ((index * 7919 % 1000) as f32 / 500.0) - 1.0;
+            let queries: Vec<f32> = (0..length * stride).map(pseudo).collect();
+            let keys: Vec<f32> = (0..length * stride).map(|i| pseudo(i + 17)).collect();
+            let values: Vec<f32> = (0..length * stride).map(|i| pseudo(i + 101)).collect();
+            let mut context = vec![0.0; length * head_size];
+            let mut scratch = Vec::new();
+            attention_head(
+                &queries,
+                &keys,
+                &values,
+                stride,
+                length,
+                head_size,
+                0.5,
+                &mut context,
+                &mut scratch,
+            );
+            for i in 0..length {
+                let scores: Vec<f64> = (0..length)
+                    .map(|j| {
+                        (0..head_size)
+                            .map(|d| queries[i * stride + d] as f64 * keys[j * stride + d] as f64)
+                            .sum::<f64>()
+                            * 0.5
+                    })
+                    .collect();
+                let maximum = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - maximum).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                for d in 0..head_size {
+                    let expected: f64 = (0..length)
+                        .map(|j| weights[j] / total * values[j * stride + d] as f64)
+                        .sum();
+                    let got = context[i * head_size + d] as f64;
+                    assert!(
+                        (got - expected).abs() < 1e-5,
+                        "length {length} head {head_size}: {got} vs {expected}"
+                    );
+                }
             }
         }
     }

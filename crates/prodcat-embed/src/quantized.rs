@@ -112,68 +112,126 @@ impl QuantizedMatrix {
 }
 
 /// Activations `[tokens × columns]` quantised per 32-value block.
+///
+/// Stored pair-major: block `b` of token `t` is slot `(b / 2 · tokens + t) · 2 + b % 2`, so
+/// the two blocks of a pair are adjacent and consecutive tokens of one pair sit 64 bytes
+/// apart (the kernels then address a tile of tokens from a single pointer).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct QuantizedActivations {
     pub tokens: usize,
     pub columns: usize,
+    /// 32 values per slot.
     values: Vec<i8>,
+    /// One scale per slot.
     scales: Vec<f32>,
-    /// Minus the block's integer sum: added to each of the 8 dot-product lanes of the block
-    /// it removes the `8 · Σ a` offset of the unsigned nibbles.
+    /// Minus the block's integer sum, per slot: added to each of the 8 dot-product lanes of
+    /// the block it removes the `8 · Σ a` offset of the unsigned nibbles.
     corrections: Vec<i32>,
+    /// `scales` and `corrections` repeated 8 times each (one per 32-bit lane of a block's
+    /// dot product), so the AVX-512 kernel loads them as ready vectors.
+    lane_scales: Vec<f32>,
+    lane_corrections: Vec<i32>,
+}
+
+/// Slot of block `block` of token `token` among `tokens` tokens.
+#[inline(always)]
+fn slot(tokens: usize, token: usize, block: usize) -> usize {
+    (block / 2 * tokens + token) * 2 + block % 2
 }
 
 #[inline(always)]
-fn quantize_body(input: &[f32], values: &mut [i8], scales: &mut [f32], corrections: &mut [i32]) {
-    for (((block, quantized), scale), correction) in input
-        .chunks_exact(BLOCK_SIZE)
-        .zip(values.chunks_exact_mut(BLOCK_SIZE))
-        .zip(scales.iter_mut())
-        .zip(corrections.iter_mut())
-    {
-        let mut lanes = [0.0f32; 8];
-        for chunk in block.chunks_exact(8) {
-            for (lane, value) in lanes.iter_mut().zip(chunk) {
-                let magnitude = value.abs();
-                *lane = if magnitude > *lane { magnitude } else { *lane };
+fn quantize_body(
+    input: &[f32],
+    tokens: usize,
+    columns: usize,
+    values: &mut [i8],
+    scales: &mut [f32],
+    corrections: &mut [i32],
+) {
+    let blocks = columns / BLOCK_SIZE;
+    for token in 0..tokens {
+        for block_index in 0..blocks {
+            let start = token * columns + block_index * BLOCK_SIZE;
+            let block = &input[start..start + BLOCK_SIZE];
+            let target = slot(tokens, token, block_index);
+            let quantized = &mut values[target * BLOCK_SIZE..(target + 1) * BLOCK_SIZE];
+            let mut lanes = [0.0f32; 8];
+            for chunk in block.chunks_exact(8) {
+                for (lane, value) in lanes.iter_mut().zip(chunk) {
+                    let magnitude = value.abs();
+                    *lane = if magnitude > *lane { magnitude } else { *lane };
+                }
             }
+            let maximum = lanes
+                .iter()
+                .fold(0.0f32, |a, b| if *b > a { *b } else { a });
+            let step = maximum / 127.0;
+            let inverse = if step > 0.0 { 1.0 / step } else { 0.0 };
+            let mut sum = 0i32;
+            for (value, out) in block.iter().zip(quantized.iter_mut()) {
+                let rounded = (value * inverse).round_ties_even().clamp(-128.0, 127.0) as i32;
+                *out = rounded as i8;
+                sum += rounded;
+            }
+            scales[target] = step;
+            corrections[target] = -sum;
         }
-        let maximum = lanes
-            .iter()
-            .fold(0.0f32, |a, b| if *b > a { *b } else { a });
-        let step = maximum / 127.0;
-        let inverse = if step > 0.0 { 1.0 / step } else { 0.0 };
-        let mut sum = 0i32;
-        for (value, out) in block.iter().zip(quantized.iter_mut()) {
-            let rounded = (value * inverse).round_ties_even().clamp(-128.0, 127.0) as i32;
-            *out = rounded as i8;
-            sum += rounded;
-        }
-        *scale = step;
-        *correction = -sum;
     }
 }
 
 multiversion! {
-    fn quantize_blocks(input: &[f32], values: &mut [i8], scales: &mut [f32], corrections: &mut [i32]) = quantize_body
+    fn quantize_blocks(
+        input: &[f32],
+        tokens: usize,
+        columns: usize,
+        values: &mut [i8],
+        scales: &mut [f32],
+        corrections: &mut [i32],
+    ) = quantize_body
 }
 
 impl QuantizedActivations {
     /// Quantises `input` (`tokens × columns`, columns a multiple of 64) into this buffer.
     pub fn quantize(&mut self, input: &[f32], tokens: usize, columns: usize) {
-        debug_assert_eq!(input.len(), tokens * columns);
+        assert_eq!(input.len(), tokens * columns, "activation size");
+        assert!(columns.is_multiple_of(2 * BLOCK_SIZE), "activation width");
         let blocks = tokens * columns / BLOCK_SIZE;
         self.tokens = tokens;
         self.columns = columns;
         self.values.resize(tokens * columns, 0);
         self.scales.resize(blocks, 0.0);
         self.corrections.resize(blocks, 0);
+        self.lane_scales.resize(8 * blocks, 0.0);
+        self.lane_corrections.resize(8 * blocks, 0);
+        #[cfg(target_arch = "x86_64")]
+        if InstructionSet::detect() == InstructionSet::Avx512Vnni {
+            // SAFETY: AVX-512 F/BW were detected; the buffers were sized above.
+            unsafe { x86::quantize_avx512(input, self) };
+            return;
+        }
         quantize_blocks(
             input,
+            tokens,
+            columns,
             &mut self.values[..tokens * columns],
             &mut self.scales[..blocks],
             &mut self.corrections[..blocks],
         );
+        for block in 0..blocks {
+            self.lane_scales[8 * block..8 * block + 8].fill(self.scales[block]);
+            self.lane_corrections[8 * block..8 * block + 8].fill(self.corrections[block]);
+        }
+    }
+
+    /// Quantised value of (`token`, `column`) and its block's scale, for tests.
+    #[cfg(test)]
+    fn value(&self, token: usize, column: usize) -> (i8, f32, i32) {
+        let target = slot(self.tokens, token, column / BLOCK_SIZE);
+        (
+            self.values[target * BLOCK_SIZE + column % BLOCK_SIZE],
+            self.scales[target],
+            self.corrections[target],
+        )
     }
 }
 
@@ -246,9 +304,6 @@ fn matmul_portable(
     let columns = weights.columns;
     let blocks = columns / BLOCK_SIZE;
     for token in 0..input.tokens {
-        let activations = &input.values[token * columns..(token + 1) * columns];
-        let activation_scales = &input.scales[token * blocks..(token + 1) * blocks];
-        let corrections = &input.corrections[token * blocks..(token + 1) * blocks];
         for row in rows.clone() {
             let packed = &weights.packed[row * columns / 2..(row + 1) * columns / 2];
             let weight_scales = &weights.scales[row * blocks..(row + 1) * blocks];
@@ -257,13 +312,14 @@ fn matmul_portable(
                 let bytes = &packed[pair * BLOCK_SIZE..(pair + 1) * BLOCK_SIZE];
                 for half in 0..2 {
                     let block = 2 * pair + half;
-                    let values = &activations[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE];
-                    let mut dot = 8 * corrections[block];
+                    let target = slot(input.tokens, token, block);
+                    let values = &input.values[target * BLOCK_SIZE..(target + 1) * BLOCK_SIZE];
+                    let mut dot = 8 * input.corrections[target];
                     for (byte, activation) in bytes.iter().zip(values) {
                         let nibble = if half == 0 { byte & 0x0f } else { byte >> 4 };
                         dot += nibble as i32 * *activation as i32;
                     }
-                    total += weight_scales[block] * activation_scales[block] * dot as f32;
+                    total += weight_scales[block] * input.scales[target] * dot as f32;
                 }
             }
             out[token * out_stride + row - rows.start] = bias[row] + total;
@@ -277,7 +333,7 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
-    use super::{QuantizedActivations, QuantizedMatrix, BLOCK_SIZE, ROW_TILE};
+    use super::{QuantizedActivations, QuantizedMatrix, BLOCK_SIZE};
 
     /// Broadcasts two consecutive `f32` at `pointer` to lanes 0..8 and 8..16.
     #[inline(always)]
@@ -287,14 +343,8 @@ mod x86 {
     }
 
     #[inline(always)]
-    unsafe fn pair_of_corrections(pointer: *const i32, spread: __m512i) -> __m512i {
-        let two = _mm_loadl_epi64(pointer as *const __m128i);
-        _mm512_permutexvar_epi32(spread, _mm512_castsi128_si512(two))
-    }
-
-    #[inline(always)]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    unsafe fn tile_avx512<const TOKENS: usize>(
+    unsafe fn tile_avx512<const ROWS: usize, const TOKENS: usize>(
         weights: &QuantizedMatrix,
         bias: &[f32],
         input: &QuantizedActivations,
@@ -312,15 +362,15 @@ mod x86 {
         let packed = weights.packed.as_ptr();
         let weight_scales = weights.scales.as_ptr();
         let values = input.values.as_ptr();
-        let activation_scales = input.scales.as_ptr();
-        let corrections = input.corrections.as_ptr();
+        let lane_scales = input.lane_scales.as_ptr();
+        let lane_corrections = input.lane_corrections.as_ptr();
         let mut first_row = rows.start;
         while first_row < rows.end {
-            let mut accumulators = [[_mm512_setzero_ps(); TOKENS]; ROW_TILE];
+            let mut accumulators = [[_mm512_setzero_ps(); TOKENS]; ROWS];
             for pair in 0..pairs {
-                let mut row_weights = [_mm512_setzero_si512(); ROW_TILE];
-                let mut row_scales = [_mm512_setzero_ps(); ROW_TILE];
-                for r in 0..ROW_TILE {
+                let mut row_weights = [_mm512_setzero_si512(); ROWS];
+                let mut row_scales = [_mm512_setzero_ps(); ROWS];
+                for r in 0..ROWS {
                     let row = first_row + r;
                     let bytes = _mm256_loadu_si256(
                         packed.add(row * row_bytes + pair * BLOCK_SIZE) as *const __m256i
@@ -331,16 +381,17 @@ mod x86 {
                     row_scales[r] =
                         pair_of_scales(weight_scales.add(row * blocks + 2 * pair), spread);
                 }
+                // Pair-major layout: this pair's tokens are consecutive 64-byte slots.
+                let first_slot = pair * input.tokens + first_token;
+                let pair_values = values.add(first_slot * 2 * BLOCK_SIZE);
+                let pair_scales = lane_scales.add(first_slot * 16);
+                let pair_corrections = lane_corrections.add(first_slot * 16);
                 for t in 0..TOKENS {
-                    let token = first_token + t;
-                    let activations = _mm512_loadu_si512(
-                        values.add(token * columns + pair * 2 * BLOCK_SIZE) as *const __m512i,
-                    );
-                    let token_scales =
-                        pair_of_scales(activation_scales.add(token * blocks + 2 * pair), spread);
+                    let activations = _mm512_loadu_si512(pair_values.add(t * 64) as *const __m512i);
+                    let token_scales = _mm512_loadu_ps(pair_scales.add(t * 16));
                     let correction =
-                        pair_of_corrections(corrections.add(token * blocks + 2 * pair), spread);
-                    for r in 0..ROW_TILE {
+                        _mm512_loadu_si512(pair_corrections.add(t * 16) as *const __m512i);
+                    for r in 0..ROWS {
                         let dot = _mm512_dpbusd_epi32(correction, row_weights[r], activations);
                         let scale = _mm512_mul_ps(row_scales[r], token_scales);
                         accumulators[r][t] =
@@ -355,7 +406,51 @@ mod x86 {
                         *bias.get_unchecked(row) + _mm512_reduce_add_ps(*accumulator);
                 }
             }
-            first_row += ROW_TILE;
+            first_row += ROWS;
+        }
+    }
+
+    /// Quantises `input` into `output` (already sized for `output.tokens × output.columns`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    pub(super) unsafe fn quantize_avx512(input: &[f32], output: &mut QuantizedActivations) {
+        let blocks = output.tokens * output.columns / BLOCK_SIZE;
+        debug_assert!(input.len() >= blocks * BLOCK_SIZE);
+        let source = input.as_ptr();
+        let values = output.values.as_mut_ptr();
+        let lane_scales = output.lane_scales.as_mut_ptr();
+        let lane_corrections = output.lane_corrections.as_mut_ptr();
+        let tokens = output.tokens;
+        let blocks_per_token = output.columns / BLOCK_SIZE;
+        for token in 0..tokens {
+            for block_index in 0..blocks_per_token {
+                let block = token * blocks_per_token + block_index;
+                let target = super::slot(tokens, token, block_index);
+                let first = _mm512_loadu_ps(source.add(block * BLOCK_SIZE));
+                let second = _mm512_loadu_ps(source.add(block * BLOCK_SIZE + 16));
+                let maximum = _mm512_reduce_max_ps(_mm512_max_ps(
+                    _mm512_abs_ps(first),
+                    _mm512_abs_ps(second),
+                ));
+                let step = maximum / 127.0;
+                let inverse = _mm512_set1_ps(if step > 0.0 { 1.0 / step } else { 0.0 });
+                // Rounds to nearest even (the default MXCSR mode), as lrintf does.
+                let low = _mm512_cvtps_epi32(_mm512_mul_ps(first, inverse));
+                let high = _mm512_cvtps_epi32(_mm512_mul_ps(second, inverse));
+                let destination = values.add(target * BLOCK_SIZE);
+                _mm_storeu_si128(destination as *mut __m128i, _mm512_cvtsepi32_epi8(low));
+                _mm_storeu_si128(
+                    destination.add(16) as *mut __m128i,
+                    _mm512_cvtsepi32_epi8(high),
+                );
+                let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(low, high));
+                *output.scales.get_unchecked_mut(target) = step;
+                *output.corrections.get_unchecked_mut(target) = -sum;
+                _mm256_storeu_ps(lane_scales.add(8 * target), _mm256_set1_ps(step));
+                _mm256_storeu_si256(
+                    lane_corrections.add(8 * target) as *mut __m256i,
+                    _mm256_set1_epi32(-sum),
+                );
+            }
         }
     }
 
@@ -368,14 +463,32 @@ mod x86 {
         out: &mut [f32],
         out_stride: usize,
     ) {
+        // Few tokens (a query): two rows by up to eight tokens, so each unpacked weight vector
+        // serves every token. Many tokens: four rows by four tokens, which keeps a tile's
+        // activations (values and lane vectors of 4 tokens) within L1 across the row tiles.
+        let (rows, out) = (&rows, &mut *out);
+        if input.tokens <= 8 {
+            match input.tokens {
+                8 => tile_avx512::<2, 8>(weights, bias, input, rows, 0, out, out_stride),
+                7 => tile_avx512::<2, 7>(weights, bias, input, rows, 0, out, out_stride),
+                6 => tile_avx512::<2, 6>(weights, bias, input, rows, 0, out, out_stride),
+                5 => tile_avx512::<2, 5>(weights, bias, input, rows, 0, out, out_stride),
+                4 => tile_avx512::<2, 4>(weights, bias, input, rows, 0, out, out_stride),
+                3 => tile_avx512::<2, 3>(weights, bias, input, rows, 0, out, out_stride),
+                2 => tile_avx512::<2, 2>(weights, bias, input, rows, 0, out, out_stride),
+                1 => tile_avx512::<2, 1>(weights, bias, input, rows, 0, out, out_stride),
+                _ => {}
+            }
+            return;
+        }
         let mut token = 0;
         while token < input.tokens {
             let count = (input.tokens - token).min(4);
             match count {
-                4 => tile_avx512::<4>(weights, bias, input, &rows, token, out, out_stride),
-                3 => tile_avx512::<3>(weights, bias, input, &rows, token, out, out_stride),
-                2 => tile_avx512::<2>(weights, bias, input, &rows, token, out, out_stride),
-                _ => tile_avx512::<1>(weights, bias, input, &rows, token, out, out_stride),
+                4 => tile_avx512::<4, 4>(weights, bias, input, rows, token, out, out_stride),
+                3 => tile_avx512::<4, 3>(weights, bias, input, rows, token, out, out_stride),
+                2 => tile_avx512::<4, 2>(weights, bias, input, rows, token, out, out_stride),
+                _ => tile_avx512::<4, 1>(weights, bias, input, rows, token, out, out_stride),
             }
             token += count;
         }
@@ -432,11 +545,16 @@ mod x86 {
                     for half in 0..2 {
                         let block = 2 * pair + half;
                         let activations = _mm256_loadu_si256(
-                            values.add(token * columns + block * BLOCK_SIZE) as *const __m256i,
+                            values.add(super::slot(input.tokens, token, block) * BLOCK_SIZE)
+                                as *const __m256i,
                         );
-                        let token_scale = *activation_scales.add(token * blocks + block);
-                        let correction =
-                            _mm256_set1_epi32(*corrections.add(token * blocks + block));
+                        let token_scale =
+                            *activation_scales.add(super::slot(input.tokens, token, block));
+                        let correction = _mm256_set1_epi32(*corrections.add(super::slot(
+                            input.tokens,
+                            token,
+                            block,
+                        )));
                         for r in 0..ROWS {
                             let products = _mm256_maddubs_epi16(row_weights[r][half], activations);
                             let dot =
@@ -542,19 +660,25 @@ pub(crate) mod tests {
         input[3] = -1.0;
         let mut activations = QuantizedActivations::default();
         activations.quantize(&input, 1, 64);
-        assert_eq!(activations.values[0], 127);
-        assert_eq!(activations.values[1], 0);
-        assert_eq!(activations.values[2], 2);
-        assert_eq!(activations.values[3], -50);
-        assert!((activations.scales[0] - 0.02).abs() < 1e-7);
-        assert_eq!(activations.scales[1], 0.0);
-        assert_eq!(activations.corrections[0], -(127 + 2 - 50));
-        assert_eq!(activations.corrections[1], 0);
+        assert_eq!(activations.value(0, 0).0, 127);
+        assert_eq!(activations.value(0, 1).0, 0);
+        assert_eq!(activations.value(0, 2).0, 2);
+        assert_eq!(activations.value(0, 3).0, -50);
+        assert!((activations.value(0, 0).1 - 0.02).abs() < 1e-7);
+        assert_eq!(activations.value(0, 40).1, 0.0);
+        assert_eq!(activations.value(0, 0).2, -(127 + 2 - 50));
+        assert_eq!(activations.value(0, 40).2, 0);
     }
 
     fn check_kernel(instruction_set: InstructionSet) {
         let mut random = Lcg(11);
-        for (rows, columns, tokens) in [(8, 64, 1), (12, 128, 5), (16, 384, 7), (4, 192, 4)] {
+        for (rows, columns, tokens) in [
+            (8, 64, 1),
+            (12, 128, 5),
+            (16, 384, 19),
+            (4, 192, 8),
+            (8, 128, 9),
+        ] {
             let raw = random_q4(&mut random, rows, columns);
             let matrix = QuantizedMatrix::from_q4_blocks(&raw, rows, columns);
             let bias: Vec<f32> = (0..rows).map(|_| random.uniform()).collect();
@@ -570,9 +694,8 @@ pub(crate) mod tests {
                 for r in 0..rows {
                     let mut total = bias[r] as f64;
                     for c in 0..columns {
-                        let block = t * columns / BLOCK_SIZE + c / BLOCK_SIZE;
-                        let activation = activations.values[t * columns + c] as f64
-                            * activations.scales[block] as f64;
+                        let (value, scale, _) = activations.value(t, c);
+                        let activation = value as f64 * scale as f64;
                         total += matrix.weight(r, c) as f64 * activation;
                     }
                     let got = expected[t * rows + r] as f64;

