@@ -39,7 +39,7 @@ pub enum VisionError {
         actual: Vec<usize>,
     },
 
-    #[error("tensor {name} has dtype {dtype}; only F32, F16 and F64 weights are supported")]
+    #[error("tensor {name} has dtype {dtype}; only F32 and F64 weights are supported")]
     TensorDtypeUnsupported { name: String, dtype: String },
 
     #[error("cannot build the network graph: {reason}")]
@@ -53,6 +53,9 @@ pub enum VisionError {
 
     #[error("image is empty (0 bytes)")]
     EmptyImage,
+
+    #[error("encoded image is {bytes} bytes, above the limit of {limit} bytes")]
+    EncodedImageTooLarge { bytes: u64, limit: u64 },
 
     #[error("bytes are not a supported image (JPEG or PNG expected; first bytes {leading_bytes})")]
     UnrecognisedImageFormat { leading_bytes: String },

@@ -2,9 +2,9 @@
 //! decoding, preprocessing and inference spread over the worker threads, results kept in
 //! input order, one error per bad image without failing the others.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::error::{Result, VisionError};
+use crate::error::Result;
 use crate::network::{default_thread_count, MobileNetV2, NetworkOutput};
 use crate::preprocess::{PreprocessOptions, Preprocessor};
 
@@ -70,12 +70,7 @@ impl ImageFeatureExtractor {
         let preprocessor = self.preprocessor;
         self.network
             .map_parallel(paths, self.threads, |state, path| {
-                let path = path.as_ref();
-                let bytes = std::fs::read(path).map_err(|source| VisionError::FileUnreadable {
-                    path: PathBuf::from(path),
-                    source,
-                })?;
-                let prepared = preprocessor.prepare(&bytes)?;
+                let prepared = preprocessor.prepare_file(path.as_ref())?;
                 MobileNetV2::run_on_state(state, &prepared)
             })
     }

@@ -26,6 +26,8 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// Default decompression-bomb limit: 40 megapixels.
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+/// Default limit on the encoded size of one image: 32 MiB.
+pub const DEFAULT_MAX_ENCODED_BYTES: u64 = 32 << 20;
 
 /// How the (possibly border-cropped) picture is brought to 224 x 224.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +64,8 @@ impl Default for BorderCropOptions {
 pub struct PreprocessOptions {
     /// Images with more pixels than this are refused before decoding.
     pub max_pixels: u64,
+    /// Encoded images (files, uploads) larger than this are refused before reading them.
+    pub max_encoded_bytes: u64,
     /// `None` keeps the whole picture.
     pub border_crop: Option<BorderCropOptions>,
     pub geometry: ResizeGeometry,
@@ -72,6 +76,7 @@ impl PreprocessOptions {
     pub fn imagenet_classification() -> Self {
         Self {
             max_pixels: DEFAULT_MAX_PIXELS,
+            max_encoded_bytes: DEFAULT_MAX_ENCODED_BYTES,
             border_crop: None,
             geometry: ResizeGeometry::ShorterSideThenCenterCrop { shorter_side: 256 },
         }
@@ -81,6 +86,7 @@ impl PreprocessOptions {
     pub fn product_features() -> Self {
         Self {
             max_pixels: DEFAULT_MAX_PIXELS,
+            max_encoded_bytes: DEFAULT_MAX_ENCODED_BYTES,
             border_crop: Some(BorderCropOptions::default()),
             geometry: ResizeGeometry::PadToSquare,
         }
@@ -475,8 +481,32 @@ impl Preprocessor {
 
     /// Decode, crop, resize and normalise encoded JPEG/PNG bytes.
     pub fn prepare(&self, bytes: &[u8]) -> Result<PreparedImage> {
+        self.check_encoded_size(bytes.len() as u64)?;
         let picture = decode_image(bytes, self.options.max_pixels)?;
         self.prepare_picture(&picture)
+    }
+
+    /// Refuse encoded inputs above `max_encoded_bytes`.
+    pub fn check_encoded_size(&self, bytes: u64) -> Result<()> {
+        if bytes > self.options.max_encoded_bytes {
+            return Err(VisionError::EncodedImageTooLarge {
+                bytes,
+                limit: self.options.max_encoded_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Read an image file, refusing it from its size before reading, then prepare it.
+    pub fn prepare_file(&self, path: &std::path::Path) -> Result<PreparedImage> {
+        let unreadable = |source| VisionError::FileUnreadable {
+            path: path.to_path_buf(),
+            source,
+        };
+        let length = std::fs::metadata(path).map_err(unreadable)?.len();
+        self.check_encoded_size(length)?;
+        let bytes = std::fs::read(path).map_err(unreadable)?;
+        self.prepare(&bytes)
     }
 
     /// Crop, resize and normalise an already decoded picture.

@@ -316,3 +316,44 @@ fn pixel_limit_is_checked_from_the_header() {
         other => panic!("unexpected error {other}"),
     }
 }
+
+#[test]
+fn oversized_encodings_and_missing_files_are_refused() {
+    let preprocessor = Preprocessor::new(PreprocessOptions {
+        max_encoded_bytes: 100,
+        ..PreprocessOptions::product_features()
+    });
+    let photo = product_photo(
+        64,
+        64,
+        PixelBox {
+            left: 8,
+            top: 8,
+            width: 20,
+            height: 20,
+        },
+    );
+    let png = encode(&photo, ImageFormat::Png);
+    assert!(png.len() > 100);
+    assert!(matches!(
+        preprocessor.prepare(&png),
+        Err(VisionError::EncodedImageTooLarge { limit: 100, .. })
+    ));
+    let directory =
+        std::env::temp_dir().join(format!("prodcat-vision-files-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let path = directory.join("photo.png");
+    std::fs::write(&path, &png).expect("write");
+    assert!(matches!(
+        preprocessor.prepare_file(&path),
+        Err(VisionError::EncodedImageTooLarge { .. })
+    ));
+    let relaxed = Preprocessor::new(PreprocessOptions::product_features());
+    assert!(relaxed.prepare_file(&path).is_ok());
+    let missing = relaxed
+        .prepare_file(&directory.join("missing.jpg"))
+        .expect_err("missing file");
+    assert!(matches!(missing, VisionError::FileUnreadable { .. }));
+    assert!(missing.to_string().contains("missing.jpg"));
+    std::fs::remove_dir_all(&directory).expect("cleanup");
+}
