@@ -165,7 +165,7 @@ const SERIES_COLOURS: [&str; 4] = ["#d95f02", "#1b9e77", "#7570b3", "#e7298a"];
 pub fn reliability_diagram_svg(series: &[(&str, &ReliabilityDiagram)], title: &str) -> String {
     let (left, top, plot, histogram) = (60.0, 50.0, 360.0, 80.0);
     let width = left + plot + 210.0;
-    let height = top + plot + histogram + 70.0;
+    let height = top + plot + histogram + 80.0;
     let x_of = |value: f64| left + value.clamp(0.0, 1.0) * plot;
     let y_of = |value: f64| top + plot - value.clamp(0.0, 1.0) * plot;
     let mut svg = String::new();
@@ -208,7 +208,7 @@ pub fn reliability_diagram_svg(series: &[(&str, &ReliabilityDiagram)], title: &s
         y = top + plot + 32.0,
         ay = top + plot / 2.0,
     );
-    let histogram_top = top + plot + 45.0;
+    let histogram_top = top + plot + 58.0;
     let max_count = series
         .iter()
         .flat_map(|(_, diagram)| diagram.bins.iter().map(|bin| bin.count))

@@ -53,6 +53,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("prepare") => prepare(&args),
         Some("run") => run(&args),
+        Some("latency") => latency(&args),
         _ => bail!("usage: compare_sklearn prepare|run ... (see the module documentation)"),
     }
 }
@@ -272,6 +273,41 @@ fn weighted_f1(
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// Trains on the training split, then only predicts one product at a time, for profiling.
+fn latency(args: &[String]) -> Result<()> {
+    let rows = read_rows(Path::new(&required(args, "--data")?))?;
+    let splits: Splits =
+        serde_json::from_str(&std::fs::read_to_string(required(args, "--splits")?)?)?;
+    let calls: usize = argument(args, "--calls").map_or(Ok(20_000), |c| c.parse())?;
+    let texts: Vec<&str> = splits
+        .train
+        .iter()
+        .map(|&i| rows[i].text.as_str())
+        .collect();
+    let labels: Vec<CategoryCode> = splits
+        .train
+        .iter()
+        .map(|&i| CategoryCode::from_u16(rows[i].label))
+        .collect::<Result<_, _>>()?;
+    let classifier = TextClassifier::fit(&texts, &labels, &TextClassifierOptions::default())?;
+    let test: Vec<&str> = splits.test.iter().map(|&i| rows[i].text.as_str()).collect();
+    let mut latencies = Vec::with_capacity(calls);
+    let cpu_start = thread_cpu_nanoseconds();
+    for call in 0..calls {
+        let start = Instant::now();
+        let prediction = classifier.predict(test[call % test.len()], 5);
+        latencies.push(start.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(prediction);
+    }
+    let cpu_mean = (thread_cpu_nanoseconds() - cpu_start) / 1e3 / calls as f64;
+    println!(
+        "median {:.1} us, CPU mean {:.1} us over {calls} calls",
+        median(&mut latencies),
+        cpu_mean
+    );
+    Ok(())
 }
 
 fn run(args: &[String]) -> Result<()> {
