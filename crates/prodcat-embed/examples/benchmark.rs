@@ -3,12 +3,14 @@
 //! texts, plus peak memory. Prints a Markdown table.
 //!
 //! ```text
-//! cargo run --release -p prodcat-embed --example benchmark -- [--rounds 5] [--limit 2000]
+//! cargo run --release -p prodcat-embed --example benchmark -- [--rounds 5] [--titles 1000]
+//!     [--products 250] [--passes 2]
 //! ```
 //!
-//! Passages are the product titles (`designation`) of `$PRODCAT_SAMPLE_DATA/text/
-//! X_train_sample.csv` and, as a second workload, full product texts (title + cleaned
-//! description); without the sample, the reference sentences are used.
+//! Passages are the first product titles (`designation`) of `$PRODCAT_SAMPLE_DATA/text/
+//! X_train_sample.csv` and, as a second workload, full product texts of the first rows
+//! (title + cleaned description); without the sample, the reference sentences are used.
+//! Throughput is the best of `--passes` calls embedding the whole list.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,20 +74,25 @@ fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * fraction) as usize]
 }
 
-fn peak_rss_mib() -> f64 {
+/// A memory figure of this process from /proc (`VmHWM` peak, `VmRSS` current), in MiB.
+fn memory_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|line| line.starts_with("VmHWM:"))
+                .find(|line| line.starts_with(field))
                 .and_then(|line| line.split_whitespace().nth(1))
                 .and_then(|kib| kib.parse::<f64>().ok())
         })
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn load_workloads(directory: &Path, limit: usize) -> Result<Vec<Workload>> {
+fn load_workloads(
+    directory: &Path,
+    title_limit: usize,
+    product_limit: usize,
+) -> Result<Vec<Workload>> {
     if let Some(sample) = std::env::var_os("PRODCAT_SAMPLE_DATA") {
         let path = PathBuf::from(sample).join("text/X_train_sample.csv");
         let mut reader = csv::Reader::from_path(&path)
@@ -96,9 +103,13 @@ fn load_workloads(directory: &Path, limit: usize) -> Result<Vec<Workload>> {
             let record = record?;
             let designation = record.get(1).unwrap_or_default();
             let description = record.get(2).unwrap_or_default();
-            titles.push(prodcat_domain::normalize_text(designation));
-            products.push(prodcat_domain::product_text(designation, description));
-            if titles.len() >= limit {
+            if titles.len() < title_limit {
+                titles.push(prodcat_domain::normalize_text(designation));
+            }
+            if products.len() < product_limit {
+                products.push(prodcat_domain::product_text(designation, description));
+            }
+            if titles.len() >= title_limit && products.len() >= product_limit {
                 break;
             }
         }
@@ -132,6 +143,7 @@ fn run_rust(
     directory: &Path,
     threads: usize,
     rounds: usize,
+    passes: usize,
     workloads: &[Workload],
 ) -> Result<Row> {
     let embedder = TextEmbedder::load_with_options(
@@ -143,6 +155,26 @@ fn run_rust(
     )?;
     if threads == 1 {
         println!("{}", embedder.describe());
+        println!(
+            "resident memory after loading: {:.0} MiB (weights {:.0} MiB)",
+            memory_mib("VmRSS:"),
+            embedder.memory_bytes() as f64 / (1 << 20) as f64
+        );
+        for workload in workloads {
+            let start = Instant::now();
+            let tokens: usize = workload
+                .texts
+                .iter()
+                .map(|text| embedder.token_ids(text, InputKind::Passage).len())
+                .sum();
+            let seconds = start.elapsed().as_secs_f64();
+            println!(
+                "tokenizer alone, {}: {:.0} texts/s ({:.2} ms per 1000 tokens)",
+                workload.name,
+                workload.texts.len() as f64 / seconds,
+                seconds * 1e3 / tokens.max(1) as f64 * 1000.0
+            );
+        }
     }
     for query in QUERIES.iter().take(8) {
         embedder.embed_query(query);
@@ -161,7 +193,7 @@ fn run_rust(
     for workload in workloads {
         let texts: Vec<&str> = workload.texts.iter().map(String::as_str).collect();
         let mut best = f64::INFINITY;
-        for _ in 0..3 {
+        for _ in 0..passes {
             let start = Instant::now();
             let vectors = embedder.embed(&texts, InputKind::Passage);
             best = best.min(start.elapsed().as_secs_f64());
@@ -191,6 +223,7 @@ fn run_reference(
     directory: &Path,
     threads: usize,
     rounds: usize,
+    passes: usize,
     workloads: &[Workload],
 ) -> Result<(Row, f64)> {
     let program = directory.join("reference-engine/e5-reference-bench");
@@ -223,6 +256,7 @@ fn run_reference(
             .arg(&queries_path)
             .arg(&passages_path)
             .arg(rounds.to_string())
+            .arg(passes.to_string())
             .env("OMP_NUM_THREADS", threads.to_string())
             .output()
             .with_context(|| format!("failed to run {}", program.display()))?;
@@ -249,18 +283,23 @@ fn run_reference(
 
 fn main() -> Result<()> {
     let mut rounds = 5usize;
-    let mut limit = 2000usize;
+    let mut title_limit = 1000usize;
+    let mut product_limit = 250usize;
+    let mut passes = 2usize;
     let mut arguments = std::env::args().skip(1);
     while let Some(argument) = arguments.next() {
+        let value: usize = arguments
+            .next()
+            .with_context(|| format!("{argument} needs a value"))?
+            .parse()?;
         match argument.as_str() {
-            "--rounds" => {
-                rounds = arguments
-                    .next()
-                    .context("--rounds needs a value")?
-                    .parse()?
-            }
-            "--limit" => limit = arguments.next().context("--limit needs a value")?.parse()?,
-            other => bail!("unknown argument {other} (expected --rounds N, --limit N)"),
+            "--rounds" => rounds = value.max(1),
+            "--titles" => title_limit = value,
+            "--products" => product_limit = value,
+            "--passes" => passes = value.max(1),
+            other => bail!(
+                "unknown argument {other} (expected --rounds, --titles, --products, --passes)"
+            ),
         }
     }
     let directory =
@@ -272,7 +311,7 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
-    let workloads = load_workloads(&directory, limit)?;
+    let workloads = load_workloads(&directory, title_limit, product_limit)?;
     let probe = TextEmbedder::load(&directory)?;
     for workload in &workloads {
         let tokens: usize = workload
@@ -291,12 +330,12 @@ fn main() -> Result<()> {
 
     let mut rows = Vec::new();
     for threads in [1usize, 2] {
-        rows.push(run_rust(&directory, threads, rounds, &workloads)?);
+        rows.push(run_rust(&directory, threads, rounds, passes, &workloads)?);
     }
-    let rust_peak = peak_rss_mib();
+    let rust_peak = memory_mib("VmHWM:");
     let mut reference_peak = 0.0;
     for threads in [1usize, 2] {
-        match run_reference(&directory, threads, rounds, &workloads) {
+        match run_reference(&directory, threads, rounds, passes, &workloads) {
             Ok((row, peak)) => {
                 rows.push(row);
                 reference_peak = f64::max(reference_peak, peak);
@@ -331,7 +370,7 @@ fn main() -> Result<()> {
         "peak resident memory: prodcat-embed process {rust_peak:.0} MiB (two loads, tokenizer.json parsing included); C engine {reference_peak:.0} MiB"
     );
     println!(
-        "queries: {} short search queries x {rounds} rounds, embedded one at a time; passages: whole list in one call, best of 3",
+        "queries: {} short search queries x {rounds} rounds, embedded one at a time; passages: whole list in one call, best of {passes}",
         QUERIES.len()
     );
     Ok(())

@@ -36,14 +36,21 @@ struct PieceTable {
     max_piece_bytes: usize,
 }
 
-fn piece_hash(bytes: &[u8]) -> u64 {
-    // FNV-1a: short keys, good spread, no allocation.
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+/// FNV-1a offset basis.
+const HASH_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Extends an FNV-1a hash by `bytes` (so the Viterbi search hashes each longer candidate
+/// piece incrementally).
+fn extend_hash(mut hash: u64, bytes: &[u8]) -> u64 {
     for byte in bytes {
         hash ^= *byte as u64;
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
+}
+
+fn piece_hash(bytes: &[u8]) -> u64 {
+    extend_hash(HASH_START, bytes)
 }
 
 impl PieceTable {
@@ -87,7 +94,12 @@ impl PieceTable {
     }
 
     fn lookup(&self, bytes: &[u8]) -> Option<usize> {
-        let mut slot = piece_hash(bytes) as usize & self.mask;
+        self.lookup_hashed(bytes, piece_hash(bytes))
+    }
+
+    /// Lookup with the precomputed `piece_hash` of `bytes`.
+    fn lookup_hashed(&self, bytes: &[u8], hash: u64) -> Option<usize> {
+        let mut slot = hash as usize & self.mask;
         loop {
             let entry = self.slots[slot];
             if entry == 0 {
@@ -331,12 +343,17 @@ impl Tokenizer {
             }
             let start_byte = scratch.boundaries[start];
             let mut has_single_character_piece = false;
+            let mut hash = HASH_START;
             for end in start + 1..=char_count {
                 let end_byte = scratch.boundaries[end];
                 if end_byte - start_byte > self.pieces.max_piece_bytes {
                     break;
                 }
-                if let Some(id) = self.pieces.lookup(&bytes[start_byte..end_byte]) {
+                hash = extend_hash(hash, &bytes[scratch.boundaries[end - 1]..end_byte]);
+                if let Some(id) = self
+                    .pieces
+                    .lookup_hashed(&bytes[start_byte..end_byte], hash)
+                {
                     if end == start + 1 {
                         has_single_character_piece = true;
                     }
