@@ -284,6 +284,40 @@ fn batches_and_single_texts_agree_and_order_is_kept() {
 }
 
 #[test]
+fn one_embedder_serves_several_threads_at_once() {
+    let (reference, embedder) = require_model!();
+    let texts: Vec<&str> = reference
+        .sentences
+        .iter()
+        .take(8)
+        .map(|s| s.text.as_str())
+        .collect();
+    let expected = embedder.embed_passages(&texts);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|worker| {
+                let texts = &texts;
+                scope.spawn(move || {
+                    let text = texts[worker % texts.len()];
+                    (
+                        worker,
+                        embedder.embed_passages(texts),
+                        embedder.embed_passage(text),
+                    )
+                })
+            })
+            .collect();
+        for handle in handles {
+            let (worker, batch, single) = handle.join().expect("worker finished");
+            for (got, want) in batch.iter().zip(&expected) {
+                assert!(cosine_similarity(got, want) > 0.99999, "worker {worker}");
+            }
+            assert!(cosine_similarity(&single, &expected[worker % texts.len()]) > 0.99999);
+        }
+    });
+}
+
+#[test]
 fn long_text_policies_differ_only_for_long_texts() {
     let (reference, _) = require_model!();
     let truncating = TextEmbedder::load_with_options(
