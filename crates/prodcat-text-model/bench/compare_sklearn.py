@@ -255,7 +255,7 @@ def table(args):
     row("  SVM outer iterations, max over classes", "svm_iterations_max", "{}", "")
     row("one product, median latency, us", "single_latency_median_us", "{:.1f}", "faster")
     row("one product, p99 latency, us", "single_latency_p99_us", "{:.1f}", "faster")
-    row("one product, CPU time per call, us", "single_latency_cpu_mean_us", "{:.1}", "faster")
+    row("one product, CPU time per call (mean), us", "single_latency_cpu_mean_us", "{:.1f}", "faster")
     row("batch throughput, products/s", "batch_products_per_second", "{:.0f}", "higher")
     row("peak memory after fit, MiB (VmHWM)", "peak_memory_mib", "{:.0f}", "smaller")
     row("model size on disk, bytes", "model_bytes", "{:,}", "smaller")

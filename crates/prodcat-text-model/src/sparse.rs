@@ -142,6 +142,16 @@ impl CsrMatrix {
         self.indices.iter().copied().max()
     }
 
+    /// Appends one row made of two vectoriser rows side by side (the second's columns already
+    /// shifted past the first's).
+    pub(crate) fn append_union(&mut self, first: &SparseRow, second: &SparseRow) {
+        self.indices.extend_from_slice(&first.indices);
+        self.indices.extend_from_slice(&second.indices);
+        self.values.extend_from_slice(&first.values);
+        self.values.extend_from_slice(&second.values);
+        self.offsets.push(self.indices.len());
+    }
+
     /// Bytes held by the three arrays.
     pub fn heap_bytes(&self) -> usize {
         self.offsets.len() * std::mem::size_of::<usize>()

@@ -107,10 +107,6 @@ impl<V> TermTable<V> {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.table.len()
-    }
-
     pub(crate) fn get(&self, term: &str) -> Option<&V> {
         let probe = Probe::new(term);
         self.table
@@ -142,20 +138,25 @@ impl<V> TermTable<V> {
         }
     }
 
-    /// Adds every entry of `other`, combining values of terms present in both with `merge`.
-    pub(crate) fn merge(&mut self, other: Self, mut merge: impl FnMut(&mut V, V)) {
-        self.table.reserve(other.len(), |e| e.0);
-        for (hash, key, value) in other.table {
-            let found = self.table.find_mut(hash, |(stored_hash, stored, _)| {
-                *stored_hash == hash && stored.as_str() == key.as_str()
-            });
-            match found {
-                Some((_, _, existing)) => merge(existing, value),
-                None => {
-                    self.table.insert_unique(hash, (hash, key, value), |e| e.0);
-                }
-            }
-        }
+    /// The value of `term`, inserted by `make()` first when the term is new.
+    pub(crate) fn get_or_insert_with(&mut self, term: &str, make: impl FnOnce() -> V) -> &mut V {
+        let probe = Probe::new(term);
+        let entry = self.table.entry(
+            probe.hash,
+            |(hash, key, _)| *hash == probe.hash && probe.matches(key),
+            |e| e.0,
+        );
+        let (_, _, value) = entry
+            .or_insert_with(|| (probe.hash, TermKey::new(term), make()))
+            .into_mut();
+        value
+    }
+
+    /// Every entry, borrowed, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.table
+            .iter()
+            .map(|(_, key, value)| (key.as_str(), value))
     }
 
     /// The entries as owned strings and values, in no particular order.
@@ -195,13 +196,14 @@ mod tests {
         assert_eq!(left.get(""), Some(&1));
         assert_eq!(left.get("a"), None);
         assert_eq!(left.get(&long[..23]), None);
-        let mut right = TermTable::<u32>::default();
-        right.insert_new(long, 5);
-        right.insert_new("new", 7);
-        left.merge(right, |existing, value| *existing += value);
+        *left.get_or_insert_with(long, || 0) += 5;
+        assert_eq!(*left.get_or_insert_with("new", || 7), 7);
         assert_eq!(left.get(long), Some(&6));
         assert_eq!(left.get("new"), Some(&7));
-        assert_eq!(left.len(), 6);
+        assert_eq!(left.iter().count(), 6);
+        assert!(left
+            .iter()
+            .any(|(term, &count)| term == "é日本" && count == 1));
         let mut entries: Vec<(Box<str>, u32)> = left.into_entries().collect();
         entries.sort();
         assert_eq!(entries[0], ("".into(), 1));

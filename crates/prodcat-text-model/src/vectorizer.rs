@@ -20,11 +20,10 @@ use crate::sparse::{CsrMatrix, SparseRow};
 use crate::term_table::TermTable;
 use crate::TextModelError;
 
-/// Document frequency and total count of one term, with the last document that counted it.
+/// Document frequency and total count of one term.
 struct TermStatistics {
     document_frequency: u32,
     total_count: u64,
-    last_document: usize,
 }
 
 /// One fitted TF-IDF block: its sorted vocabulary and idf weights.
@@ -45,13 +44,13 @@ impl FeatureBlock {
         }
     }
 
-    fn fit<S: AsRef<str> + Sync>(
-        texts: &[S],
+    /// Fits the block on counted parts of a corpus of `document_count` documents.
+    fn fit_counted(
+        parts: &[CountedPart],
         options: &TfidfOptions,
+        document_count: usize,
     ) -> Result<Self, TextModelError> {
-        options.validate()?;
-        let document_count = texts.len();
-        let counts = count_terms(texts, options);
+        let counts = merge_counts(parts);
         let min_count = options.min_df.as_count(document_count);
         let max_count = options.max_df.as_count(document_count);
         if max_count < min_count {
@@ -192,9 +191,8 @@ impl FeatureBlock {
             }
         });
         columns.sort_unstable();
-        let weights = &mut buffers.weights;
-        weights.clear();
-        let start = indices.len();
+        let counted = &mut buffers.counted;
+        counted.clear();
         let mut position = 0;
         while position < columns.len() {
             let column = columns[position];
@@ -202,7 +200,25 @@ impl FeatureBlock {
             while end < columns.len() && columns[end] == column {
                 end += 1;
             }
-            let count = (end - position) as f64;
+            counted.push((column, (end - position) as u32));
+            position = end;
+        }
+        self.weigh(counted, offset, &mut buffers.weights, indices, values);
+    }
+
+    /// Appends the TF-IDF entries of (column, count) pairs sorted by column, l2-normalised,
+    /// columns shifted by `offset`.
+    fn weigh(
+        &self,
+        counted: &[(u32, u32)],
+        offset: u32,
+        weights: &mut Vec<f64>,
+        indices: &mut Vec<u32>,
+        values: &mut Vec<f32>,
+    ) {
+        weights.clear();
+        for &(column, count) in counted {
+            let count = count as f64;
             let mut weight = if self.options.sublinear_tf {
                 1.0 + count.ln()
             } else {
@@ -213,7 +229,6 @@ impl FeatureBlock {
             }
             indices.push(column + offset);
             weights.push(weight);
-            position = end;
         }
         let norm = if self.options.l2_normalize {
             weights.iter().map(|w| w * w).sum::<f64>().sqrt()
@@ -222,7 +237,46 @@ impl FeatureBlock {
         };
         let scale = if norm > 0.0 { 1.0 / norm } else { 1.0 };
         values.extend(weights.iter().map(|w| (w * scale) as f32));
-        debug_assert_eq!(indices.len() - start, weights.len());
+    }
+
+    /// The rows of the documents of counted `parts`, in document order.
+    fn rows_of_parts(&self, parts: &[CountedPart], offset: u32) -> Vec<SparseRow> {
+        let per_part: Vec<Vec<SparseRow>> = parts
+            .par_iter()
+            .map(|part| {
+                let mut local_to_column = vec![u32::MAX; part.statistics.len()];
+                for (term, &local) in part.table.iter() {
+                    if let Some(&column) = self.lookup.get(term) {
+                        local_to_column[local as usize] = column;
+                    }
+                }
+                let mut counted = Vec::new();
+                let mut weights = Vec::new();
+                part.document_offsets
+                    .windows(2)
+                    .map(|range| {
+                        counted.clear();
+                        counted.extend(
+                            part.entries[range[0]..range[1]]
+                                .iter()
+                                .map(|&(local, count)| (local_to_column[local as usize], count))
+                                .filter(|&(column, _)| column != u32::MAX),
+                        );
+                        counted.sort_unstable();
+                        let mut row = SparseRow::default();
+                        self.weigh(
+                            &counted,
+                            offset,
+                            &mut weights,
+                            &mut row.indices,
+                            &mut row.values,
+                        );
+                        row
+                    })
+                    .collect()
+            })
+            .collect();
+        per_part.into_iter().flatten().collect()
     }
 }
 
@@ -236,63 +290,97 @@ fn idf_weight(options: &TfidfOptions, documents: usize, document_frequency: u32)
     value as f32
 }
 
-/// Counts document frequency and total frequency of every n-gram, in parallel over documents.
+/// One contiguous part of a corpus, counted: every distinct n-gram with a local id, the
+/// statistics of each local id, and each document's (local id, count) pairs.
+struct CountedPart {
+    table: TermTable<u32>,
+    statistics: Vec<TermStatistics>,
+    document_offsets: Vec<usize>,
+    entries: Vec<(u32, u32)>,
+}
+
+/// Counts the n-grams of every document, in parallel over documents.
 ///
 /// The corpus is cut into a few contiguous parts (two per thread), each counted into its own
-/// map, and the maps are merged at the end: few parts keep the merge cheap, two per thread keep
-/// both threads busy when one part is slower.
-fn count_terms<S: AsRef<str> + Sync>(
-    texts: &[S],
-    options: &TfidfOptions,
-) -> TermTable<TermStatistics> {
+/// table. Each document's n-grams are kept as (local id, count) pairs, so that once the
+/// vocabulary is chosen the training matrix is built without analysing the texts again.
+fn count_parts<S: AsRef<str> + Sync>(texts: &[S], options: &TfidfOptions) -> Vec<CountedPart> {
     let parts = (rayon::current_num_threads() * 2).max(1);
     let part_length = texts.len().div_ceil(parts).max(1);
     texts
         .par_chunks(part_length)
-        .enumerate()
-        .map(|(part, documents)| {
-            let mut counts = TermTable::<TermStatistics>::default();
-            let mut scratch = Scratch::default();
-            for (offset, text) in documents.iter().enumerate() {
-                let document = part * part_length + offset;
-                for_each_ngram(text.as_ref(), options, &mut scratch, |ngram| {
-                    counts.upsert(
-                        ngram,
-                        || TermStatistics {
-                            document_frequency: 1,
-                            total_count: 1,
-                            last_document: document,
-                        },
-                        |stats| {
-                            stats.total_count += 1;
-                            if stats.last_document != document {
-                                stats.last_document = document;
-                                stats.document_frequency += 1;
-                            }
-                        },
-                    );
-                });
-            }
-            counts
-        })
-        .reduce(TermTable::default, |left, right| {
-            let (mut large, small) = if left.len() >= right.len() {
-                (left, right)
-            } else {
-                (right, left)
+        .map(|documents| {
+            let mut part = CountedPart {
+                table: TermTable::default(),
+                statistics: Vec::new(),
+                document_offsets: vec![0],
+                entries: Vec::new(),
             };
-            large.merge(small, |existing, stats| {
-                existing.document_frequency += stats.document_frequency;
-                existing.total_count += stats.total_count;
-            });
-            large
+            let mut scratch = Scratch::default();
+            let mut ids: Vec<u32> = Vec::new();
+            for text in documents {
+                ids.clear();
+                for_each_ngram(text.as_ref(), options, &mut scratch, |ngram| {
+                    let next = part.statistics.len() as u32;
+                    let id = *part.table.get_or_insert_with(ngram, || next);
+                    if id == next {
+                        part.statistics.push(TermStatistics {
+                            document_frequency: 0,
+                            total_count: 0,
+                        });
+                    }
+                    ids.push(id);
+                });
+                ids.sort_unstable();
+                let mut position = 0;
+                while position < ids.len() {
+                    let id = ids[position];
+                    let mut end = position + 1;
+                    while end < ids.len() && ids[end] == id {
+                        end += 1;
+                    }
+                    let count = (end - position) as u32;
+                    let stats = &mut part.statistics[id as usize];
+                    stats.document_frequency += 1;
+                    stats.total_count += count as u64;
+                    part.entries.push((id, count));
+                    position = end;
+                }
+                part.document_offsets.push(part.entries.len());
+            }
+            part
         })
+        .collect()
+}
+
+/// Corpus-wide statistics of every n-gram of the counted parts.
+fn merge_counts(parts: &[CountedPart]) -> TermTable<TermStatistics> {
+    let largest = parts.iter().map(|p| p.statistics.len()).max().unwrap_or(0);
+    let mut merged = TermTable::with_capacity(largest);
+    for part in parts {
+        for (term, &local) in part.table.iter() {
+            let stats = &part.statistics[local as usize];
+            merged.upsert(
+                term,
+                || TermStatistics {
+                    document_frequency: stats.document_frequency,
+                    total_count: stats.total_count,
+                },
+                |existing| {
+                    existing.document_frequency += stats.document_frequency;
+                    existing.total_count += stats.total_count;
+                },
+            );
+        }
+    }
+    merged
 }
 
 #[derive(Default)]
 struct TransformBuffers {
     scratch: Scratch,
     columns: Vec<u32>,
+    counted: Vec<(u32, u32)>,
     weights: Vec<f64>,
 }
 
@@ -318,18 +406,59 @@ impl TextVectorizer {
             Analyzer::CharWordBounded,
             "char_wb.analyzer",
         )?;
-        let word = FeatureBlock::fit(texts, &options.word)?;
-        let char_wb = FeatureBlock::fit(texts, &options.char_wb)?;
+        options.word.validate()?;
+        options.char_wb.validate()?;
+        let word = FeatureBlock::fit_counted(
+            &count_parts(texts, &options.word),
+            &options.word,
+            texts.len(),
+        )?;
+        let char_wb = FeatureBlock::fit_counted(
+            &count_parts(texts, &options.char_wb),
+            &options.char_wb,
+            texts.len(),
+        )?;
         Ok(Self { word, char_wb })
     }
 
-    /// Fits on `texts` and returns their feature matrix.
+    /// Fits on `texts` and returns their feature matrix (the same as `fit` then `transform`,
+    /// but each text is analysed once: the counts gathered for fitting become the rows).
     pub fn fit_transform<S: AsRef<str> + Sync>(
         texts: &[S],
         options: &VectorizerOptions,
     ) -> Result<(Self, CsrMatrix), TextModelError> {
-        let vectorizer = Self::fit(texts, options)?;
-        let matrix = vectorizer.transform(texts);
+        if texts.is_empty() {
+            return Err(TextModelError::EmptyCorpus);
+        }
+        check_analyzer(&options.word, Analyzer::Word, "word.analyzer")?;
+        check_analyzer(
+            &options.char_wb,
+            Analyzer::CharWordBounded,
+            "char_wb.analyzer",
+        )?;
+        options.word.validate()?;
+        options.char_wb.validate()?;
+        let (word, word_rows) = {
+            let parts = count_parts(texts, &options.word);
+            let block = FeatureBlock::fit_counted(&parts, &options.word, texts.len())?;
+            let rows = block.rows_of_parts(&parts, 0);
+            (block, rows)
+        };
+        let (char_wb, char_rows) = {
+            let parts = count_parts(texts, &options.char_wb);
+            let block = FeatureBlock::fit_counted(&parts, &options.char_wb, texts.len())?;
+            let rows = block.rows_of_parts(&parts, word.len() as u32);
+            (block, rows)
+        };
+        let vectorizer = Self { word, char_wb };
+        let mut matrix = CsrMatrix::empty(vectorizer.feature_count());
+        matrix.reserve(
+            word_rows.iter().map(SparseRow::len).sum::<usize>()
+                + char_rows.iter().map(SparseRow::len).sum::<usize>(),
+        );
+        for (word_row, char_row) in word_rows.iter().zip(&char_rows) {
+            matrix.append_union(word_row, char_row);
+        }
         Ok((vectorizer, matrix))
     }
 

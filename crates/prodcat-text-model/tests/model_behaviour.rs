@@ -339,3 +339,21 @@ fn default_options_are_the_reference_pipeline() {
     let back: TextClassifierOptions = serde_json::from_str(&json).unwrap();
     assert_eq!(back, options);
 }
+
+#[test]
+fn fit_transform_equals_fit_then_transform() {
+    let (texts, _) = common::generated_corpus(5, 30, 17);
+    let options = prodcat_text_model::VectorizerOptions::default();
+    let (fitted, matrix) =
+        prodcat_text_model::TextVectorizer::fit_transform(&texts, &options).unwrap();
+    let refitted = prodcat_text_model::TextVectorizer::fit(&texts, &options).unwrap();
+    assert_eq!(fitted.word().terms(), refitted.word().terms());
+    assert_eq!(fitted.char_wb().terms(), refitted.char_wb().terms());
+    assert_eq!(matrix, refitted.transform(&texts));
+    for (row, text) in texts.iter().enumerate() {
+        let single = fitted.transform_one(text);
+        let (indices, values) = matrix.row(row);
+        assert_eq!(single.indices, indices);
+        assert_eq!(single.values, values);
+    }
+}
