@@ -1,5 +1,5 @@
 //! A hash table keyed by n-gram text, built for the vectoriser's hot path: one hash computation
-//! per lookup, keys of up to 23 bytes stored inline (no pointer to follow, no `memcmp` call to
+//! per lookup, keys of up to 22 bytes stored inline (no pointer to follow, no `memcmp` call to
 //! compare them), longer keys on the heap.
 
 use std::hash::Hasher;
@@ -7,7 +7,7 @@ use std::hash::Hasher;
 use hashbrown::HashTable;
 use rustc_hash::FxHasher;
 
-const INLINE: usize = 23;
+const INLINE: usize = 22;
 
 /// An n-gram, inline when short: `Inline(bytes)` holds the length in byte 0 and the text after.
 #[derive(Clone)]
@@ -79,6 +79,11 @@ impl<'a> Probe<'a> {
     }
 }
 
+/// The hash of a stored entry, for when the table grows.
+fn rehash<V>(entry: &(TermKey, V)) -> u64 {
+    hash_term(entry.0.as_str())
+}
+
 fn hash_term(term: &str) -> u64 {
     let mut hasher = FxHasher::default();
     hasher.write(term.as_bytes());
@@ -89,7 +94,7 @@ fn hash_term(term: &str) -> u64 {
 /// Terms and a value for each.
 #[derive(Clone)]
 pub(crate) struct TermTable<V> {
-    table: HashTable<(u64, TermKey, V)>,
+    table: HashTable<(TermKey, V)>,
 }
 
 impl<V> Default for TermTable<V> {
@@ -110,10 +115,8 @@ impl<V> TermTable<V> {
     pub(crate) fn get(&self, term: &str) -> Option<&V> {
         let probe = Probe::new(term);
         self.table
-            .find(probe.hash, |(hash, key, _)| {
-                *hash == probe.hash && probe.matches(key)
-            })
-            .map(|(_, _, value)| value)
+            .find(probe.hash, |(key, _)| probe.matches(key))
+            .map(|(_, value)| value)
     }
 
     /// Updates the value of `term`, or inserts `insert()` when the term is new.
@@ -124,16 +127,14 @@ impl<V> TermTable<V> {
         update: impl FnOnce(&mut V),
     ) {
         let probe = Probe::new(term);
-        match self.table.find_mut(probe.hash, |(hash, key, _)| {
-            *hash == probe.hash && probe.matches(key)
-        }) {
-            Some((_, _, value)) => update(value),
+        match self
+            .table
+            .find_mut(probe.hash, |(key, _)| probe.matches(key))
+        {
+            Some((_, value)) => update(value),
             None => {
-                self.table.insert_unique(
-                    probe.hash,
-                    (probe.hash, TermKey::new(term), insert()),
-                    |e| e.0,
-                );
+                self.table
+                    .insert_unique(probe.hash, (TermKey::new(term), insert()), rehash);
             }
         }
     }
@@ -141,35 +142,30 @@ impl<V> TermTable<V> {
     /// The value of `term`, inserted by `make()` first when the term is new.
     pub(crate) fn get_or_insert_with(&mut self, term: &str, make: impl FnOnce() -> V) -> &mut V {
         let probe = Probe::new(term);
-        let entry = self.table.entry(
-            probe.hash,
-            |(hash, key, _)| *hash == probe.hash && probe.matches(key),
-            |e| e.0,
-        );
-        let (_, _, value) = entry
-            .or_insert_with(|| (probe.hash, TermKey::new(term), make()))
+        let entry = self
+            .table
+            .entry(probe.hash, |(key, _)| probe.matches(key), rehash);
+        let (_, value) = entry
+            .or_insert_with(|| (TermKey::new(term), make()))
             .into_mut();
         value
     }
 
     /// Every entry, borrowed, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.table
-            .iter()
-            .map(|(_, key, value)| (key.as_str(), value))
+        self.table.iter().map(|(key, value)| (key.as_str(), value))
     }
 
     /// The entries as owned strings and values, in no particular order.
     pub(crate) fn into_entries(self) -> impl Iterator<Item = (Box<str>, V)> {
         self.table
             .into_iter()
-            .map(|(_, key, value)| (key.into_boxed_str(), value))
+            .map(|(key, value)| (key.into_boxed_str(), value))
     }
 
     pub(crate) fn insert_new(&mut self, term: &str, value: V) {
-        let hash = hash_term(term);
         self.table
-            .insert_unique(hash, (hash, TermKey::new(term), value), |e| e.0);
+            .insert_unique(hash_term(term), (TermKey::new(term), value), rehash);
     }
 }
 
