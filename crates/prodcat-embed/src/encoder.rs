@@ -39,9 +39,8 @@ struct LayerWeights {
 /// Encoder weights, ready to run.
 pub(crate) struct Encoder {
     config: EncoderConfig,
-    /// The model file's bytes; the word embedding table stays in place as Q4_0 rows.
-    file_bytes: Vec<u8>,
-    word_embeddings: Range<usize>,
+    /// The word embedding table, kept as Q4_0 rows (dequantised per token on lookup).
+    word_embeddings: Vec<u8>,
     position_embeddings: Vec<f32>,
     token_type_embedding: Vec<f32>,
     embedding_norm_weight: Vec<f32>,
@@ -61,7 +60,7 @@ struct Buffers {
 }
 
 impl Encoder {
-    /// Builds the encoder from a parsed model file (consuming its bytes).
+    /// Builds the encoder from a parsed model file (the file's bytes are released after).
     pub fn from_model_file(file: ModelFile) -> Result<Self, EmbedError> {
         let config = *file.config();
         let hidden = config.hidden_size;
@@ -135,13 +134,12 @@ impl Encoder {
         }
         Ok(Self {
             config,
-            word_embeddings: word.bytes,
+            word_embeddings: file.bytes()[word.bytes].to_vec(),
             position_embeddings,
             token_type_embedding: token_types[..hidden].to_vec(),
             embedding_norm_weight,
             embedding_norm_bias,
             layers,
-            file_bytes: file.into_bytes(),
         })
     }
 
@@ -149,7 +147,7 @@ impl Encoder {
         &self.config
     }
 
-    /// Bytes held by the weights (the model file plus repacked matrices).
+    /// Bytes held by the weights (embedding table plus repacked matrices).
     pub fn memory_bytes(&self) -> usize {
         let matrices: usize = self
             .layers
@@ -161,7 +159,7 @@ impl Encoder {
                     + layer.output.memory_bytes()
             })
             .sum();
-        self.file_bytes.len() + matrices
+        self.word_embeddings.len() + matrices
     }
 
     /// Runs a batch of token sequences (each framed by `<s>` … `</s>`, at most
@@ -206,7 +204,7 @@ impl Encoder {
     fn embed_tokens(&self, sequences: &[&[u32]], hidden_states: &mut Vec<f32>) {
         let hidden = self.config.hidden_size;
         let row_bytes = hidden / BLOCK_SIZE * BLOCK_BYTES;
-        let table = &self.file_bytes[self.word_embeddings.clone()];
+        let table = &self.word_embeddings;
         hidden_states.clear();
         let mut row = vec![0.0f32; hidden];
         for sequence in sequences {

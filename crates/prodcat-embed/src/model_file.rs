@@ -390,11 +390,6 @@ impl ModelFile {
         &self.bytes
     }
 
-    /// Gives the file's bytes away (the encoder keeps the embedding table in place).
-    pub(crate) fn into_bytes(self) -> Vec<u8> {
-        self.bytes
-    }
-
     /// Looks up a tensor and checks its type and element count.
     pub(crate) fn tensor(
         &self,
