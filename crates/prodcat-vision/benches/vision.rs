@@ -346,50 +346,84 @@ fn cross_validate(
     ))
 }
 
-fn head_configurations() -> Vec<(&'static str, HeadTrainingOptions)> {
+fn head_configurations() -> Vec<(String, HeadTrainingOptions)> {
     let base = HeadTrainingOptions::default();
-    vec![
-        (
-            "logistic regression, balanced, wd 1e-4",
+    // (hidden units or 0 for logistic regression, dropout, L2 penalty, learning rate)
+    let settings: Vec<(usize, f32, f32, f32)> = match std::env::var("PRODCAT_VISION_HEAD_GRID") {
+        Ok(grid) => grid
+            .split(';')
+            .filter_map(|entry| {
+                let numbers: Vec<f32> = entry
+                    .split(':')
+                    .filter_map(|field| field.trim().parse().ok())
+                    .collect();
+                (numbers.len() == 4)
+                    .then(|| (numbers[0] as usize, numbers[1], numbers[2], numbers[3]))
+            })
+            .collect(),
+        Err(_) => vec![
+            (0, 0.0, 1e-3, 1e-3),
+            (0, 0.0, 0.3, 1e-4),
+            (512, 0.3, 1e-3, 1e-3),
+            (
+                base_hidden_units(&base),
+                base.dropout,
+                base.l2_penalty,
+                base.learning_rate,
+            ),
+        ],
+    };
+    let mut configurations = Vec::new();
+    for (hidden_units, dropout, l2_penalty, learning_rate) in settings {
+        let kind = if hidden_units == 0 {
+            HeadKind::LogisticRegression
+        } else {
+            HeadKind::Mlp { hidden_units }
+        };
+        let name = match kind {
+            HeadKind::LogisticRegression => {
+                format!("logistic regression, L2 {l2_penalty}, lr {learning_rate}")
+            }
+            HeadKind::Mlp { hidden_units } => {
+                format!(
+                    "MLP {hidden_units}, dropout {dropout}, L2 {l2_penalty}, lr {learning_rate}"
+                )
+            }
+        };
+        let is_default = kind == base.kind
+            && dropout == base.dropout
+            && l2_penalty == base.l2_penalty
+            && learning_rate == base.learning_rate;
+        configurations.push((
+            if is_default {
+                format!("{name} (default)")
+            } else {
+                name
+            },
             HeadTrainingOptions {
-                kind: HeadKind::LogisticRegression,
-                dropout: 0.0,
+                kind,
+                dropout,
+                l2_penalty,
+                learning_rate,
                 ..base.clone()
             },
-        ),
-        (
-            "logistic regression, balanced, wd 1e-2",
-            HeadTrainingOptions {
-                kind: HeadKind::LogisticRegression,
-                dropout: 0.0,
-                weight_decay: 1e-2,
-                ..base.clone()
-            },
-        ),
-        ("MLP 512, dropout 0.3, balanced (default)", base.clone()),
-        (
-            "MLP 512, dropout 0.5, balanced",
-            HeadTrainingOptions {
-                dropout: 0.5,
-                ..base.clone()
-            },
-        ),
-        (
-            "MLP 1024, dropout 0.5, balanced",
-            HeadTrainingOptions {
-                kind: HeadKind::Mlp { hidden_units: 1024 },
-                dropout: 0.5,
-                ..base.clone()
-            },
-        ),
-        (
-            "MLP 512, dropout 0.3, unweighted",
-            HeadTrainingOptions {
-                balanced_class_weights: false,
-                ..base
-            },
-        ),
-    ]
+        ));
+    }
+    configurations.push((
+        "default, without class weights".to_string(),
+        HeadTrainingOptions {
+            balanced_class_weights: false,
+            ..base
+        },
+    ));
+    configurations
+}
+
+fn base_hidden_units(options: &HeadTrainingOptions) -> usize {
+    match options.kind {
+        HeadKind::LogisticRegression => 0,
+        HeadKind::Mlp { hidden_units } => hidden_units,
+    }
 }
 
 fn f1_table(features: &[Vec<f32>], labels: &[usize]) -> Result<()> {
@@ -397,7 +431,7 @@ fn f1_table(features: &[Vec<f32>], labels: &[usize]) -> Result<()> {
         "\n## Image-only weighted F1, 5-fold stratified CV on {} real images (product recipe)\n",
         labels.len()
     );
-    println!("| head | weighted F1 (mean ± sd over folds) | mean epochs | train seconds/fold |");
+    println!("| head (balanced class weights unless said) | weighted F1 (mean ± sd over folds) | mean epochs | train seconds/fold |");
     println!("|---|---|---|---|");
     for (name, options) in head_configurations() {
         let (mean, deviation, epochs, seconds) = cross_validate(features, labels, &options)?;
@@ -481,7 +515,27 @@ fn main() -> Result<()> {
     );
 
     let mut features = None;
-    if wants("real") || wants("f1") {
+    if let Some(cached) = std::env::var_os("PRODCAT_VISION_FEATURES") {
+        // Raw f32 rows written by the extract-features example, in index order.
+        let bytes = std::fs::read(&cached).with_context(|| format!("reading {cached:?}"))?;
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+            .collect();
+        let rows: Vec<Vec<f32>> = values
+            .chunks_exact(prodcat_vision::FEATURE_DIMENSION)
+            .map(<[f32]>::to_vec)
+            .collect();
+        if rows.len() != paths.len() {
+            bail!(
+                "{cached:?} holds {} rows for {} images",
+                rows.len(),
+                paths.len()
+            );
+        }
+        println!("(features read from {cached:?})");
+        features = Some(rows);
+    } else if wants("real") || wants("f1") {
         features = Some(real_images(&network_directory, &paths)?);
     }
     if wants("throughput") {

@@ -2,7 +2,7 @@
 //!
 //! Two shapes, chosen by [`HeadKind`]: multinomial logistic regression, or an MLP with one
 //! hidden ReLU layer (with dropout while training). Both standardise the features with the
-//! training mean/std stored inside the head, train by mini-batch AdamW on softmax cross-entropy
+//! training mean/std stored inside the head, train by mini-batch Adam on softmax cross-entropy
 //! with optional "balanced" class weights (n / (k * n_class)), and stop early when the loss on
 //! a validation set has not improved for `patience` epochs, keeping the best epoch's weights.
 //! Everything random (split, initialisation, batch order, dropout) comes from one seed, and
@@ -39,14 +39,15 @@ pub enum HeadKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadTrainingOptions {
     pub kind: HeadKind,
-    /// AdamW step size.
+    /// Adam step size.
     pub learning_rate: f32,
     pub batch_size: usize,
     pub max_epochs: usize,
     /// Epochs without validation-loss improvement before stopping.
     pub patience: usize,
-    /// Decoupled (AdamW) weight decay, applied to weights, not biases.
-    pub weight_decay: f32,
+    /// L2 penalty `l2_penalty / 2 * |W|^2` added to the (class-weighted mean) cross-entropy,
+    /// on weights, not biases. Comparable to scikit-learn's `1 / (C * n_examples)`.
+    pub l2_penalty: f32,
     /// Dropout on the hidden layer while training (MLP only).
     pub dropout: f32,
     /// Weight each example by n / (k * n_class) so rare classes count as much as common ones.
@@ -57,15 +58,17 @@ pub struct HeadTrainingOptions {
 }
 
 impl Default for HeadTrainingOptions {
+    /// The best setting of the 5-fold cross-validation on the real sample images (see the
+    /// crate's benchmark notes): MLP 512, dropout 0.5, L2 0.1, learning rate 3e-4.
     fn default() -> Self {
         Self {
             kind: HeadKind::Mlp { hidden_units: 512 },
-            learning_rate: 1e-3,
+            learning_rate: 3e-4,
             batch_size: 64,
             max_epochs: 200,
             patience: 12,
-            weight_decay: 1e-4,
-            dropout: 0.3,
+            l2_penalty: 0.1,
+            dropout: 0.5,
             balanced_class_weights: true,
             validation_fraction: 0.15,
             seed: 42,
@@ -137,7 +140,7 @@ impl LayerMoments {
 
 struct AdamStep {
     learning_rate: f32,
-    weight_decay: f32,
+    l2_penalty: f32,
     first_correction: f32,
     second_correction: f32,
 }
@@ -154,15 +157,20 @@ impl AdamStep {
         weight_gradient: &Array2<f32>,
         bias_gradient: &Array1<f32>,
     ) {
-        let update =
-            |parameter: &mut f32, first: &mut f32, second: &mut f32, gradient: f32, decay: f32| {
-                *first = ADAM_BETA1 * *first + (1.0 - ADAM_BETA1) * gradient;
-                *second = ADAM_BETA2 * *second + (1.0 - ADAM_BETA2) * gradient * gradient;
-                let first_hat = *first / self.first_correction;
-                let second_hat = *second / self.second_correction;
-                *parameter -= self.learning_rate
-                    * (first_hat / (second_hat.sqrt() + ADAM_EPSILON) + decay * *parameter);
-            };
+        let update = |parameter: &mut f32,
+                      first: &mut f32,
+                      second: &mut f32,
+                      gradient: f32,
+                      penalty: f32| {
+            // The L2 term is part of the objective (coupled), so the optimum is that of
+            // L2-regularised cross-entropy whatever the optimiser's preconditioning.
+            let gradient = gradient + penalty * *parameter;
+            *first = ADAM_BETA1 * *first + (1.0 - ADAM_BETA1) * gradient;
+            *second = ADAM_BETA2 * *second + (1.0 - ADAM_BETA2) * gradient * gradient;
+            let first_hat = *first / self.first_correction;
+            let second_hat = *second / self.second_correction;
+            *parameter -= self.learning_rate * first_hat / (second_hat.sqrt() + ADAM_EPSILON);
+        };
         for (((parameter, first), second), gradient) in layer
             .weights
             .iter_mut()
@@ -170,7 +178,7 @@ impl AdamStep {
             .zip(moments.weights_second.iter_mut())
             .zip(weight_gradient.iter())
         {
-            update(parameter, first, second, *gradient, self.weight_decay);
+            update(parameter, first, second, *gradient, self.l2_penalty);
         }
         for (((parameter, first), second), gradient) in layer
             .bias
@@ -353,10 +361,10 @@ impl ImageHead {
         if options.batch_size == 0 || options.max_epochs == 0 {
             return invalid("batch_size and max_epochs must be at least 1".to_string());
         }
-        if !(options.weight_decay.is_finite() && options.weight_decay >= 0.0) {
+        if !(options.l2_penalty.is_finite() && options.l2_penalty >= 0.0) {
             return invalid(format!(
-                "weight_decay must be >= 0, got {}",
-                options.weight_decay
+                "l2_penalty must be >= 0, got {}",
+                options.l2_penalty
             ));
         }
         if !(0.0..1.0).contains(&options.dropout) {
@@ -524,7 +532,7 @@ impl ImageHead {
         Ok((head, report))
     }
 
-    /// One AdamW step on a mini-batch of standardised inputs; returns (weighted loss sum,
+    /// One Adam step on a mini-batch of standardised inputs; returns (weighted loss sum,
     /// weight sum) for reporting.
     #[allow(clippy::too_many_arguments)]
     fn train_step(
@@ -586,7 +594,7 @@ impl ImageHead {
         let second_correction = 1.0 - ADAM_BETA2.powi(step);
         let adam = AdamStep {
             learning_rate: options.learning_rate,
-            weight_decay: options.weight_decay,
+            l2_penalty: options.l2_penalty,
             first_correction,
             second_correction,
         };

@@ -146,7 +146,7 @@ fn early_stopping_keeps_the_best_validation_epoch() {
         max_epochs: 300,
         patience: 5,
         dropout: 0.0,
-        weight_decay: 0.0,
+        l2_penalty: 0.0,
         learning_rate: 3e-3,
         ..HeadTrainingOptions::default()
     };

@@ -113,7 +113,7 @@ fn random_safetensors(shapes: &BTreeMap<String, Vec<usize>>, seed: u64) -> Vec<u
         );
     }
     let mut header_bytes = serde_json::to_vec(&header).expect("header");
-    while header_bytes.len() % 8 != 0 {
+    while !header_bytes.len().is_multiple_of(8) {
         header_bytes.push(b' ');
     }
     let mut bytes = (header_bytes.len() as u64).to_le_bytes().to_vec();
