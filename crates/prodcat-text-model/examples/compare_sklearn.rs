@@ -307,6 +307,27 @@ fn latency(args: &[String]) -> Result<()> {
         median(&mut latencies),
         cpu_mean
     );
+    let mut huge = String::new();
+    while huge.len() < 1 << 20 {
+        huge.push_str(test[huge.len() % test.len()]);
+        huge.push(' ');
+    }
+    let start = Instant::now();
+    let prediction = classifier.predict(&huge, 5);
+    println!(
+        "one text of {} bytes: {:.1} ms, {} known n-grams",
+        huge.len(),
+        start.elapsed().as_secs_f64() * 1e3,
+        prediction.known_feature_count
+    );
+    let start = Instant::now();
+    let prediction = classifier.predict("", 5);
+    println!(
+        "empty text: {:.1} us, category {} with probability {:.3} (intercepts only)",
+        start.elapsed().as_secs_f64() * 1e6,
+        prediction.category,
+        prediction.probability
+    );
     Ok(())
 }
 
