@@ -88,6 +88,22 @@ fn reset_peak_memory() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// CPU seconds (user + system) this process has used so far, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+            let after = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) / ticks_per_second)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 fn gflops(images_per_second: f64) -> f64 {
     images_per_second * 2.0 * MULTIPLY_ADDS_PER_IMAGE / 1e9
 }
@@ -107,8 +123,8 @@ fn extract_all(extractor: &ImageFeatureExtractor, paths: &[PathBuf]) -> Result<V
 
 fn throughput(network_directory: &Path, paths: &[PathBuf]) -> Result<()> {
     println!("\n## Throughput (real images, product recipe)\n");
-    println!("| stage | threads | images | seconds | images/s | GFLOP/s (0.6 GFLOP/image) |");
-    println!("|---|---|---|---|---|---|");
+    println!("| stage | threads | images | wall s | images/s (wall) | GFLOP/s (wall) | CPU s | images per CPU-second | GFLOP/s per busy core |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let extractor =
         ImageFeatureExtractor::load(network_directory, PreprocessOptions::product_features())?;
     // Warm-up: page cache and network states.
@@ -118,13 +134,17 @@ fn throughput(network_directory: &Path, paths: &[PathBuf]) -> Result<()> {
             ImageFeatureExtractor::load(network_directory, PreprocessOptions::product_features())?
                 .with_threads(threads);
         let started = Instant::now();
+        let cpu_started = cpu_seconds();
         extract_all(&extractor, paths)?;
         let seconds = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu_started;
         let rate = paths.len() as f64 / seconds;
+        let cpu_rate = paths.len() as f64 / cpu;
         println!(
-            "| read + decode + crop + resize + network | {threads} | {} | {seconds:.2} | {rate:.1} | {:.1} |",
+            "| read + decode + crop + resize + network | {threads} | {} | {seconds:.2} | {rate:.1} | {:.1} | {cpu:.1} | {cpu_rate:.1} | {:.1} |",
             paths.len(),
-            gflops(rate)
+            gflops(rate),
+            gflops(cpu_rate)
         );
     }
     // Breakdown: preprocessing alone and the network alone, single thread.
@@ -132,27 +152,34 @@ fn throughput(network_directory: &Path, paths: &[PathBuf]) -> Result<()> {
     let preprocessor = Preprocessor::new(PreprocessOptions::product_features());
     let bytes: Vec<Vec<u8>> = subset.iter().map(std::fs::read).collect::<Result<_, _>>()?;
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let prepared: Vec<_> = bytes
         .iter()
         .map(|image| preprocessor.prepare(image))
         .collect::<Result<_, _>>()?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_started;
     println!(
-        "| decode + crop + resize + normalise (from memory) | 1 | {} | {seconds:.2} | {:.1} | - |",
+        "| decode + crop + resize + normalise (from memory) | 1 | {} | {seconds:.2} | {:.1} | - | {cpu:.1} | {:.1} | - |",
         subset.len(),
-        subset.len() as f64 / seconds
+        subset.len() as f64 / seconds,
+        subset.len() as f64 / cpu
     );
     for threads in [1usize, 2] {
         let started = Instant::now();
+        let cpu_started = cpu_seconds();
         for result in extractor.network().run_batch(&prepared, threads) {
             result?;
         }
         let seconds = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu_started;
         let rate = subset.len() as f64 / seconds;
+        let cpu_rate = subset.len() as f64 / cpu;
         println!(
-            "| network only (prepared tensors) | {threads} | {} | {seconds:.2} | {rate:.1} | {:.1} |",
+            "| network only (prepared tensors) | {threads} | {} | {seconds:.2} | {rate:.1} | {:.1} | {cpu:.1} | {cpu_rate:.1} | {:.1} |",
             subset.len(),
-            gflops(rate)
+            gflops(rate),
+            gflops(cpu_rate)
         );
     }
     Ok(())
@@ -163,16 +190,18 @@ fn real_images(network_directory: &Path, paths: &[PathBuf]) -> Result<Vec<Vec<f3
     reset_peak_memory();
     let before = current_memory_mib();
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let extractor =
         ImageFeatureExtractor::load(network_directory, PreprocessOptions::product_features())?
             .with_threads(2);
     let load_seconds = started.elapsed().as_secs_f64();
     let features = extract_all(&extractor, paths)?;
     let seconds = started.elapsed().as_secs_f64();
-    println!("| images | model load + plan (s) | total (s) | images/s | RSS before (MiB) | peak RSS (MiB) |");
-    println!("|---|---|---|---|---|---|");
+    let cpu = cpu_seconds() - cpu_started;
+    println!("| images | model load + plan (s) | total wall (s) | images/s (wall) | total CPU (s) | RSS before (MiB) | peak RSS (MiB) |");
+    println!("|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {load_seconds:.2} | {seconds:.2} | {:.1} | {before:.0} | {:.0} |",
+        "| {} | {load_seconds:.2} | {seconds:.2} | {:.1} | {cpu:.1} | {before:.0} | {:.0} |",
         paths.len(),
         paths.len() as f64 / (seconds - load_seconds),
         peak_memory_mib()
@@ -211,6 +240,7 @@ fn generated_images(network_directory: &Path, paths: &[PathBuf], count: usize) -
     reset_peak_memory();
     let before = current_memory_mib();
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let extractor =
         ImageFeatureExtractor::load(network_directory, PreprocessOptions::product_features())?
             .with_threads(2);
@@ -219,11 +249,13 @@ fn generated_images(network_directory: &Path, paths: &[PathBuf], count: usize) -
         features.extend(extract_all(&extractor, chunk)?);
     }
     let seconds = started.elapsed().as_secs_f64();
-    println!("| images | generation (s, not timed below) | extraction incl. model load (s) | images/s | RSS before (MiB) | peak RSS (MiB) |");
-    println!("|---|---|---|---|---|---|");
+    let cpu = cpu_seconds() - cpu_started;
+    println!("| images | generation (s, not timed) | extraction incl. model load, wall (s) | images/s (wall) | CPU (s) | images per CPU-second | RSS before (MiB) | peak RSS (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {count} | {generation_seconds:.1} | {seconds:.1} | {:.1} | {before:.0} | {:.0} |",
+        "| {count} | {generation_seconds:.1} | {seconds:.1} | {:.1} | {cpu:.1} | {:.1} | {before:.0} | {:.0} |",
         count as f64 / seconds,
+        count as f64 / cpu,
         peak_memory_mib()
     );
     std::fs::remove_dir_all(&directory)?;
