@@ -66,6 +66,27 @@ struct Row {
     query_p50_ms: f64,
     query_p99_ms: f64,
     passages_per_second: Vec<f64>,
+    /// Passages per second of process CPU time (all threads), less sensitive to other
+    /// work sharing the cores than wall-clock throughput.
+    passages_per_cpu_second: Vec<f64>,
+}
+
+/// User + system CPU time of this process, in seconds (from /proc, clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = status
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn percentile(sorted: &[f64], fraction: f64) -> f64 {
@@ -191,9 +212,11 @@ fn run_rust(
     }
     latencies.sort_by(f64::total_cmp);
     let mut passages_per_second = Vec::new();
+    let mut passages_per_cpu_second = Vec::new();
     for workload in workloads {
         let texts: Vec<&str> = workload.texts.iter().map(String::as_str).collect();
         let mut best = f64::INFINITY;
+        let cpu_start = cpu_seconds();
         for _ in 0..passes {
             let start = Instant::now();
             let vectors = embedder.embed(&texts, InputKind::Passage);
@@ -201,6 +224,8 @@ fn run_rust(
             std::hint::black_box(vectors);
         }
         passages_per_second.push(texts.len() as f64 / best);
+        passages_per_cpu_second
+            .push((texts.len() * passes) as f64 / (cpu_seconds() - cpu_start).max(0.01));
     }
     Ok(Row {
         engine: format!("prodcat-embed ({})", embedder.instruction_set().name()),
@@ -209,6 +234,7 @@ fn run_rust(
         query_p50_ms: percentile(&latencies, 0.5),
         query_p99_ms: percentile(&latencies, 0.99),
         passages_per_second,
+        passages_per_cpu_second,
     })
 }
 
@@ -249,6 +275,7 @@ fn run_reference(
         query_p50_ms: 0.0,
         query_p99_ms: 0.0,
         passages_per_second: Vec::new(),
+        passages_per_cpu_second: Vec::new(),
     };
     let mut peak = 0.0f64;
     for (index, workload) in workloads.iter().enumerate() {
@@ -279,6 +306,8 @@ fn run_reference(
         }
         row.passages_per_second
             .push(result["passages_per_second"].as_f64().unwrap_or(0.0));
+        row.passages_per_cpu_second
+            .push(result["passages_per_cpu_second"].as_f64().unwrap_or(0.0));
         peak = peak.max(result["peak_rss_mib"].as_f64().unwrap_or(0.0));
     }
     let _ = std::fs::remove_dir_all(&scratch);
@@ -353,9 +382,12 @@ fn main() -> Result<()> {
     for workload in &workloads {
         print!(" {} / s |", workload.name);
     }
+    for workload in &workloads {
+        print!(" {} / CPU-s |", workload.name);
+    }
     println!();
     print!("|---|---|---|---|---|");
-    for _ in &workloads {
+    for _ in 0..2 * workloads.len() {
         print!("---|");
     }
     println!();
@@ -364,7 +396,11 @@ fn main() -> Result<()> {
             "| {} | {} | {:.2} | {:.2} | {:.2} |",
             row.engine, row.threads, row.query_min_ms, row.query_p50_ms, row.query_p99_ms
         );
-        for value in &row.passages_per_second {
+        for value in row
+            .passages_per_second
+            .iter()
+            .chain(&row.passages_per_cpu_second)
+        {
             print!(" {value:.1} |");
         }
         println!();
