@@ -407,7 +407,7 @@ fn main() -> Result<()> {
     }
     println!();
     println!(
-        "peak resident memory: prodcat-embed process {rust_peak:.0} MiB (two loads, tokenizer.json parsing included); C engine {reference_peak:.0} MiB"
+        "peak resident memory: prodcat-embed process {rust_peak:.0} MiB (three loads, each parsing tokenizer.json); C engine {reference_peak:.0} MiB"
     );
     println!(
         "queries: {} short search queries x {rounds} rounds, embedded one at a time; passages: whole list in one call, best of {passes}",
