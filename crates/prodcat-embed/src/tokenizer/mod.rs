@@ -10,8 +10,7 @@ mod charsmap;
 mod normalizer;
 mod tokenizer_json;
 
-pub use charsmap::PrecompiledCharsMap;
-pub use normalizer::{Metaspace, NormalizerStep, UnicodeForm};
+pub(crate) use normalizer::{Metaspace, NormalizerStep};
 
 use std::path::Path;
 
