@@ -6,16 +6,23 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
-/// The code version of the current directory's checkout; never fails, never blocks for long.
+/// The code version of the current directory's checkout; never fails. Looked up once per
+/// process: the code that runs does not change while it runs.
 pub fn code_version() -> String {
-    if let Ok(value) = std::env::var("PRODCAT_CODE_VERSION") {
-        let value = value.trim();
-        if !value.is_empty() {
-            return value.to_string();
-        }
-    }
-    code_version_in(Path::new("."))
+    static CACHED: OnceLock<String> = OnceLock::new();
+    CACHED
+        .get_or_init(|| {
+            if let Ok(value) = std::env::var("PRODCAT_CODE_VERSION") {
+                let value = value.trim();
+                if !value.is_empty() {
+                    return value.to_string();
+                }
+            }
+            code_version_in(Path::new("."))
+        })
+        .clone()
 }
 
 /// The code version of the checkout containing `directory` (see [`code_version`]), ignoring
