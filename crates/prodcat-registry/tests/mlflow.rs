@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use prodcat_domain::{DatasetVersionId, ModelVersionId};
 use prodcat_registry::{
-    export_to_mlflow, fail_run, finish_run, log_metric, log_metrics, register_version,
-    remove_alias, rollback, set_alias, start_run, store_artifact, AliasMove, MlflowExportOptions,
-    NewModelVersion, NewRun, RegistryError, RunKind, CHALLENGER, CHAMPION,
+    export_to_mlflow, fail_run, finish_run, log_metric, log_metrics, mirror_from_environment,
+    register_version, remove_alias, rollback, set_alias, start_run, store_artifact, AliasMove,
+    MlflowExportOptions, NewModelVersion, NewRun, RegistryError, RunKind, CHALLENGER, CHAMPION,
 };
 use prodcat_storage::{testing, ObjectStorage};
 use serde_json::{json, Value};
@@ -380,6 +380,40 @@ async fn export_round_trips_through_mlflow() {
             .contains("not found"),
         "{missing}"
     );
+
+    // The automatic mirror follows MLFLOW_TRACKING_URI (this test is alone in its binary, so
+    // setting variables here races with nothing).
+    std::env::remove_var("MLFLOW_TRACKING_URI");
+    assert!(mirror_from_environment(database, &[], None).await.is_none());
+    std::env::set_var("MLFLOW_TRACKING_URI", &url);
+    std::env::set_var(
+        "PRODCAT_MLFLOW_EXPERIMENT",
+        format!("prodcat-mirror-{unique}"),
+    );
+    std::env::set_var(
+        "PRODCAT_MLFLOW_MODEL_NAME",
+        format!("prodcat-mirror-{unique}"),
+    );
+    let mirrored = mirror_from_environment(database, std::slice::from_ref(&train.id), None)
+        .await
+        .expect("MLFLOW_TRACKING_URI is set")
+        .unwrap();
+    assert_eq!((mirrored.runs_created, mirrored.versions_created), (1, 2));
+    assert_eq!(mirrored.artifacts_uploaded, 0, "no object store given");
+    let (_, champion) = mlflow
+        .alias(&format!("prodcat-mirror-{unique}"), CHAMPION)
+        .await;
+    assert_eq!(
+        pairs(&champion["model_version"]["tags"])["prodcat.model_version"],
+        first.as_str()
+    );
+    for name in [
+        "MLFLOW_TRACKING_URI",
+        "PRODCAT_MLFLOW_EXPERIMENT",
+        "PRODCAT_MLFLOW_MODEL_NAME",
+    ] {
+        std::env::remove_var(name);
+    }
 
     // A bad URI and an unreachable server give clear errors.
     assert!(matches!(

@@ -653,3 +653,41 @@ async fn promotion_never_compares_different_sets_or_stale_scores() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_alias_moves_keep_a_consistent_history() {
+    const MOVES: usize = 12;
+    for test_database in testing::databases().await {
+        let backend = test_database.name();
+        let database = &test_database.database;
+        let hexes: Vec<String> = (0..MOVES).map(|i| format!("{:016x}", 0xabc0 + i)).collect();
+        let hex_refs: Vec<&str> = hexes.iter().map(String::as_str).collect();
+        register_all(database, &hex_refs).await;
+        let mut tasks = Vec::new();
+        for (index, hex) in hexes.iter().enumerate() {
+            let database = database.clone();
+            let alias_move = move_to(CHAMPION, hex, &format!("actor-{index}"), "race");
+            tasks.push(tokio::spawn(async move {
+                set_alias(&database, &alias_move).await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        // Every move starts where the previous one ended: no move was lost or interleaved.
+        let mut history = alias_history(database, Some(CHAMPION)).await.unwrap();
+        history.reverse();
+        assert_eq!(history.len(), MOVES, "{backend}");
+        assert_eq!(history[0].from_version, None);
+        for pair in history.windows(2) {
+            assert_eq!(
+                pair[1].from_version, pair[0].to_version,
+                "{backend}: {pair:?}"
+            );
+        }
+        assert_eq!(
+            resolve(database, CHAMPION).await.unwrap().id,
+            history.last().unwrap().to_version.clone().unwrap()
+        );
+    }
+}
