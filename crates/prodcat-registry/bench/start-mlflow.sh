@@ -52,7 +52,8 @@ port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0
 url="http://127.0.0.1:$port"
 
 # setsid: the server and its workers share one process group that `kill -- -PID` ends.
-setsid "$venv/bin/mlflow" server \
+# Background job execution (a job runner and several consumers) is not needed for the REST API.
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid "$venv/bin/mlflow" server \
     --host 127.0.0.1 --port "$port" --workers 1 \
     --backend-store-uri "sqlite:///$state_dir/mlflow.db" \
     --artifacts-destination "$state_dir/artifacts" \
