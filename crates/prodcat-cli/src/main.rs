@@ -31,6 +31,18 @@ enum Command {
     /// Catalogue data: generate the demo, import, list, show and compare dataset versions.
     #[command(subcommand)]
     Data(commands::data::DataCommand),
+    /// Train a model version (text, image or both fused) on a dataset version.
+    Train(commands::train::TrainArgs),
+    /// Evaluate a model on a dataset split or a labelled CSV pair: F1, per class, confusion.
+    Evaluate(commands::evaluate::EvaluateArgs),
+    /// Classify a product (or a CSV file of products) with a model.
+    Predict(commands::predict::PredictArgs),
+    /// Tracked runs: list, show, compare, export to MLflow.
+    #[command(subcommand)]
+    Runs(commands::runs::RunsCommand),
+    /// The model registry: versions, aliases (champion, challenger), promotion, rollback.
+    #[command(subcommand)]
+    Models(commands::models::ModelsCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +74,11 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Quickstart(args) => commands::quickstart::run(&settings, args).await,
             Command::Data(command) => commands::data::run(&settings, command).await,
+            Command::Train(args) => commands::train::run(&settings, args).await,
+            Command::Evaluate(args) => commands::evaluate::run(&settings, args).await,
+            Command::Predict(args) => commands::predict::run(&settings, args).await,
+            Command::Runs(command) => commands::runs::run(&settings, command).await,
+            Command::Models(command) => commands::models_with_rescorer(&settings, command).await,
         }
     });
     match result {

@@ -1,4 +1,22 @@
 //! One module per top-level subcommand.
 
 pub mod data;
+pub mod evaluate;
+pub mod models;
+pub mod predict;
 pub mod quickstart;
+pub mod runs;
+pub mod train;
+
+/// `prodcat models ...` with re-scoring, so promotions over a champion compare both models on
+/// the same evaluation set now.
+pub async fn models_with_rescorer(
+    settings: &crate::settings::Settings,
+    command: models::ModelsCommand,
+) -> anyhow::Result<()> {
+    let platform = train::platform(settings).await?;
+    let rescorer = prodcat_pipelines::PlatformRescorer {
+        platform: &platform,
+    };
+    models::run_with_rescorer(settings, command, &rescorer).await
+}

@@ -3,14 +3,12 @@
 //! history of alias moves.
 //!
 //! Promotion over an existing champion re-scores both models on the same evaluation set through a
-//! [`Rescorer`]; [`run_with_rescorer`] takes the one that can load and score models, [`run`] has
-//! none and can then only promote the first version or move an alias by force.
+//! [`Rescorer`]; [`run_with_rescorer`] takes the one that can load and score models.
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use prodcat_registry::{
     AliasEvent, ModelVersion, PromotionOutcome, PromotionPolicy, PromotionRequest, Rescorer,
-    ScoreFuture,
 };
 
 use crate::commands::data::format_time;
@@ -100,25 +98,6 @@ pub struct HistoryArgs {
     pub limit: usize,
     #[arg(long)]
     pub json: bool,
-}
-
-/// The rescorer of a build that can not load models: it explains how to proceed.
-struct NoRescorer;
-
-impl Rescorer for NoRescorer {
-    fn score<'a>(&'a self, version: &'a ModelVersion, evaluation_set: &'a str) -> ScoreFuture<'a> {
-        let message = format!(
-            "{} can not be re-scored on {evaluation_set} here; comparing with the champion needs \
-             both models scored now (or pass --force with a --reason)",
-            version.id
-        );
-        Box::pin(async move { Err(message.into()) })
-    }
-}
-
-/// Runs a models command without model scoring (see [`run_with_rescorer`]).
-pub async fn run(settings: &Settings, command: ModelsCommand) -> anyhow::Result<()> {
-    run_with_rescorer(settings, command, &NoRescorer).await
 }
 
 /// Runs a models command; `rescorer` scores versions for promotions over an existing champion.

@@ -1,0 +1,301 @@
+//! Model bundles: an immutable set of files (text classifier, image head, fusion settings,
+//! reference profile, evaluation) described by a manifest holding the sha256 of every file.
+//!
+//! The version id is derived from the manifest's content, so training the same data with the same
+//! parameters gives the same id. Loading verifies every hash and refuses a corrupt bundle; the
+//! manifest is written last, so a bundle interrupted while being written is never loadable.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use prodcat_domain::{sha256_hex, CategoryCode, DatasetVersionId, ModelVersionId};
+use prodcat_metrics::TemperatureScaling;
+use prodcat_storage::ObjectStorage;
+use prodcat_text_model::TextClassifier;
+use prodcat_vision::ImageHead;
+use serde::{Deserialize, Serialize};
+
+use crate::ModelError;
+
+/// Version of the bundle layout.
+pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+
+const TEXT_FILE: &str = "text-classifier.bin";
+const IMAGE_FILE: &str = "image-head.bin";
+const FUSION_FILE: &str = "fusion.json";
+const PROFILE_FILE: &str = "reference-profile.json";
+const MANIFEST_FILE: &str = "manifest.json";
+
+/// One file of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleFile {
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// What a bundle is: the manifest stored as `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleManifest {
+    pub format_version: u32,
+    /// Empty while the id is being computed.
+    pub model_version: String,
+    pub label_set: Vec<u16>,
+    pub dataset_version: String,
+    pub code_version: String,
+    pub branches: Vec<String>,
+    /// Training parameters, sorted by key.
+    pub parameters: BTreeMap<String, serde_json::Value>,
+    /// Headline metrics on the dataset version's test split.
+    pub metrics: BTreeMap<String, f64>,
+    /// The pretrained image backbone the image head was trained on, if any.
+    pub image_backbone: Option<String>,
+    pub files: Vec<BundleFile>,
+}
+
+/// How the two branches are combined and when a decision is automatic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FusionSettings {
+    /// `p = w * p_image + (1 - w) * p_text` when both branches answer.
+    pub image_weight: f32,
+    /// Precision of automatic decisions the thresholds were chosen for.
+    pub target_precision: f64,
+    /// Confidence at or above which a prediction is automatic, per set of answering branches.
+    pub threshold_fused: f32,
+    pub threshold_text_only: f32,
+    pub threshold_image_only: f32,
+    /// Share of validation products decided automatically at those thresholds.
+    pub coverage_fused: f64,
+    pub coverage_text_only: f64,
+    pub coverage_image_only: f64,
+}
+
+impl Default for FusionSettings {
+    fn default() -> Self {
+        Self {
+            image_weight: 0.0,
+            target_precision: 0.95,
+            threshold_fused: 1.0,
+            threshold_text_only: 1.0,
+            threshold_image_only: 1.0,
+            coverage_fused: 0.0,
+            coverage_text_only: 0.0,
+            coverage_image_only: 0.0,
+        }
+    }
+}
+
+/// The image branch: a trained head over backbone features and its calibration.
+#[derive(Debug, Clone)]
+pub struct ImageBranch {
+    pub head: ImageHead,
+    pub calibration: TemperatureScaling,
+    /// Category of each head output.
+    pub categories: Vec<CategoryCode>,
+}
+
+/// A loaded (or freshly trained) model.
+#[derive(Debug, Clone)]
+pub struct ModelBundle {
+    pub manifest: BundleManifest,
+    pub text: Option<TextClassifier>,
+    pub image: Option<ImageBranch>,
+    pub fusion: FusionSettings,
+    /// The drift reference profile, as stored (JSON).
+    pub reference_profile: Option<String>,
+}
+
+impl ModelBundle {
+    pub fn version(&self) -> Result<ModelVersionId, ModelError> {
+        ModelVersionId::parse(&self.manifest.model_version).map_err(|_| ModelError::InvalidBundle {
+            version: self.manifest.model_version.clone(),
+            reason: "the manifest has no valid model version".to_string(),
+        })
+    }
+
+    pub fn dataset_version(&self) -> Option<DatasetVersionId> {
+        DatasetVersionId::parse(&self.manifest.dataset_version).ok()
+    }
+
+    /// The categories the model answers with, in output order.
+    pub fn categories(&self) -> Vec<CategoryCode> {
+        self.manifest
+            .label_set
+            .iter()
+            .filter_map(|code| CategoryCode::from_u16(*code).ok())
+            .collect()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageBranchFile {
+    temperature: f64,
+    categories: Vec<u16>,
+}
+
+fn bundle_prefix(version: &str) -> String {
+    format!("models/{version}")
+}
+
+/// Serialises the bundle's parts, computes the version id and writes everything (manifest last).
+/// Returns the bundle with its manifest completed.
+pub async fn write_bundle(
+    objects: &ObjectStorage,
+    mut bundle: ModelBundle,
+) -> Result<ModelBundle, ModelError> {
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    if let Some(text) = &bundle.text {
+        files.insert(TEXT_FILE.to_string(), text.to_bytes());
+    }
+    if let Some(image) = &bundle.image {
+        let mut bytes = image.head.to_bytes();
+        // The head file is followed by a small JSON trailer with the calibration, length-prefixed.
+        let trailer = serde_json::to_vec(&ImageBranchFile {
+            temperature: image.calibration.temperature,
+            categories: image.categories.iter().map(|c| c.value()).collect(),
+        })?;
+        bytes.extend_from_slice(&trailer);
+        bytes.extend_from_slice(&(trailer.len() as u64).to_le_bytes());
+        files.insert(IMAGE_FILE.to_string(), bytes);
+    }
+    files.insert(
+        FUSION_FILE.to_string(),
+        serde_json::to_vec_pretty(&bundle.fusion)?,
+    );
+    if let Some(profile) = &bundle.reference_profile {
+        files.insert(PROFILE_FILE.to_string(), profile.as_bytes().to_vec());
+    }
+    bundle.manifest.format_version = BUNDLE_FORMAT_VERSION;
+    bundle.manifest.files = files
+        .iter()
+        .map(|(name, bytes)| BundleFile {
+            name: name.clone(),
+            sha256: sha256_hex(bytes),
+            bytes: bytes.len() as u64,
+        })
+        .collect();
+    bundle.manifest.model_version = String::new();
+    let unsigned = serde_json::to_vec(&bundle.manifest)?;
+    let version = ModelVersionId::from_hash(&sha256_hex(&unsigned));
+    bundle.manifest.model_version = version.to_string();
+    let prefix = bundle_prefix(version.as_str());
+    for (name, bytes) in files {
+        objects
+            .put(&format!("{prefix}/{name}"), Bytes::from(bytes))
+            .await?;
+    }
+    objects
+        .put(
+            &format!("{prefix}/{MANIFEST_FILE}"),
+            Bytes::from(serde_json::to_vec_pretty(&bundle.manifest)?),
+        )
+        .await?;
+    Ok(bundle)
+}
+
+/// Loads and verifies a bundle. Any file whose hash differs from the manifest is refused.
+pub async fn load_bundle(
+    objects: &ObjectStorage,
+    version: &ModelVersionId,
+) -> Result<ModelBundle, ModelError> {
+    let prefix = bundle_prefix(version.as_str());
+    let manifest_bytes = match objects.get(&format!("{prefix}/{MANIFEST_FILE}")).await {
+        Ok(bytes) => bytes,
+        Err(prodcat_storage::StorageError::ObjectNotFound { .. }) => {
+            return Err(ModelError::MissingBundle(version.to_string()))
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let invalid = |reason: String| ModelError::InvalidBundle {
+        version: version.to_string(),
+        reason,
+    };
+    let manifest: BundleManifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|error| invalid(format!("manifest.json is not readable: {error}")))?;
+    if manifest.format_version != BUNDLE_FORMAT_VERSION {
+        return Err(invalid(format!(
+            "format version {} is not supported (this build reads {BUNDLE_FORMAT_VERSION})",
+            manifest.format_version
+        )));
+    }
+    let mut unsigned = manifest.clone();
+    unsigned.model_version = String::new();
+    let expected_id = ModelVersionId::from_hash(&sha256_hex(&serde_json::to_vec(&unsigned)?));
+    if expected_id != *version || manifest.model_version != version.as_str() {
+        return Err(invalid(
+            "the manifest does not match its version id (it was modified)".to_string(),
+        ));
+    }
+    let mut files: BTreeMap<String, Bytes> = BTreeMap::new();
+    for file in &manifest.files {
+        let bytes = objects.get(&format!("{prefix}/{}", file.name)).await?;
+        let actual = sha256_hex(&bytes);
+        if actual != file.sha256 {
+            return Err(ModelError::CorruptBundle {
+                version: version.to_string(),
+                file: file.name.clone(),
+                expected: file.sha256.clone(),
+                actual,
+            });
+        }
+        files.insert(file.name.clone(), bytes);
+    }
+    let text = files
+        .get(TEXT_FILE)
+        .map(|bytes| TextClassifier::from_bytes(bytes))
+        .transpose()?;
+    let image = match files.get(IMAGE_FILE) {
+        None => None,
+        Some(bytes) => {
+            if bytes.len() < 8 {
+                return Err(invalid("the image head file is truncated".to_string()));
+            }
+            let trailer_length =
+                u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().unwrap_or([0; 8])) as usize;
+            if trailer_length + 8 > bytes.len() {
+                return Err(invalid("the image head file is truncated".to_string()));
+            }
+            let head_end = bytes.len() - 8 - trailer_length;
+            let trailer: ImageBranchFile =
+                serde_json::from_slice(&bytes[head_end..bytes.len() - 8])?;
+            let categories = trailer
+                .categories
+                .iter()
+                .map(|code| CategoryCode::from_u16(*code))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| invalid(error.to_string()))?;
+            Some(ImageBranch {
+                head: ImageHead::from_bytes(&bytes[..head_end])?,
+                calibration: TemperatureScaling {
+                    temperature: trailer.temperature,
+                },
+                categories,
+            })
+        }
+    };
+    let fusion: FusionSettings = match files.get(FUSION_FILE) {
+        Some(bytes) => serde_json::from_slice(bytes)?,
+        None => FusionSettings::default(),
+    };
+    let as_text = |name: &str| {
+        files
+            .get(name)
+            .map(|bytes| String::from_utf8_lossy(bytes).to_string())
+    };
+    if text.is_none() && image.is_none() {
+        return Err(invalid(
+            "the bundle has neither a text nor an image branch".to_string(),
+        ));
+    }
+    Ok(ModelBundle {
+        reference_profile: as_text(PROFILE_FILE),
+        manifest,
+        text,
+        image,
+        fusion,
+    })
+}

@@ -1,0 +1,297 @@
+//! Prediction with a loaded bundle: the text branch, the image branch (through the shared
+//! backbone), their calibrated late fusion, and the automatic-or-review decision.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prodcat_domain::{product_text, CategoryCode, ModelVersionId};
+use prodcat_drift::features::ImageStats;
+use prodcat_text_model::Explanation;
+use serde::Serialize;
+
+use crate::bundle::ModelBundle;
+use crate::features::ImageBackbone;
+use crate::ModelError;
+
+/// Which branch produced an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Branch {
+    Text,
+    Image,
+}
+
+/// One product to classify.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProductInput<'a> {
+    pub designation: &'a str,
+    pub description: &'a str,
+    /// Encoded JPEG or PNG bytes.
+    pub image: Option<&'a [u8]>,
+}
+
+/// A category and its calibrated probability.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoredCode {
+    pub category: CategoryCode,
+    pub probability: f32,
+}
+
+/// The answer for one product.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductPrediction {
+    pub category: CategoryCode,
+    /// Calibrated probability of `category`.
+    pub confidence: f32,
+    /// The five most probable categories.
+    pub top: Vec<ScoredCode>,
+    /// Branches that answered.
+    pub branches: Vec<Branch>,
+    /// Each branch's calibrated probabilities (in `categories` order), when it answered.
+    pub text_probabilities: Option<Vec<f32>>,
+    pub image_probabilities: Option<Vec<f32>>,
+    /// Weight of the image branch in the fused probabilities, when both answered.
+    pub fusion_weight: Option<f32>,
+    /// Whether the confidence reaches the automation threshold for these branches.
+    pub automatic: bool,
+    pub threshold: f32,
+    pub model_version: ModelVersionId,
+    /// The n-grams that pushed the text decision most, when asked for.
+    pub explanation: Option<Explanation>,
+    /// Statistics of the decoded image (for monitoring), when there was one.
+    #[serde(skip)]
+    pub image_stats: Option<ImageStats>,
+    /// Normalised product text as the model read it.
+    #[serde(skip)]
+    pub normalized_text: String,
+    pub elapsed_microseconds: u64,
+}
+
+/// A model ready to serve: a verified bundle plus the shared image backbone.
+#[derive(Clone, Debug)]
+pub struct ProductClassifier {
+    bundle: Arc<ModelBundle>,
+    backbone: Option<ImageBackbone>,
+    version: ModelVersionId,
+    categories: Vec<CategoryCode>,
+}
+
+impl ProductClassifier {
+    pub fn new(bundle: ModelBundle, backbone: Option<ImageBackbone>) -> Result<Self, ModelError> {
+        let version = bundle.version()?;
+        let categories = bundle.categories();
+        if categories.is_empty() {
+            return Err(ModelError::InvalidBundle {
+                version: version.to_string(),
+                reason: "the label set is empty".to_string(),
+            });
+        }
+        if let Some(text) = &bundle.text {
+            if text.categories() != categories.as_slice() {
+                return Err(ModelError::InvalidBundle {
+                    version: version.to_string(),
+                    reason: "the text branch's categories differ from the label set".to_string(),
+                });
+            }
+        }
+        if let Some(image) = &bundle.image {
+            if image.categories != categories {
+                return Err(ModelError::InvalidBundle {
+                    version: version.to_string(),
+                    reason: "the image branch's categories differ from the label set".to_string(),
+                });
+            }
+        }
+        Ok(Self {
+            bundle: Arc::new(bundle),
+            backbone,
+            version,
+            categories,
+        })
+    }
+
+    pub fn version(&self) -> &ModelVersionId {
+        &self.version
+    }
+
+    pub fn bundle(&self) -> &ModelBundle {
+        &self.bundle
+    }
+
+    pub fn categories(&self) -> &[CategoryCode] {
+        &self.categories
+    }
+
+    pub fn backbone(&self) -> Option<&ImageBackbone> {
+        self.backbone.as_ref()
+    }
+
+    /// Whether an image sent with a product will be used.
+    pub fn uses_images(&self) -> bool {
+        self.bundle.image.is_some() && self.backbone.is_some()
+    }
+
+    /// Calibrated text probabilities for normalised text, if the text branch exists and the text
+    /// is not empty.
+    pub fn text_probabilities(&self, text: &str) -> Option<Vec<f32>> {
+        let classifier = self.bundle.text.as_ref()?;
+        if text.is_empty() {
+            return None;
+        }
+        let decision_values = classifier.decision_values(text);
+        Some(classifier.probabilities_from_decision_values(&decision_values))
+    }
+
+    /// Calibrated image probabilities from backbone features.
+    pub fn image_probabilities_from_features(
+        &self,
+        features: &[f32],
+    ) -> Result<Vec<f32>, ModelError> {
+        let image = self
+            .bundle
+            .image
+            .as_ref()
+            .ok_or(ModelError::MissingBranch("image"))?;
+        let logits = image.head.logits(features)?;
+        let scores: Vec<f64> = logits.iter().map(|v| f64::from(*v)).collect();
+        Ok(image
+            .calibration
+            .probabilities(&scores)
+            .into_iter()
+            .map(|p| p as f32)
+            .collect())
+    }
+
+    /// Combines branch probabilities into the final answer (shared by every prediction path).
+    pub fn combine(
+        &self,
+        text: Option<Vec<f32>>,
+        image: Option<Vec<f32>>,
+    ) -> Result<(Vec<f32>, Vec<Branch>, Option<f32>, f32), ModelError> {
+        let fusion = &self.bundle.fusion;
+        Ok(match (text, image) {
+            (Some(text), Some(image)) => {
+                let weight = fusion.image_weight;
+                let fused = text
+                    .iter()
+                    .zip(&image)
+                    .map(|(t, i)| weight * i + (1.0 - weight) * t)
+                    .collect();
+                (
+                    fused,
+                    vec![Branch::Text, Branch::Image],
+                    Some(weight),
+                    fusion.threshold_fused,
+                )
+            }
+            (Some(text), None) => (text, vec![Branch::Text], None, fusion.threshold_text_only),
+            (None, Some(image)) => (
+                image,
+                vec![Branch::Image],
+                None,
+                fusion.threshold_image_only,
+            ),
+            (None, None) => return Err(ModelError::EmptyInput),
+        })
+    }
+
+    /// Classifies one product. `explain` adds the text n-grams behind the decision.
+    pub fn predict(
+        &self,
+        input: &ProductInput<'_>,
+        explain: bool,
+    ) -> Result<ProductPrediction, ModelError> {
+        let started = Instant::now();
+        let text = product_text(input.designation, input.description);
+        if text.is_empty() && input.image.is_none() {
+            return Err(ModelError::EmptyInput);
+        }
+        let text_probabilities = self.text_probabilities(&text);
+        let (image_probabilities, image_stats) = match input.image {
+            Some(encoded) if self.bundle.image.is_some() => {
+                let backbone = self
+                    .backbone
+                    .as_ref()
+                    .ok_or(ModelError::BackboneUnavailable)?;
+                let (features, stats) = backbone.features_and_stats(encoded)?;
+                (
+                    Some(self.image_probabilities_from_features(&features)?),
+                    Some(stats),
+                )
+            }
+            Some(encoded) => {
+                // A text-only model still checks that the image is an image.
+                let stats = match &self.backbone {
+                    Some(backbone) => {
+                        let options = backbone.preprocessor().options;
+                        let picture =
+                            prodcat_vision::preprocess::decode_image(encoded, options.max_pixels)?;
+                        ImageStats::from_rgb(picture.width, picture.height, &picture.pixels).ok()
+                    }
+                    None => None,
+                };
+                (None, stats)
+            }
+            None => (None, None),
+        };
+        if text_probabilities.is_none() && image_probabilities.is_none() {
+            return Err(if self.bundle.text.is_none() {
+                ModelError::MissingBranch("text")
+            } else {
+                ModelError::EmptyInput
+            });
+        }
+        let (probabilities, branches, fusion_weight, threshold) =
+            self.combine(text_probabilities.clone(), image_probabilities.clone())?;
+        let mut ranked: Vec<ScoredCode> = self
+            .categories
+            .iter()
+            .zip(&probabilities)
+            .map(|(category, probability)| ScoredCode {
+                category: *category,
+                probability: *probability,
+            })
+            .collect();
+        ranked.sort_by(|a, b| {
+            b.probability
+                .total_cmp(&a.probability)
+                .then(a.category.cmp(&b.category))
+        });
+        ranked.truncate(5);
+        let best = ranked[0];
+        let explanation = match (&self.bundle.text, explain && !text.is_empty()) {
+            (Some(classifier), true) => classifier.explain(&text, best.category, 8).ok(),
+            _ => None,
+        };
+        Ok(ProductPrediction {
+            category: best.category,
+            confidence: best.probability,
+            top: ranked,
+            branches,
+            text_probabilities,
+            image_probabilities,
+            fusion_weight,
+            automatic: best.probability >= threshold,
+            threshold,
+            model_version: self.version.clone(),
+            explanation,
+            image_stats,
+            normalized_text: text,
+            elapsed_microseconds: started.elapsed().as_micros() as u64,
+        })
+    }
+
+    /// Classifies many products; text-only work runs in parallel across cores.
+    pub fn predict_batch(
+        &self,
+        inputs: &[ProductInput<'_>],
+    ) -> Vec<Result<ProductPrediction, ModelError>> {
+        use rayon::prelude::*;
+        inputs
+            .par_iter()
+            .map(|input| self.predict(input, false))
+            .collect()
+    }
+}

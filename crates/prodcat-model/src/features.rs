@@ -1,0 +1,246 @@
+//! The pretrained image backbone (frozen MobileNetV2 features) and a feature cache keyed by image
+//! content hash in the object store, so retraining never recomputes an image's features.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prodcat_drift::features::ImageStats;
+use prodcat_storage::{image_key, ObjectStorage, StorageError};
+use prodcat_vision::{
+    preprocess::decode_image, ImageFeatureExtractor, MobileNetV2, PreprocessOptions, Preprocessor,
+};
+
+use crate::ModelError;
+
+/// The frozen feature extractor shared by every model version in a process.
+#[derive(Clone)]
+pub struct ImageBackbone {
+    extractor: Arc<ImageFeatureExtractor>,
+    id: String,
+}
+
+impl std::fmt::Debug for ImageBackbone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageBackbone")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl ImageBackbone {
+    /// Loads MobileNetV2 from `<model dir>/mobilenet-v2` (verifying its checksum).
+    pub fn load(model_dir: &Path) -> Result<Self, ModelError> {
+        let directory = model_dir.join("mobilenet-v2");
+        let network = MobileNetV2::load(&directory)?;
+        let weights_hash = std::fs::read_to_string(directory.join("manifest.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|manifest| {
+                manifest
+                    .get("weights_sha256")
+                    .and_then(|v| v.as_str())
+                    .map(|s| s.to_string())
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        let id = format!(
+            "mobilenet-v2-{}",
+            &weights_hash[..weights_hash.len().min(12)]
+        );
+        let extractor = ImageFeatureExtractor::new(network, PreprocessOptions::product_features());
+        Ok(Self {
+            extractor: Arc::new(extractor),
+            id,
+        })
+    }
+
+    /// Loads the backbone when its files are present; `None` otherwise.
+    pub fn load_if_present(model_dir: &Path) -> Result<Option<Self>, ModelError> {
+        if model_dir
+            .join("mobilenet-v2")
+            .join("manifest.json")
+            .is_file()
+        {
+            Self::load(model_dir).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Identifies the weights (part of the feature cache key and of model manifests).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn preprocessor(&self) -> &Preprocessor {
+        self.extractor.preprocessor()
+    }
+
+    /// Features and picture statistics of one encoded image, on the calling thread.
+    pub fn features_and_stats(&self, encoded: &[u8]) -> Result<(Vec<f32>, ImageStats), ModelError> {
+        let preprocessor = self.extractor.preprocessor();
+        preprocessor.check_encoded_size(encoded.len() as u64)?;
+        let picture = decode_image(encoded, preprocessor.options.max_pixels)?;
+        let stats = ImageStats::from_rgb(picture.width, picture.height, &picture.pixels)?;
+        let prepared = preprocessor.prepare_picture(&picture)?;
+        let output = self.extractor.network().run(&prepared)?;
+        Ok((output.features, stats))
+    }
+
+    /// Features of many encoded images across the worker threads, in input order.
+    pub fn features_batch<B: AsRef<[u8]> + Sync>(
+        &self,
+        images: &[B],
+    ) -> Vec<Result<Vec<f32>, ModelError>> {
+        self.extractor
+            .extract_batch(images)
+            .into_iter()
+            .map(|result| {
+                result
+                    .map(|output| output.features)
+                    .map_err(ModelError::from)
+            })
+            .collect()
+    }
+}
+
+/// Cached backbone features in the object store, one small file per image content hash.
+#[derive(Clone, Debug)]
+pub struct FeatureCache {
+    objects: ObjectStorage,
+    backbone: ImageBackbone,
+}
+
+fn encode_features(features: &[f32]) -> Bytes {
+    let mut bytes = Vec::with_capacity(features.len() * 4);
+    for value in features {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    Bytes::from(bytes)
+}
+
+fn decode_features(bytes: &[u8]) -> Option<Vec<f32>> {
+    if bytes.is_empty() || bytes.len() % 4 != 0 {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+            .collect(),
+    )
+}
+
+impl FeatureCache {
+    pub fn new(objects: ObjectStorage, backbone: ImageBackbone) -> Self {
+        Self { objects, backbone }
+    }
+
+    pub fn backbone(&self) -> &ImageBackbone {
+        &self.backbone
+    }
+
+    fn key(&self, image_hash: &str) -> String {
+        let prefix = &image_hash[..image_hash.len().min(2)];
+        format!("features/{}/{prefix}/{image_hash}.f32", self.backbone.id())
+    }
+
+    /// Features for stored images (by content hash), computing and caching the missing ones.
+    /// `progress` is called with the number of images done. Results are in input order; an
+    /// image that cannot be read or decoded gives an error in its slot.
+    pub async fn features_for(
+        &self,
+        image_hashes: &[String],
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<Result<Vec<f32>, ModelError>>, ModelError> {
+        let mut results: Vec<Option<Result<Vec<f32>, ModelError>>> =
+            (0..image_hashes.len()).map(|_| None).collect();
+        let mut missing: Vec<usize> = Vec::new();
+        for (chunk_index, chunk) in image_hashes.chunks(64).enumerate() {
+            let lookups: Vec<_> = chunk
+                .iter()
+                .map(|hash| read_cached(self.objects.clone(), self.key(hash)))
+                .collect();
+            for (offset, found) in futures::future::join_all(lookups)
+                .await
+                .into_iter()
+                .enumerate()
+            {
+                let position = chunk_index * 64 + offset;
+                match found {
+                    Some(features) => results[position] = Some(Ok(features)),
+                    None => missing.push(position),
+                }
+            }
+        }
+        let mut done = image_hashes.len() - missing.len();
+        progress(done);
+        for batch in missing.chunks(64) {
+            let reads: Vec<_> = batch
+                .iter()
+                .map(|&position| read_image(self.objects.clone(), image_hashes[position].clone()))
+                .collect();
+            let mut readable: Vec<(usize, Bytes)> = Vec::new();
+            for (&position, bytes) in batch.iter().zip(futures::future::join_all(reads).await) {
+                match bytes {
+                    Ok(bytes) => readable.push((position, bytes)),
+                    Err(error) => results[position] = Some(Err(error.into())),
+                }
+            }
+            let backbone = self.backbone.clone();
+            let images: Vec<Bytes> = readable.iter().map(|(_, b)| b.clone()).collect();
+            let computed = tokio::task::spawn_blocking(move || backbone.features_batch(&images))
+                .await
+                .map_err(|error| {
+                    ModelError::TrainingData(format!("feature worker failed: {error}"))
+                })?;
+            for ((position, _), features) in readable.iter().zip(computed) {
+                if let Ok(features) = &features {
+                    self.objects
+                        .put(
+                            &self.key(&image_hashes[*position]),
+                            encode_features(features),
+                        )
+                        .await?;
+                }
+                results[*position] = Some(features);
+            }
+            done += batch.len();
+            progress(done);
+        }
+        Ok(results
+            .into_iter()
+            .map(|slot| slot.unwrap_or_else(|| Err(ModelError::TrainingData("no result".into()))))
+            .collect())
+    }
+}
+
+async fn read_cached(objects: ObjectStorage, key: String) -> Option<Vec<f32>> {
+    match objects.get(&key).await {
+        Ok(bytes) => decode_features(&bytes),
+        Err(_) => None,
+    }
+}
+
+async fn read_image(objects: ObjectStorage, hash: String) -> Result<Bytes, StorageError> {
+    let key = match prodcat_domain::ContentHash::parse(&hash) {
+        Ok(parsed) => image_key(&parsed),
+        Err(_) => format!("images/invalid/{hash}"),
+    };
+    objects.get(&key).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_round_trip_through_bytes() {
+        let features = vec![0.5f32, -1.25, 3.0e-8, f32::MAX];
+        assert_eq!(
+            decode_features(&encode_features(&features)).unwrap(),
+            features
+        );
+        assert!(decode_features(&[1, 2, 3]).is_none());
+    }
+}
