@@ -1,0 +1,315 @@
+//! Training, reproducibility, bundle integrity and prediction on generated data.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use prodcat_dataset::generate::{generate_catalogue, GenerateOptions};
+use prodcat_dataset::{import_dataset, ImportOptions, ImportSource};
+use prodcat_model::{
+    load_bundle, train_model, BranchSelection, ImageBackbone, ModelError, ProductClassifier,
+    ProductInput, TrainOptions,
+};
+use prodcat_storage::{testing, Database, ObjectStorage};
+
+async fn dataset(
+    folder: &Path,
+    products: usize,
+    images: bool,
+) -> (
+    testing::TestDatabase,
+    ObjectStorage,
+    prodcat_domain::DatasetVersionId,
+) {
+    generate_catalogue(
+        &folder.join("catalogue"),
+        &GenerateOptions {
+            products,
+            seed: 11,
+            images,
+        },
+        &|_| {},
+    )
+    .unwrap();
+    let database = testing::sqlite_database().await;
+    let objects = ObjectStorage::open(folder.join("objects").to_str().unwrap()).unwrap();
+    let source = ImportSource::detect(&folder.join("catalogue")).unwrap();
+    let outcome = import_dataset(
+        &database.database,
+        &objects,
+        &source,
+        &ImportOptions::default(),
+        &(),
+    )
+    .await
+    .unwrap();
+    let id = outcome.version().id.clone();
+    (database, objects, id)
+}
+
+fn model_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var("PRODCAT_MODEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    dir.join("mobilenet-v2/manifest.json")
+        .is_file()
+        .then_some(dir)
+}
+
+async fn train(
+    database: &Database,
+    objects: &ObjectStorage,
+    backbone: Option<&ImageBackbone>,
+    dataset: &prodcat_domain::DatasetVersionId,
+    branches: BranchSelection,
+) -> prodcat_model::TrainingOutcome {
+    let mut options = TrainOptions {
+        branches,
+        ..TrainOptions::default()
+    };
+    options.head.max_epochs = 30;
+    train_model(database, objects, backbone, None, dataset, &options, &())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_training_is_bit_identical_and_accurate() {
+    let folder = tempfile::tempdir().unwrap();
+    let (database, objects, dataset) = dataset(folder.path(), 600, false).await;
+    let first = train(
+        &database.database,
+        &objects,
+        None,
+        &dataset,
+        BranchSelection::Text,
+    )
+    .await;
+    let second = train(
+        &database.database,
+        &objects,
+        None,
+        &dataset,
+        BranchSelection::Text,
+    )
+    .await;
+    assert_eq!(first.bundle.manifest, second.bundle.manifest);
+    assert!(first.bundle.manifest.model_version.starts_with("mv-"));
+    let system = first.evaluation.system().unwrap();
+    assert!(
+        system.weighted_f1 > 0.8,
+        "weighted F1 {}",
+        system.weighted_f1
+    );
+    assert!(first.bundle.fusion.threshold_text_only <= 1.0);
+    // Every file of the two bundles has the same hash.
+    for (a, b) in first
+        .bundle
+        .manifest
+        .files
+        .iter()
+        .zip(&second.bundle.manifest.files)
+    {
+        assert_eq!(a, b);
+    }
+    // A different seed gives a different model.
+    let mut options = TrainOptions {
+        branches: BranchSelection::Text,
+        ..TrainOptions::default()
+    };
+    options.text.svm.seed = 7;
+    options.text.svm.c = 0.25;
+    let other = train_model(
+        &database.database,
+        &objects,
+        None,
+        None,
+        &dataset,
+        &options,
+        &(),
+    )
+    .await
+    .unwrap();
+    assert_ne!(
+        other.bundle.manifest.model_version,
+        first.bundle.manifest.model_version
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_or_modified_bundles_are_refused() {
+    let folder = tempfile::tempdir().unwrap();
+    let (database, objects, dataset) = dataset(folder.path(), 300, false).await;
+    let outcome = train(
+        &database.database,
+        &objects,
+        None,
+        &dataset,
+        BranchSelection::Text,
+    )
+    .await;
+    let version = outcome.bundle.version().unwrap();
+    let loaded = load_bundle(&objects, &version).await.unwrap();
+    assert_eq!(loaded.manifest, outcome.bundle.manifest);
+
+    let key = format!("models/{version}/text-classifier.bin");
+    let original = objects.get(&key).await.unwrap();
+    let mut damaged = original.to_vec();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x55;
+    objects.put(&key, Bytes::from(damaged)).await.unwrap();
+    match load_bundle(&objects, &version).await {
+        Err(ModelError::CorruptBundle { file, .. }) => assert_eq!(file, "text-classifier.bin"),
+        other => panic!("expected a corrupt bundle, got {:?}", other.map(|_| ())),
+    }
+    objects.put(&key, original).await.unwrap();
+
+    let manifest_key = format!("models/{version}/manifest.json");
+    let manifest = objects.get(&manifest_key).await.unwrap();
+    let edited = String::from_utf8(manifest.to_vec()).unwrap().replacen(
+        "\"weighted_f1\"",
+        "\"weighted_f1_edited\"",
+        1,
+    );
+    objects
+        .put(&manifest_key, Bytes::from(edited))
+        .await
+        .unwrap();
+    assert!(matches!(
+        load_bundle(&objects, &version).await,
+        Err(ModelError::InvalidBundle { .. })
+    ));
+    let missing = prodcat_domain::ModelVersionId::parse("mv-00000000deadbeef").unwrap();
+    assert!(matches!(
+        load_bundle(&objects, &missing).await,
+        Err(ModelError::MissingBundle(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictions_handle_bad_input_without_panicking() {
+    let folder = tempfile::tempdir().unwrap();
+    let (database, objects, dataset) = dataset(folder.path(), 300, false).await;
+    let outcome = train(
+        &database.database,
+        &objects,
+        None,
+        &dataset,
+        BranchSelection::Text,
+    )
+    .await;
+    let classifier = ProductClassifier::new(outcome.bundle, None).unwrap();
+    let empty = classifier.predict(&ProductInput::default(), false);
+    assert!(matches!(empty, Err(ModelError::EmptyInput)));
+    let blank = classifier.predict(
+        &ProductInput {
+            designation: "  ",
+            description: "<p> </p>",
+            image: None,
+        },
+        false,
+    );
+    assert!(matches!(blank, Err(ModelError::EmptyInput)));
+    let huge = "piscine tubulaire ".repeat(60_000);
+    let prediction = classifier
+        .predict(
+            &ProductInput {
+                designation: &huge,
+                description: "",
+                image: None,
+            },
+            true,
+        )
+        .unwrap();
+    assert_eq!(prediction.category.value(), 2583);
+    assert_eq!(prediction.top.len(), 5);
+    let sum: f32 = prediction.text_probabilities.as_ref().unwrap().iter().sum();
+    assert!((sum - 1.0).abs() < 1e-3);
+    assert!(prediction.explanation.is_some());
+    // A text-only model given an image answers from the text.
+    let with_image = classifier
+        .predict(
+            &ProductInput {
+                designation: "Housse de coussin 45x45 coton",
+                description: "",
+                image: Some(b"not an image"),
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!(with_image.branches.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fusion_training_with_images_is_reproducible() {
+    let Some(model_dir) = model_dir() else {
+        eprintln!("skipped: the MobileNetV2 files are not installed (run scripts/setup)");
+        return;
+    };
+    let backbone = ImageBackbone::load(&model_dir).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let (database, objects, dataset) = dataset(folder.path(), 300, true).await;
+    let first = train(
+        &database.database,
+        &objects,
+        Some(&backbone),
+        &dataset,
+        BranchSelection::Fusion,
+    )
+    .await;
+    let second = train(
+        &database.database,
+        &objects,
+        Some(&backbone),
+        &dataset,
+        BranchSelection::Fusion,
+    )
+    .await;
+    assert_eq!(
+        first.bundle.manifest, second.bundle.manifest,
+        "bit-identical bundle"
+    );
+    let evaluation = &first.evaluation;
+    assert!(evaluation.branch("image").is_some());
+    assert!(evaluation.branch("fused-on-image-rows").is_some());
+    let classifier = ProductClassifier::new(first.bundle, Some(backbone)).unwrap();
+    let image = prodcat_dataset::generate::generate_image(
+        1,
+        prodcat_domain::CategoryCode::from_u16(2583).unwrap(),
+        3,
+    );
+    let both = classifier
+        .predict(
+            &ProductInput {
+                designation: "Piscine hors sol Intex",
+                description: "",
+                image: Some(&image),
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!(both.branches.len(), 2);
+    assert!(both.fusion_weight.is_some());
+    let image_only = classifier
+        .predict(
+            &ProductInput {
+                designation: "",
+                description: "",
+                image: Some(&image),
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!(image_only.branches, vec![prodcat_model::Branch::Image]);
+    let truncated = classifier.predict(
+        &ProductInput {
+            designation: "Piscine",
+            description: "",
+            image: Some(&image[..image.len() / 2]),
+        },
+        false,
+    );
+    assert!(
+        matches!(truncated, Err(ModelError::Image(_))),
+        "truncated JPEG refused"
+    );
+}
