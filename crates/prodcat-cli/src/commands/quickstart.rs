@@ -1,11 +1,12 @@
-//! `prodcat quickstart`: the whole job on the embedded default, in one command. A second run
-//! reuses what exists.
+//! `prodcat quickstart`: the whole job on the embedded default, in one command: the demo
+//! catalogue (or real data), the pretrained weights, import, training of text + image + fusion,
+//! the champion alias. A second run reuses what exists and takes seconds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::commands::data;
+use crate::commands::{data, train};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -14,18 +15,50 @@ pub struct QuickstartArgs {
     #[arg(long, env = "PRODCAT_QUICKSTART_DATA")]
     pub data: Option<PathBuf>,
     /// Size of the generated demo catalogue.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 2000)]
     pub products: usize,
-    /// Seed of the generated demo catalogue.
+    /// Seed of the generated demo catalogue and of training.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Train the text branch only (no pretrained image weights needed).
+    #[arg(long)]
+    pub text_only: bool,
+}
+
+/// Runs `scripts/setup` when the pretrained files are missing and the script is at hand.
+fn ensure_models(model_dir: &Path) -> anyhow::Result<bool> {
+    let present = |dir: &Path| {
+        dir.join("mobilenet-v2/manifest.json").is_file() && dir.join("e5-small/manifest.json").is_file()
+    };
+    if present(model_dir) {
+        return Ok(true);
+    }
+    let script = Path::new("scripts/setup");
+    if !script.is_file() {
+        eprintln!(
+            "note: pretrained models are missing in {} and scripts/setup is not here; \
+             training the text branch only",
+            model_dir.display()
+        );
+        return Ok(false);
+    }
+    println!("fetching the pretrained models (scripts/setup; once)");
+    let status = std::process::Command::new(script)
+        .env("PRODCAT_MODEL_DIR", model_dir)
+        .status()?;
+    if !status.success() {
+        anyhow::bail!("scripts/setup failed ({status}); see its output above");
+    }
+    Ok(present(model_dir))
 }
 
 pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()> {
     println!(
-        "prodcat quickstart: data in {}",
-        settings.data_dir.display()
+        "prodcat quickstart: data in {}, models in {}",
+        settings.data_dir.display(),
+        settings.model_dir.display()
     );
+    let with_images = !args.text_only && ensure_models(&settings.model_dir)?;
     let catalogue = match &args.data {
         Some(dir) => dir.clone(),
         None => {
@@ -34,22 +67,16 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
                 .join(format!("demo-catalogue-{}-{}", args.products, args.seed));
             if dir.join("X_train_update.csv").is_file() && dir.join("GENERATED-DATA.txt").is_file()
             {
-                println!(
-                    "[1/2] demo catalogue already generated in {}",
-                    dir.display()
-                );
+                println!("[1/3] demo catalogue already generated in {}", dir.display());
             } else {
-                println!(
-                    "[1/2] generating the demo catalogue ({} products)",
-                    args.products
-                );
+                println!("[1/3] generating the demo catalogue ({} products)", args.products);
                 let summary = data::generate(&dir, args.products, args.seed, true)?;
                 data::print_generate_summary(&summary);
             }
             dir
         }
     };
-    println!("[2/2] importing {}", catalogue.display());
+    println!("[2/3] importing {}", catalogue.display());
     let version = data::import(
         settings,
         data::ImportArgs {
@@ -67,9 +94,50 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         },
     )
     .await?;
+    let platform = train::platform(settings).await?;
+    let champion = prodcat_registry::resolve(&platform.database, "champion").await.ok();
+    let champion_fits = champion.as_ref().is_some_and(|c| {
+        c.dataset_version.as_ref() == Some(&version.id)
+            && (!with_images
+                || c.manifest
+                    .get("branches")
+                    .and_then(|b| b.as_array())
+                    .is_some_and(|b| b.len() == 2))
+    });
+    let champion_id = if champion_fits {
+        let id = champion.map(|c| c.id.to_string()).unwrap_or_default();
+        println!("[3/3] champion {id} was trained on this dataset version already");
+        id
+    } else {
+        println!(
+            "[3/3] training {} and promoting it to champion",
+            if with_images { "text + image + fusion" } else { "the text branch" }
+        );
+        let args = train::TrainArgs {
+            dataset: version.id.to_string(),
+            branch: if with_images {
+                train::BranchArg::Fusion
+            } else {
+                train::BranchArg::Text
+            },
+            c: 0.5,
+            class_weight: train::ClassWeightArg::None,
+            head: train::HeadArg::Mlp,
+            hidden_units: 512,
+            epochs: 200,
+            seed: args.seed,
+            target_precision: 0.95,
+            name: Some("quickstart".to_string()),
+            alias: None,
+            promote: true,
+            json: false,
+        };
+        train::train(&platform, &args).await?
+    };
     println!();
-    println!("Dataset version {} is ready:", version.id);
-    println!("  prodcat data show {}", version.id);
-    println!("  prodcat data list");
+    println!("Ready. Dataset version {}, champion model {champion_id}.", version.id);
+    println!("  prodcat predict --designation \"Piscine tubulaire Intex 366x76\"");
+    println!("  prodcat evaluate --model champion");
+    println!("  prodcat models list      prodcat runs list      prodcat data show {}", version.id);
     Ok(())
 }
