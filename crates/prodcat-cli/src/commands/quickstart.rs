@@ -28,7 +28,8 @@ pub struct QuickstartArgs {
 /// Runs `scripts/setup` when the pretrained files are missing and the script is at hand.
 fn ensure_models(model_dir: &Path) -> anyhow::Result<bool> {
     let present = |dir: &Path| {
-        dir.join("mobilenet-v2/manifest.json").is_file() && dir.join("e5-small/manifest.json").is_file()
+        dir.join("mobilenet-v2/manifest.json").is_file()
+            && dir.join("e5-small/manifest.json").is_file()
     };
     if present(model_dir) {
         return Ok(true);
@@ -67,9 +68,15 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
                 .join(format!("demo-catalogue-{}-{}", args.products, args.seed));
             if dir.join("X_train_update.csv").is_file() && dir.join("GENERATED-DATA.txt").is_file()
             {
-                println!("[1/3] demo catalogue already generated in {}", dir.display());
+                println!(
+                    "[1/3] demo catalogue already generated in {}",
+                    dir.display()
+                );
             } else {
-                println!("[1/3] generating the demo catalogue ({} products)", args.products);
+                println!(
+                    "[1/3] generating the demo catalogue ({} products)",
+                    args.products
+                );
                 let summary = data::generate(&dir, args.products, args.seed, true)?;
                 data::print_generate_summary(&summary);
             }
@@ -95,7 +102,9 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
     )
     .await?;
     let platform = train::platform(settings).await?;
-    let champion = prodcat_registry::resolve(&platform.database, "champion").await.ok();
+    let champion = prodcat_registry::resolve(&platform.database, "champion")
+        .await
+        .ok();
     let champion_fits = champion.as_ref().is_some_and(|c| {
         c.dataset_version.as_ref() == Some(&version.id)
             && (!with_images
@@ -111,7 +120,11 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
     } else {
         println!(
             "[3/3] training {} and promoting it to champion",
-            if with_images { "text + image + fusion" } else { "the text branch" }
+            if with_images {
+                "text + image + fusion"
+            } else {
+                "the text branch"
+            }
         );
         let args = train::TrainArgs {
             dataset: version.id.to_string(),
@@ -135,9 +148,15 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         train::train(&platform, &args).await?
     };
     println!();
-    println!("Ready. Dataset version {}, champion model {champion_id}.", version.id);
+    println!(
+        "Ready. Dataset version {}, champion model {champion_id}.",
+        version.id
+    );
     println!("  prodcat predict --designation \"Piscine tubulaire Intex 366x76\"");
     println!("  prodcat evaluate --model champion");
-    println!("  prodcat models list      prodcat runs list      prodcat data show {}", version.id);
+    println!(
+        "  prodcat models list      prodcat runs list      prodcat data show {}",
+        version.id
+    );
     Ok(())
 }
