@@ -2,12 +2,14 @@
 //! row-level validation, and immutable, content-addressed dataset versions with stratified splits
 //! (listed, inspected, compared and derived the way data-versioning tools do).
 
+mod derive;
 pub mod generate;
 mod import;
 mod source;
 mod split;
 mod version;
 
+pub use derive::{derive_version, DeriveOptions, DeriveOutcome};
 pub use import::{
     import_dataset, ImportOptions, ImportOutcome, ImportProgress, ImportReport, ProblemKind,
     RowProblem,
