@@ -10,6 +10,7 @@ use prodcat_model::{load_bundle, ImageBackbone, ProductClassifier};
 use prodcat_registry::ModelVersion;
 use prodcat_storage::{Database, ObjectStorage};
 
+use crate::notify::Notifier;
 use crate::PipelineError;
 
 /// Everything an operation needs, shared cheaply between tasks.
@@ -21,6 +22,7 @@ pub struct Platform {
     backbone: Arc<Mutex<Option<Option<ImageBackbone>>>>,
     embedder: Arc<Mutex<Option<Option<Arc<TextEmbedder>>>>>,
     classifiers: Arc<Mutex<HashMap<String, ProductClassifier>>>,
+    webhook_url: Option<String>,
 }
 
 impl Platform {
@@ -32,7 +34,22 @@ impl Platform {
             backbone: Arc::new(Mutex::new(None)),
             embedder: Arc::new(Mutex::new(None)),
             classifiers: Arc::new(Mutex::new(HashMap::new())),
+            webhook_url: std::env::var(crate::notify::WEBHOOK_ENVIRONMENT_VARIABLE)
+                .ok()
+                .filter(|url| !url.trim().is_empty()),
         }
+    }
+
+    /// Sets the webhook notifications go to (`None`: recorded only). The default comes from
+    /// `PRODCAT_WEBHOOK_URL`.
+    pub fn with_webhook_url(mut self, url: Option<String>) -> Self {
+        self.webhook_url = url.filter(|url| !url.trim().is_empty());
+        self
+    }
+
+    /// The notifier for the configured webhook.
+    pub fn notifier(&self) -> Notifier {
+        Notifier::new(self.webhook_url.clone())
     }
 
     pub fn model_dir(&self) -> &Path {
