@@ -39,6 +39,16 @@ pub struct GlobalArgs {
     /// Log filter, e.g. info, debug, prodcat_dataset=trace (default: warn; RUST_LOG also works).
     #[arg(long, env = "PRODCAT_LOG", global = true, value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// Webhook for drift and retraining notifications (Slack-compatible JSON).
+    #[arg(
+        long,
+        env = "PRODCAT_WEBHOOK_URL",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub webhook_url: Option<String>,
 }
 
 /// Values a configuration file may set (all optional; unknown keys are refused).
@@ -50,6 +60,9 @@ pub struct FileSettings {
     pub object_store_url: Option<String>,
     pub model_dir: Option<PathBuf>,
     pub log: Option<String>,
+    pub webhook_url: Option<String>,
+    /// Pipeline schedules: pipeline name = cron expression (UTC), run by `prodcat worker`.
+    pub schedules: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The resolved settings.
@@ -60,6 +73,10 @@ pub struct Settings {
     pub object_store_url: String,
     pub model_dir: PathBuf,
     pub log: String,
+    /// Where notifications go (never printed: the URL may hold a secret).
+    pub webhook_url: Option<String>,
+    /// Pipeline schedules from the configuration file (`[schedules]`).
+    pub schedules: std::collections::BTreeMap<String, String>,
 }
 
 impl Settings {
@@ -102,13 +119,32 @@ impl Settings {
             .or(file.log)
             .or_else(|| std::env::var("RUST_LOG").ok())
             .unwrap_or_else(|| "warn".to_string());
+        let webhook_url = global
+            .webhook_url
+            .clone()
+            .or(file.webhook_url)
+            .filter(|url| !url.trim().is_empty());
+        let schedules = file.schedules.unwrap_or_default();
         Ok(Self {
             data_dir,
             database_url,
             object_store_url,
             model_dir,
             log,
+            webhook_url,
+            schedules,
         })
+    }
+
+    /// The configured schedules, parsed (an unknown pipeline or a bad cron expression is an
+    /// error naming the schedule).
+    pub fn schedules(&self) -> anyhow::Result<Vec<prodcat_pipelines::Schedule>> {
+        prodcat_pipelines::parse_schedules(
+            self.schedules
+                .iter()
+                .map(|(name, expression)| (name.as_str(), expression.as_str())),
+        )
+        .context("invalid [schedules] in the configuration")
     }
 
     pub async fn open_database(&self) -> anyhow::Result<prodcat_storage::Database> {
