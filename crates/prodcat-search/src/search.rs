@@ -1,0 +1,502 @@
+//! Searching: keyword (BM25), by meaning (cosine over e5 embeddings), hybrid (reciprocal-rank
+//! fusion of both lists), and the suggestions given when little or nothing matches ("did you
+//! mean" from the title vocabulary, nearest products by meaning).
+
+use std::collections::HashMap;
+
+use prodcat_domain::normalize_text;
+
+use crate::analysis::{self, analyse, is_stop_word};
+use crate::catalogue::{category_tag, CatalogueSearch, State};
+use crate::error::SearchError;
+use crate::keyword::KeywordHit;
+use crate::types::{
+    Correction, MatchKind, RankedScore, SearchHit, SearchMode, SearchRequest, SearchResponse,
+    SpellingSuggestion, MAX_OFFSET, MAX_PAGE_SIZE, MAX_QUERY_BYTES,
+};
+use crate::vectors::{QuantizedVector, ScoredRow};
+
+/// One product's place in each list before fusion.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ranks {
+    keyword: Option<RankedScore>,
+    meaning: Option<RankedScore>,
+}
+
+/// Reciprocal-rank fusion: `Σ 1 / (constant + rank)` over the lists a product appears in
+/// (ranks start at 1). Returns product ids with their fused score, best first (ties: better
+/// keyword rank, then smaller id).
+pub fn reciprocal_rank_fusion(
+    keyword: &[(i64, f32)],
+    meaning: &[(i64, f32)],
+    constant: f32,
+) -> Vec<(i64, f32, Option<RankedScore>, Option<RankedScore>)> {
+    let mut ranks: HashMap<i64, Ranks> = HashMap::new();
+    for (index, (product_id, score)) in keyword.iter().enumerate() {
+        ranks
+            .entry(*product_id)
+            .or_default()
+            .keyword
+            .get_or_insert(RankedScore {
+                score: *score,
+                rank: index + 1,
+            });
+    }
+    for (index, (product_id, score)) in meaning.iter().enumerate() {
+        ranks
+            .entry(*product_id)
+            .or_default()
+            .meaning
+            .get_or_insert(RankedScore {
+                score: *score,
+                rank: index + 1,
+            });
+    }
+    let mut fused: Vec<(i64, f32, Option<RankedScore>, Option<RankedScore>)> = ranks
+        .into_iter()
+        .map(|(product_id, ranks)| {
+            let score = [ranks.keyword, ranks.meaning]
+                .iter()
+                .flatten()
+                .map(|ranked| 1.0 / (constant + ranked.rank as f32))
+                .sum();
+            (product_id, score, ranks.keyword, ranks.meaning)
+        })
+        .collect();
+    fused.sort_by(|left, right| {
+        right
+            .1
+            .total_cmp(&left.1)
+            .then_with(|| {
+                let left_rank = left.2.map_or(usize::MAX, |ranked| ranked.rank);
+                let right_rank = right.2.map_or(usize::MAX, |ranked| ranked.rank);
+                left_rank.cmp(&right_rank)
+            })
+            .then(left.0.cmp(&right.0))
+    });
+    fused
+}
+
+impl CatalogueSearch {
+    /// Searches the catalogue. Blocking (embedding the query takes about 4-15 ms, scanning
+    /// 85,000 vectors a few ms, BM25 well under that); run it on a blocking thread.
+    ///
+    /// Keyword mode ranks by BM25; meaning mode by cosine similarity (products at or above
+    /// [`crate::SearchOptions::minimum_meaning_similarity`]); hybrid fuses both lists (each
+    /// [`crate::SearchOptions::fusion_depth`] deep) by reciprocal rank. When keyword search
+    /// finds fewer than `suggest_below` products, spelling suggestions are added; when the first
+    /// page is empty, the products nearest in meaning are added.
+    pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse, SearchError> {
+        if request.limit == 0 || request.limit > MAX_PAGE_SIZE {
+            return Err(SearchError::InvalidRequest(format!(
+                "limit is {}; it must be between 1 and {MAX_PAGE_SIZE}",
+                request.limit
+            )));
+        }
+        if request.offset > MAX_OFFSET {
+            return Err(SearchError::InvalidRequest(format!(
+                "offset is {}; it must be at most {MAX_OFFSET}",
+                request.offset
+            )));
+        }
+        if request.query.len() > MAX_QUERY_BYTES {
+            return Err(SearchError::InvalidRequest(format!(
+                "the query is {} bytes long; at most {MAX_QUERY_BYTES} are accepted",
+                request.query.len()
+            )));
+        }
+        let query = normalize_text(&request.query);
+        if query.is_empty() {
+            return Err(SearchError::InvalidRequest(
+                "the query is empty".to_string(),
+            ));
+        }
+        let mode = match (request.mode, self.embedder.is_some()) {
+            (SearchMode::Meaning, false) => return Err(SearchError::SemanticUnavailable),
+            (SearchMode::Hybrid, false) => SearchMode::Keyword,
+            (mode, _) => mode,
+        };
+        let page_end = request.offset + request.limit;
+        let query_vector = match mode {
+            SearchMode::Keyword => None,
+            SearchMode::Meaning | SearchMode::Hybrid => self.query_vector(&query)?,
+        };
+        let tag = request
+            .category
+            .map(|category| category_tag(Some(category)));
+        let minimum = self.options.minimum_meaning_similarity;
+
+        let mut response = SearchResponse {
+            hits: Vec::new(),
+            total: 0,
+            keyword_matches: 0,
+            meaning_matches: 0,
+            mode,
+            did_you_mean: Vec::new(),
+            nearest_by_meaning: Vec::new(),
+        };
+        match mode {
+            SearchMode::Keyword => {
+                let results =
+                    self.keyword
+                        .search(&query, request.category, request.offset, request.limit)?;
+                response.keyword_matches = results.total;
+                response.total = results.total;
+                let state = self.read_state();
+                response.hits = results
+                    .hits
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, hit)| {
+                        let ranked = RankedScore {
+                            score: hit.score,
+                            rank: request.offset + index + 1,
+                        };
+                        hit_for(&state, hit.product_id, hit.score, Some(ranked), None)
+                    })
+                    .collect();
+            }
+            SearchMode::Meaning => {
+                let keyword_total = self.keyword.search(&query, request.category, 0, 0)?.total;
+                response.keyword_matches = keyword_total;
+                let state = self.read_state();
+                if let Some(vector) = &query_vector {
+                    let (rows, matching) = state
+                        .text_vectors
+                        .nearest(vector, page_end, minimum, tag, None);
+                    response.meaning_matches = matching;
+                    response.total = matching;
+                    response.hits = rows
+                        .iter()
+                        .enumerate()
+                        .skip(request.offset)
+                        .filter_map(|(index, row)| {
+                            let ranked = RankedScore {
+                                score: row.score,
+                                rank: index + 1,
+                            };
+                            hit_for(&state, row.product_id, row.score, None, Some(ranked))
+                        })
+                        .collect();
+                }
+            }
+            SearchMode::Hybrid => {
+                let depth = self.options.fusion_depth.max(page_end);
+                let keyword = self.keyword.search(&query, request.category, 0, depth)?;
+                response.keyword_matches = keyword.total;
+                let state = self.read_state();
+                let (meaning_rows, meaning_total, meaning_all) = match &query_vector {
+                    Some(vector) => {
+                        let scores = state.text_vectors.score_all(vector, tag);
+                        let (rows, matching) =
+                            state.text_vectors.best_of(&scores, depth, minimum, None);
+                        (rows, matching, Some(scores))
+                    }
+                    None => (Vec::new(), 0, None),
+                };
+                response.meaning_matches = meaning_total;
+                response.total = self.hybrid_total(
+                    &state,
+                    &query,
+                    request,
+                    &keyword.hits,
+                    keyword.total,
+                    meaning_all.as_deref(),
+                    meaning_total,
+                    minimum,
+                )?;
+                let keyword_list: Vec<(i64, f32)> = keyword
+                    .hits
+                    .iter()
+                    .map(|hit| (hit.product_id, hit.score))
+                    .collect();
+                let meaning_list: Vec<(i64, f32)> = meaning_rows
+                    .iter()
+                    .map(|row| (row.product_id, row.score))
+                    .collect();
+                let fused = reciprocal_rank_fusion(
+                    &keyword_list,
+                    &meaning_list,
+                    self.options.fusion_constant,
+                );
+                response.hits = fused
+                    .into_iter()
+                    .filter_map(|(product_id, score, keyword, meaning)| {
+                        hit_for(&state, product_id, score, keyword, meaning)
+                    })
+                    .skip(request.offset)
+                    .take(request.limit)
+                    .collect();
+            }
+        }
+
+        if response.keyword_matches < self.options.suggest_below {
+            response.did_you_mean = self.spelling_suggestions(&query, request)?;
+        }
+        if response.hits.is_empty() && request.offset == 0 {
+            let vector = match &query_vector {
+                Some(vector) => Some(vector.clone()),
+                None => self.query_vector(&query)?,
+            };
+            if let Some(vector) = vector {
+                let state = self.read_state();
+                let (rows, _) = state.text_vectors.nearest(
+                    &vector,
+                    request.limit,
+                    f32::NEG_INFINITY,
+                    tag,
+                    None,
+                );
+                response.nearest_by_meaning = meaning_hits(&state, &rows);
+            }
+        }
+        Ok(response)
+    }
+
+    /// The query's embedding (`None` without an embedder).
+    fn query_vector(&self, query: &str) -> Result<Option<QuantizedVector>, SearchError> {
+        let Some(embedder) = &self.embedder else {
+            return Ok(None);
+        };
+        let values = embedder.embed_query(query);
+        if values.len() != embedder.dimension() {
+            return Err(SearchError::EmbedderOutput {
+                model_id: embedder.model_id().to_string(),
+                detail: format!(
+                    "a {}-value query vector instead of {}",
+                    values.len(),
+                    embedder.dimension()
+                ),
+            });
+        }
+        Ok(QuantizedVector::from_values(&values))
+    }
+
+    /// Products matching by keyword or by meaning: keyword total plus the products above the
+    /// meaning threshold that do not match by keyword.
+    #[allow(clippy::too_many_arguments)]
+    fn hybrid_total(
+        &self,
+        state: &State,
+        query: &str,
+        request: &SearchRequest,
+        keyword_page: &[KeywordHit],
+        keyword_total: usize,
+        meaning_scores: Option<&[f32]>,
+        meaning_total: usize,
+        minimum: f32,
+    ) -> Result<usize, SearchError> {
+        if meaning_total == 0 {
+            return Ok(keyword_total);
+        }
+        if keyword_total == 0 {
+            return Ok(meaning_total);
+        }
+        let Some(scores) = meaning_scores else {
+            return Ok(keyword_total);
+        };
+        let keyword_ids = if keyword_page.len() == keyword_total {
+            keyword_page.iter().map(|hit| hit.product_id).collect()
+        } else {
+            self.keyword.matching_ids(query, request.category)?
+        };
+        let overlap = keyword_ids
+            .iter()
+            .filter(|product_id| {
+                state
+                    .text_vectors
+                    .row_of(**product_id)
+                    .is_some_and(|row| scores[row] >= minimum)
+            })
+            .count();
+        Ok(keyword_total + meaning_total - overlap.min(meaning_total))
+    }
+
+    /// "Did you mean" for `query`: each word unknown to the titles (or much rarer than a close
+    /// title word) is replaced by the closest title words, most frequent first; only corrected
+    /// queries that find products are kept.
+    fn spelling_suggestions(
+        &self,
+        query: &str,
+        request: &SearchRequest,
+    ) -> Result<Vec<SpellingSuggestion>, SearchError> {
+        let limit = self.options.max_spelling_suggestions;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tokens = analyse(query);
+        tokens.truncate(analysis::MAX_QUERY_TOKENS);
+        // Per query word: the candidate replacements (best first), possibly none.
+        let mut alternatives: Vec<Vec<Correction>> = Vec::with_capacity(tokens.len());
+        // Words no title has, with nothing close either.
+        let mut hopeless: Vec<bool> = Vec::with_capacity(tokens.len());
+        {
+            let state = self.read_state();
+            for token in &tokens {
+                let chars = token.folded.chars().count();
+                let own_count = state.vocabulary.product_count(&token.folded);
+                if chars < 3
+                    || is_stop_word(&token.folded)
+                    || token.folded.chars().all(|c| c.is_ascii_digit())
+                {
+                    alternatives.push(Vec::new());
+                    hopeless.push(false);
+                    continue;
+                }
+                let edits = analysis::allowed_edits(&token.folded).max(1);
+                let mut candidates: Vec<(usize, u32, String)> = self
+                    .keyword
+                    .title_terms_within(&token.folded, edits)?
+                    .into_iter()
+                    .filter(|variant| variant.term != token.folded)
+                    .filter_map(|variant| {
+                        let count = state.vocabulary.product_count(&variant.term);
+                        // A known word is only corrected towards a far more common one.
+                        let worth = if own_count == 0 {
+                            count > 0
+                        } else {
+                            count >= own_count.saturating_mul(10).max(5)
+                        };
+                        worth.then_some((variant.edits, count, variant.term))
+                    })
+                    .collect();
+                candidates.sort_by(|left, right| {
+                    left.0
+                        .cmp(&right.0)
+                        .then(right.1.cmp(&left.1))
+                        .then_with(|| left.2.cmp(&right.2))
+                });
+                hopeless.push(own_count == 0 && candidates.is_empty());
+                alternatives.push(
+                    candidates
+                        .into_iter()
+                        .take(limit)
+                        .map(|(edits, _, term)| Correction {
+                            from: token.surface.clone(),
+                            to: state.vocabulary.written_form(&term),
+                            edits,
+                        })
+                        .collect(),
+                );
+            }
+        }
+        if alternatives.iter().all(Vec::is_empty) && !hopeless.iter().any(|word| *word) {
+            return Ok(Vec::new());
+        }
+        // First suggestion: every word at its best replacement; then the alternatives of the
+        // first corrected word.
+        let mut choices: Vec<Vec<usize>> = vec![vec![0; tokens.len()]];
+        if let Some(first) = alternatives.iter().position(|list| !list.is_empty()) {
+            for alternative in 1..alternatives[first].len() {
+                let mut choice = vec![0; tokens.len()];
+                choice[first] = alternative;
+                choices.push(choice);
+            }
+        }
+        let mut suggestions: Vec<SpellingSuggestion> = Vec::new();
+        for choice in choices {
+            for drop_hopeless in [false, true] {
+                let mut words: Vec<String> = Vec::with_capacity(tokens.len());
+                let mut corrections: Vec<Correction> = Vec::new();
+                let mut dropped: Vec<String> = Vec::new();
+                for (index, token) in tokens.iter().enumerate() {
+                    if drop_hopeless && hopeless[index] {
+                        dropped.push(token.surface.clone());
+                        continue;
+                    }
+                    match alternatives[index].get(choice[index]) {
+                        Some(correction) => {
+                            words.push(correction.to.clone());
+                            corrections.push(correction.clone());
+                        }
+                        None => words.push(token.surface.clone()),
+                    }
+                }
+                if corrections.is_empty() && dropped.is_empty() || words.is_empty() {
+                    continue;
+                }
+                let corrected = words.join(" ");
+                if suggestions
+                    .iter()
+                    .any(|existing| existing.query == corrected)
+                {
+                    break;
+                }
+                let keyword_matches = self
+                    .keyword
+                    .search(&corrected, request.category, 0, 0)?
+                    .total;
+                if keyword_matches > 0 {
+                    suggestions.push(SpellingSuggestion {
+                        query: corrected,
+                        corrections,
+                        dropped,
+                        keyword_matches,
+                    });
+                    break;
+                }
+            }
+            if suggestions.len() == limit {
+                break;
+            }
+        }
+        Ok(suggestions)
+    }
+}
+
+fn hit_for(
+    state: &State,
+    product_id: i64,
+    score: f32,
+    keyword: Option<RankedScore>,
+    meaning: Option<RankedScore>,
+) -> Option<SearchHit> {
+    // A product deleted between the keyword commit and this read is skipped.
+    let entry = state.entries.get(&product_id)?;
+    let matched_by = match (keyword.is_some(), meaning.is_some()) {
+        (true, true) => MatchKind::Both,
+        (false, true) => MatchKind::Meaning,
+        _ => MatchKind::Keyword,
+    };
+    Some(SearchHit {
+        product_id,
+        designation: entry.designation.clone(),
+        category: entry.category,
+        score,
+        matched_by,
+        keyword,
+        meaning,
+    })
+}
+
+fn meaning_hits(state: &State, rows: &[ScoredRow]) -> Vec<SearchHit> {
+    rows.iter()
+        .enumerate()
+        .filter_map(|(index, row)| {
+            let ranked = RankedScore {
+                score: row.score,
+                rank: index + 1,
+            };
+            hit_for(state, row.product_id, row.score, None, Some(ranked))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fusion_rewards_products_in_both_lists() {
+        let keyword = [(1, 9.0), (2, 8.0), (3, 7.0)];
+        let meaning = [(3, 0.9), (4, 0.85), (1, 0.8)];
+        let fused = reciprocal_rank_fusion(&keyword, &meaning, 60.0);
+        let order: Vec<i64> = fused.iter().map(|entry| entry.0).collect();
+        assert_eq!(order, vec![1, 3, 2, 4]);
+        let first = &fused[0];
+        assert!((first.1 - (1.0 / 61.0 + 1.0 / 63.0)).abs() < 1e-6);
+        assert_eq!(first.2.unwrap().rank, 1);
+        assert_eq!(first.3.unwrap().rank, 3);
+        assert!(fused[3].2.is_none());
+    }
+}
