@@ -43,6 +43,13 @@ enum Command {
     /// The model registry: versions, aliases (champion, challenger), promotion, rollback.
     #[command(subcommand)]
     Models(commands::models::ModelsCommand),
+    /// Check a model for data and concept drift (prediction log window or two CSV files).
+    Drift(commands::drift::DriftArgs),
+    /// Recorded, resumable pipelines: weekly-check and retrain; list, show.
+    #[command(subcommand)]
+    Pipeline(commands::pipeline::PipelineCommand),
+    /// Simulate weeks of traffic with growing drift: detection, retraining, recovery.
+    Simulate(commands::simulate::SimulateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +86,9 @@ fn main() -> std::process::ExitCode {
             Command::Predict(args) => commands::predict::run(&settings, args).await,
             Command::Runs(command) => commands::runs::run(&settings, command).await,
             Command::Models(command) => commands::models_with_rescorer(&settings, command).await,
+            Command::Drift(args) => commands::drift::run(&settings, args).await,
+            Command::Pipeline(command) => commands::pipeline::run(&settings, command).await,
+            Command::Simulate(args) => commands::simulate::run(&settings, args).await,
         }
     });
     match result {

@@ -1,11 +1,14 @@
 //! One module per top-level subcommand.
 
 pub mod data;
+pub mod drift;
 pub mod evaluate;
 pub mod models;
+pub mod pipeline;
 pub mod predict;
 pub mod quickstart;
 pub mod runs;
+pub mod simulate;
 pub mod train;
 
 /// `prodcat models ...` with re-scoring, so promotions over a champion compare both models on
