@@ -61,6 +61,10 @@ pub struct BundleManifest {
 pub struct FusionSettings {
     /// `p = w * p_image + (1 - w) * p_text` when both branches answer.
     pub image_weight: f32,
+    /// Temperature applied to the log of the fused probabilities, fitted on validation: an
+    /// average of two calibrated distributions is under-confident, this restores calibration.
+    #[serde(default = "unit_temperature")]
+    pub fused_temperature: f64,
     /// Precision of automatic decisions the thresholds were chosen for.
     pub target_precision: f64,
     /// Confidence at or above which a prediction is automatic, per set of answering branches.
@@ -73,10 +77,15 @@ pub struct FusionSettings {
     pub coverage_image_only: f64,
 }
 
+fn unit_temperature() -> f64 {
+    1.0
+}
+
 impl Default for FusionSettings {
     fn default() -> Self {
         Self {
             image_weight: 0.0,
+            fused_temperature: 1.0,
             target_precision: 0.95,
             threshold_fused: 1.0,
             threshold_text_only: 1.0,

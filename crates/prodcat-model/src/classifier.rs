@@ -174,11 +174,7 @@ impl ProductClassifier {
         Ok(match (text, image) {
             (Some(text), Some(image)) => {
                 let weight = fusion.image_weight;
-                let fused = text
-                    .iter()
-                    .zip(&image)
-                    .map(|(t, i)| weight * i + (1.0 - weight) * t)
-                    .collect();
+                let fused = crate::fusion::fuse(&text, &image, weight, fusion.fused_temperature);
                 (
                     fused,
                     vec![Branch::Text, Branch::Image],

@@ -63,6 +63,46 @@ pub fn tune_fusion_weight(
     best.2
 }
 
+/// `w * image + (1 - w) * text`, then a temperature on the log-probabilities (renormalised).
+pub fn fuse(text: &[f32], image: &[f32], weight: f32, temperature: f64) -> Vec<f32> {
+    let mixed: Vec<f64> = text
+        .iter()
+        .zip(image)
+        .map(|(t, i)| f64::from(weight * i + (1.0 - weight) * t).max(1e-12))
+        .collect();
+    if (temperature - 1.0).abs() < 1e-12 {
+        return mixed.into_iter().map(|p| p as f32).collect();
+    }
+    let logs: Vec<f64> = mixed.iter().map(|p| p.ln() / temperature).collect();
+    let max = logs.iter().copied().fold(f64::MIN, f64::max);
+    let exps: Vec<f64> = logs.iter().map(|l| (l - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| (e / sum) as f32).collect()
+}
+
+/// Fits the temperature of the fused log-probabilities on labelled rows.
+pub fn fit_fused_temperature(
+    text: &[Vec<f32>],
+    image: &[Vec<f32>],
+    labels: &[usize],
+    weight: f32,
+    class_count: usize,
+) -> f64 {
+    let scores: Vec<f64> = text
+        .iter()
+        .zip(image)
+        .flat_map(|(t, i)| {
+            t.iter()
+                .zip(i)
+                .map(|(t, i)| f64::from(weight * i + (1.0 - weight) * t).max(1e-12).ln())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    prodcat_metrics::TemperatureScaling::fit(&scores, class_count, labels)
+        .map(|t| t.temperature)
+        .unwrap_or(1.0)
+}
+
 /// A threshold chosen for automatic decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

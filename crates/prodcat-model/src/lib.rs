@@ -20,7 +20,9 @@ pub use bundle::{
 pub use classifier::{Branch, ProductClassifier, ProductInput, ProductPrediction, ScoredCode};
 pub use evaluation::{evaluate_rows, BranchEvaluation, EvaluationReport, LabelledProduct};
 pub use features::{FeatureCache, ImageBackbone};
-pub use fusion::{automation_threshold, tune_fusion_weight, ThresholdChoice};
+pub use fusion::{
+    automation_threshold, fit_fused_temperature, fuse, tune_fusion_weight, ThresholdChoice,
+};
 pub use profile::{
     observation_for, out_of_vocabulary_share, reference_profile, ReferenceRow, StoredProfile,
     PROFILE_COMPONENTS,

@@ -22,7 +22,7 @@ use crate::bundle::{write_bundle, BundleManifest, FusionSettings, ImageBranch, M
 use crate::classifier::ProductClassifier;
 use crate::evaluation::{evaluate_rows, EvaluationReport, LabelledProduct};
 use crate::features::{FeatureCache, ImageBackbone};
-use crate::fusion::{automation_threshold, tune_fusion_weight};
+use crate::fusion::{automation_threshold, fit_fused_temperature, fuse, tune_fusion_weight};
 use crate::profile::{reference_profile, ReferenceRow};
 use crate::ModelError;
 
@@ -446,15 +446,17 @@ pub async fn train_model(
     };
     if !pair_labels.is_empty() {
         fusion.image_weight = tune_fusion_weight(&pair_text, &pair_image, &pair_labels, k);
+        fusion.fused_temperature = fit_fused_temperature(
+            &pair_text,
+            &pair_image,
+            &pair_labels,
+            fusion.image_weight,
+            k,
+        );
         let fused: Vec<Vec<f32>> = pair_text
             .iter()
             .zip(&pair_image)
-            .map(|(t, i)| {
-                t.iter()
-                    .zip(i)
-                    .map(|(t, i)| fusion.image_weight * i + (1.0 - fusion.image_weight) * t)
-                    .collect()
-            })
+            .map(|(t, i)| fuse(t, i, fusion.image_weight, fusion.fused_temperature))
             .collect();
         let choice = automation_threshold(&fused, &pair_labels, options.target_precision);
         fusion.threshold_fused = choice.threshold;
@@ -476,6 +478,7 @@ pub async fn train_model(
         fusion.coverage_image_only = choice.coverage;
     }
     metrics.insert("fusion.image_weight".into(), f64::from(fusion.image_weight));
+    metrics.insert("fusion.temperature".into(), fusion.fused_temperature);
     metrics.insert("fusion.coverage_fused".into(), fusion.coverage_fused);
     metrics.insert(
         "fusion.coverage_text_only".into(),
