@@ -69,6 +69,18 @@ pub struct ProductPrediction {
     pub elapsed_microseconds: u64,
 }
 
+/// The final probabilities of a product and how they were obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Combined {
+    /// Calibrated probabilities in label-set order.
+    pub probabilities: Vec<f32>,
+    pub branches: Vec<Branch>,
+    /// Weight of the image branch, when both answered.
+    pub fusion_weight: Option<f32>,
+    /// Confidence threshold of automatic decisions for these branches.
+    pub threshold: f32,
+}
+
 /// A model ready to serve: a verified bundle plus the shared image backbone.
 #[derive(Clone, Debug)]
 pub struct ProductClassifier {
@@ -169,26 +181,35 @@ impl ProductClassifier {
         &self,
         text: Option<Vec<f32>>,
         image: Option<Vec<f32>>,
-    ) -> Result<(Vec<f32>, Vec<Branch>, Option<f32>, f32), ModelError> {
+    ) -> Result<Combined, ModelError> {
         let fusion = &self.bundle.fusion;
         Ok(match (text, image) {
             (Some(text), Some(image)) => {
                 let weight = fusion.image_weight;
-                let fused = crate::fusion::fuse(&text, &image, weight, fusion.fused_temperature);
-                (
-                    fused,
-                    vec![Branch::Text, Branch::Image],
-                    Some(weight),
-                    fusion.threshold_fused,
-                )
+                Combined {
+                    probabilities: crate::fusion::fuse(
+                        &text,
+                        &image,
+                        weight,
+                        fusion.fused_temperature,
+                    ),
+                    branches: vec![Branch::Text, Branch::Image],
+                    fusion_weight: Some(weight),
+                    threshold: fusion.threshold_fused,
+                }
             }
-            (Some(text), None) => (text, vec![Branch::Text], None, fusion.threshold_text_only),
-            (None, Some(image)) => (
-                image,
-                vec![Branch::Image],
-                None,
-                fusion.threshold_image_only,
-            ),
+            (Some(text), None) => Combined {
+                probabilities: text,
+                branches: vec![Branch::Text],
+                fusion_weight: None,
+                threshold: fusion.threshold_text_only,
+            },
+            (None, Some(image)) => Combined {
+                probabilities: image,
+                branches: vec![Branch::Image],
+                fusion_weight: None,
+                threshold: fusion.threshold_image_only,
+            },
             (None, None) => return Err(ModelError::EmptyInput),
         })
     }
@@ -239,8 +260,12 @@ impl ProductClassifier {
                 ModelError::EmptyInput
             });
         }
-        let (probabilities, branches, fusion_weight, threshold) =
-            self.combine(text_probabilities.clone(), image_probabilities.clone())?;
+        let Combined {
+            probabilities,
+            branches,
+            fusion_weight,
+            threshold,
+        } = self.combine(text_probabilities.clone(), image_probabilities.clone())?;
         let mut ranked: Vec<ScoredCode> = self
             .categories
             .iter()

@@ -255,7 +255,8 @@ pub fn evaluate_rows(
         }
         let both = text.is_some() && image.is_some();
         let text_copy = text.clone();
-        let (probabilities, _, _, threshold) = classifier.combine(text, image)?;
+        let combined = classifier.combine(text, image)?;
+        let (probabilities, threshold) = (combined.probabilities, combined.threshold);
         let automatic = max(&probabilities) >= threshold;
         if both {
             if let Some(text) = text_copy {

@@ -120,7 +120,7 @@ fn encode_features(features: &[f32]) -> Bytes {
 }
 
 fn decode_features(bytes: &[u8]) -> Option<Vec<f32>> {
-    if bytes.is_empty() || bytes.len() % 4 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
         return None;
     }
     Some(

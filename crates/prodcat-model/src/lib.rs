@@ -17,7 +17,9 @@ pub use bundle::{
     load_bundle, write_bundle, BundleFile, BundleManifest, FusionSettings, ImageBranch,
     ModelBundle, BUNDLE_FORMAT_VERSION,
 };
-pub use classifier::{Branch, ProductClassifier, ProductInput, ProductPrediction, ScoredCode};
+pub use classifier::{
+    Branch, Combined, ProductClassifier, ProductInput, ProductPrediction, ScoredCode,
+};
 pub use evaluation::{evaluate_rows, BranchEvaluation, EvaluationReport, LabelledProduct};
 pub use features::{FeatureCache, ImageBackbone};
 pub use fusion::{

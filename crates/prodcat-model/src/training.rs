@@ -554,7 +554,7 @@ pub async fn train_model(
         };
         let (predicted, confidence) =
             match provisional.combine(text_probabilities, image_probabilities) {
-                Ok((probabilities, _, _, _)) => (
+                Ok(crate::classifier::Combined { probabilities, .. }) => (
                     Some(categories[argmax(&probabilities)].value()),
                     Some(f64::from(max_of(&probabilities))),
                 ),

@@ -121,6 +121,9 @@ fn print_prediction(prediction: &ProductPrediction) {
     }
 }
 
+/// One row of an input file: index, product id, designation, description, image bytes.
+type InputRow = (String, String, String, String, Option<Vec<u8>>);
+
 fn predict_file(
     classifier: &prodcat_model::ProductClassifier,
     input: &std::path::Path,
@@ -157,7 +160,7 @@ fn predict_file(
     let progress = Progress::new("predicting", total, "bytes");
     let mut rows = 0u64;
     let mut failures = 0u64;
-    let mut chunk: Vec<(String, String, String, String, Option<Vec<u8>>)> = Vec::new();
+    let mut chunk: Vec<InputRow> = Vec::new();
     let mut record = csv::ByteRecord::new();
     loop {
         let more = reader.read_byte_record(&mut record)?;
