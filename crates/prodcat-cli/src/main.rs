@@ -50,6 +50,15 @@ enum Command {
     Pipeline(commands::pipeline::PipelineCommand),
     /// Simulate weeks of traffic with growing drift: detection, retraining, recovery.
     Simulate(commands::simulate::SimulateArgs),
+    /// Serve the HTTP API (prediction, catalogue, review, search, jobs, models, /docs, /metrics).
+    Serve(commands::serve::ServeArgs),
+    /// Classify durable job items and run the scheduled pipelines (run any number of them).
+    Worker(commands::worker::WorkerArgs),
+    /// People and service clients of the API, with their roles.
+    #[command(subcommand)]
+    Users(commands::users::UsersCommand),
+    /// The audit log: every write through the API (who, what, when, from where).
+    Audit(commands::users::AuditArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,6 +98,10 @@ fn main() -> std::process::ExitCode {
             Command::Drift(args) => commands::drift::run(&settings, args).await,
             Command::Pipeline(command) => commands::pipeline::run(&settings, command).await,
             Command::Simulate(args) => commands::simulate::run(&settings, args).await,
+            Command::Serve(args) => commands::serve::run(&settings, args).await,
+            Command::Worker(args) => commands::worker::run(&settings, args).await,
+            Command::Users(command) => commands::users::run(&settings, command).await,
+            Command::Audit(args) => commands::users::run_audit(&settings, args).await,
         }
     });
     match result {

@@ -8,8 +8,11 @@ pub mod pipeline;
 pub mod predict;
 pub mod quickstart;
 pub mod runs;
+pub mod serve;
 pub mod simulate;
 pub mod train;
+pub mod users;
+pub mod worker;
 
 /// `prodcat models ...` with re-scoring, so promotions over a champion compare both models on
 /// the same evaluation set now.

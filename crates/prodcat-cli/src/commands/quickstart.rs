@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::commands::{data, train};
+use prodcat_pipelines::Platform;
+
+use crate::commands::{data, serve, train, users};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -23,6 +25,69 @@ pub struct QuickstartArgs {
     /// Train the text branch only (no pretrained image weights needed).
     #[arg(long)]
     pub text_only: bool,
+    /// Stop once the champion is ready instead of serving it.
+    #[arg(long, env = "PRODCAT_QUICKSTART_NO_SERVE")]
+    pub no_serve: bool,
+    #[command(flatten)]
+    pub serve: serve::ServeArgs,
+}
+
+/// Creates the `admin` user once, with a random password kept in `<data-dir>/admin-password`
+/// (owner-only), and says how to get a token.
+async fn ensure_admin(
+    settings: &Settings,
+    platform: &Platform,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let path = settings.data_dir.join("admin-password");
+    if prodcat_server::get_user(&platform.database, "admin")
+        .await?
+        .is_none()
+    {
+        let password = users::random_secret();
+        write_private(&path, &password)?;
+        prodcat_server::add_user(
+            &platform.database,
+            &prodcat_server::NewUser {
+                name: "admin".to_string(),
+                role: prodcat_server::Role::Admin,
+                kind: prodcat_server::UserKind::Person,
+                secret: password.clone(),
+            },
+        )
+        .await?;
+        println!(
+            "created the user admin (role admin); its password is in {}",
+            path.display()
+        );
+    }
+    if path.is_file() {
+        println!(
+            "admin token: curl -s http://{listen}/v1/auth/token -d grant_type=password \\\n    -d username=admin -d password=$(cat {})",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text)?;
+    Ok(())
 }
 
 /// Runs `scripts/setup` when the pretrained files are missing and the script is at hand.
@@ -147,6 +212,15 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         };
         train::train(&platform, &args).await?
     };
+    let added =
+        prodcat_server::catalogue::load_dataset(&platform.database, &version.id, "quickstart")
+            .await?;
+    if added > 0 {
+        println!(
+            "loaded {added} products of {} into the live catalogue",
+            version.id
+        );
+    }
     println!();
     println!(
         "Ready. Dataset version {}, champion model {champion_id}.",
@@ -158,5 +232,15 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         "  prodcat models list      prodcat runs list      prodcat data show {}",
         version.id
     );
-    Ok(())
+    if args.no_serve {
+        return Ok(());
+    }
+    println!();
+    let server = serve::server_settings(settings, &args.serve)?;
+    ensure_admin(settings, &platform, args.serve.listen).await?;
+    serve::serve(
+        platform.with_webhook_url(settings.webhook_url.clone()),
+        server,
+    )
+    .await
 }

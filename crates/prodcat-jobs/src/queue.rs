@@ -1,0 +1,911 @@
+//! Jobs and their items in the SQL store: creation under an idempotency key, leasing in batches,
+//! lease renewal and reclaiming, and completion guarded by the lease (exactly once).
+//!
+//! An item's lease is identified by its owner and its attempt number: leasing increments
+//! `attempts`, and a completion only applies to an item that is still `leased`, by the same owner,
+//! at the same attempt, before its expiry. Anything else (the lease expired, another worker took
+//! the item, the item was finished) leaves the row untouched and is reported as refused.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prodcat_domain::sha256_hex;
+use prodcat_storage::{now_ms, Backend, Database, SqlPlaceholders};
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, Row};
+
+use crate::prediction_log::{insert_prediction_log, PredictionLogRow};
+use crate::JobError;
+
+/// A job id: `job-` and 16 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    pub const PREFIX: &'static str = "job-";
+
+    pub fn parse(text: &str) -> Result<Self, JobError> {
+        let trimmed = text.trim();
+        match trimmed.strip_prefix(Self::PREFIX) {
+            Some(rest)
+                if rest.len() == 16
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            {
+                Ok(Self(trimmed.to_string()))
+            }
+            _ => Err(JobError::InvalidJobId(trimmed.to_string())),
+        }
+    }
+
+    fn generate() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|duration| duration.as_nanos())
+            .unwrap_or(0);
+        let seed = format!(
+            "{nanos} {} {}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        Self(format!(
+            "{}{}",
+            Self::PREFIX,
+            &sha256_hex(seed.as_bytes())[..16]
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a job does with its items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Classify products with the model in service.
+    Classify,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Classify => "classify",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, JobError> {
+        match text {
+            "classify" => Ok(JobKind::Classify),
+            other => Err(JobError::Corrupt {
+                what: "job kind".to_string(),
+                reason: format!("unknown kind {other:?}"),
+            }),
+        }
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Accepted; no item taken yet.
+    Queued,
+    /// Some items were taken by a worker.
+    Running,
+    /// Every item is done or failed.
+    Completed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, JobError> {
+        match text {
+            "queued" => Ok(JobStatus::Queued),
+            "running" => Ok(JobStatus::Running),
+            "completed" => Ok(JobStatus::Completed),
+            other => Err(JobError::Corrupt {
+                what: "job status".to_string(),
+                reason: format!("unknown status {other:?}"),
+            }),
+        }
+    }
+}
+
+/// Where an item is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ItemStatus {
+    Pending,
+    Leased,
+    Done,
+    Failed,
+}
+
+impl ItemStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Pending => "pending",
+            ItemStatus::Leased => "leased",
+            ItemStatus::Done => "done",
+            ItemStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, JobError> {
+        match text {
+            "pending" => Ok(ItemStatus::Pending),
+            "leased" => Ok(ItemStatus::Leased),
+            "done" => Ok(ItemStatus::Done),
+            "failed" => Ok(ItemStatus::Failed),
+            other => Err(JobError::Corrupt {
+                what: "job item status".to_string(),
+                reason: format!("unknown status {other:?}"),
+            }),
+        }
+    }
+}
+
+/// One product to classify, as stored with the item (the image lives in the object store under
+/// its content hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemInput {
+    pub designation: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<i64>,
+}
+
+/// A category and its probability in a stored result.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoredCategory {
+    pub category: u16,
+    pub probability: f32,
+}
+
+/// The stored result of a classified item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemResult {
+    pub category: u16,
+    pub confidence: f32,
+    pub automatic: bool,
+    pub top: Vec<ScoredCategory>,
+    pub branches: Vec<String>,
+    pub model_version: String,
+}
+
+impl ItemResult {
+    pub fn from_prediction(prediction: &prodcat_model::ProductPrediction) -> Self {
+        Self {
+            category: prediction.category.value(),
+            confidence: prediction.confidence,
+            automatic: prediction.automatic,
+            top: prediction
+                .top
+                .iter()
+                .map(|scored| ScoredCategory {
+                    category: scored.category.value(),
+                    probability: scored.probability,
+                })
+                .collect(),
+            branches: prediction
+                .branches
+                .iter()
+                .map(|branch| match branch {
+                    prodcat_model::Branch::Text => "text".to_string(),
+                    prodcat_model::Branch::Image => "image".to_string(),
+                })
+                .collect(),
+            model_version: prediction.model_version.to_string(),
+        }
+    }
+}
+
+/// A job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: JobKind,
+    /// The same key returns the job created with it (when the items are the same).
+    pub idempotency_key: Option<String>,
+    pub created_by: String,
+    pub items: Vec<ItemInput>,
+}
+
+/// A job with its counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub idempotency_key: Option<String>,
+    pub created_by: String,
+    pub item_count: i64,
+    pub done_count: i64,
+    pub failed_count: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl Job {
+    /// Items not finished yet.
+    pub fn remaining(&self) -> i64 {
+        self.item_count - self.done_count - self.failed_count
+    }
+}
+
+/// An item with its state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobItem {
+    pub position: i64,
+    pub input: ItemInput,
+    pub status: ItemStatus,
+    pub attempts: i64,
+    pub result: Option<ItemResult>,
+    pub error: Option<String>,
+    pub finished_at_ms: Option<i64>,
+}
+
+/// An item a worker holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeasedItem {
+    pub id: i64,
+    pub job_id: JobId,
+    pub position: i64,
+    pub input: ItemInput,
+    /// The attempt this lease is (1 for the first).
+    pub attempt: i64,
+    pub owner: String,
+    pub lease_expires_ms: i64,
+}
+
+/// What happened to a leased item.
+#[derive(Debug, Clone)]
+pub enum ItemOutcome {
+    /// Classified; the prediction log row is written in the same transaction.
+    Done {
+        result: ItemResult,
+        log: Option<PredictionLogRow>,
+    },
+    /// Not classified. A retryable failure is tried again later (until the policy's maximum of
+    /// attempts); a permanent one (bad input) is recorded at once.
+    Failed { error: String, retryable: bool },
+}
+
+/// Retries: how many attempts, and how long to wait between them.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: i64,
+    /// Wait after the first failure; doubled after each further one.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before the attempt after `attempt` failed.
+    pub fn backoff(&self, attempt: i64) -> Duration {
+        let exponent = (attempt.max(1) - 1).min(30) as u32;
+        self.backoff_base
+            .saturating_mul(2u32.saturating_pow(exponent))
+            .min(self.backoff_max)
+    }
+}
+
+/// What a completion call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompletionReport {
+    pub done: usize,
+    pub failed: usize,
+    /// Put back for a later attempt.
+    pub retried: usize,
+    /// Not applied: the lease had expired or belonged to someone else.
+    pub refused: usize,
+}
+
+/// Items waiting or in work, over every job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub pending: i64,
+    pub leased: i64,
+    pub failed: i64,
+}
+
+fn validate_key(key: &str) -> Result<(), JobError> {
+    if key.is_empty() || key.len() > 200 {
+        return Err(JobError::InvalidIdempotencyKey {
+            key: key.chars().take(40).collect(),
+            reason: "it must have 1 to 200 characters",
+        });
+    }
+    if key.chars().any(|c| c.is_control()) {
+        return Err(JobError::InvalidIdempotencyKey {
+            key: key.to_string(),
+            reason: "it must not contain control characters",
+        });
+    }
+    Ok(())
+}
+
+fn items_hash(kind: JobKind, items: &[ItemInput]) -> Result<String, JobError> {
+    let mut text = String::from(kind.as_str());
+    for item in items {
+        text.push('\n');
+        text.push_str(&serde_json::to_string(item)?);
+    }
+    Ok(sha256_hex(text.as_bytes()))
+}
+
+const JOB_COLUMNS: &str = "id, kind, status, idempotency_key, created_by, item_count, done_count, \
+    failed_count, created_at_ms, updated_at_ms, finished_at_ms, error";
+
+fn job_from_row(row: &sqlx::any::AnyRow) -> Result<Job, JobError> {
+    let id: String = row.try_get("id")?;
+    let kind: String = row.try_get("kind")?;
+    let status: String = row.try_get("status")?;
+    Ok(Job {
+        id: JobId::parse(&id)?,
+        kind: JobKind::parse(&kind)?,
+        status: JobStatus::parse(&status)?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        created_by: row.try_get("created_by")?,
+        item_count: row.try_get("item_count")?,
+        done_count: row.try_get("done_count")?,
+        failed_count: row.try_get("failed_count")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+        finished_at_ms: row.try_get("finished_at_ms")?,
+        error: row.try_get("error")?,
+    })
+}
+
+async fn find_by_key(database: &Database, key: &str) -> Result<Option<(Job, String)>, JobError> {
+    let row = sqlx::query(&format!(
+        "SELECT {JOB_COLUMNS}, content_hash FROM jobs WHERE idempotency_key = $1"
+    ))
+    .bind(key.to_string())
+    .fetch_optional(database.pool())
+    .await?;
+    match row {
+        Some(row) => {
+            let hash: String = row.try_get("content_hash")?;
+            Ok(Some((job_from_row(&row)?, hash)))
+        }
+        None => Ok(None),
+    }
+}
+
+fn existing_or_conflict(
+    key: &str,
+    found: (Job, String),
+    hash: &str,
+) -> Result<(Job, bool), JobError> {
+    let (job, stored_hash) = found;
+    if stored_hash == hash {
+        Ok((job, false))
+    } else {
+        Err(JobError::IdempotencyConflict {
+            key: key.to_string(),
+            job: job.id.to_string(),
+        })
+    }
+}
+
+const ITEM_INSERT_ROWS: usize = 500;
+
+/// Creates a job with its items in one transaction. With an idempotency key that was used
+/// before, returns the existing job and `false` (or a conflict when the items differ).
+pub async fn create_job(database: &Database, new_job: &NewJob) -> Result<(Job, bool), JobError> {
+    if new_job.items.is_empty() {
+        return Err(JobError::EmptyJob);
+    }
+    let hash = items_hash(new_job.kind, &new_job.items)?;
+    if let Some(key) = &new_job.idempotency_key {
+        validate_key(key)?;
+        if let Some(found) = find_by_key(database, key).await? {
+            return existing_or_conflict(key, found, &hash);
+        }
+    }
+    let id = JobId::generate();
+    let now = now_ms();
+    let result = async {
+        let mut transaction = database.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, status, idempotency_key, content_hash, created_by, \
+             item_count, done_count, failed_count, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, $8, $8)",
+        )
+        .bind(id.as_str().to_string())
+        .bind(new_job.kind.as_str())
+        .bind(JobStatus::Queued.as_str())
+        .bind(new_job.idempotency_key.clone())
+        .bind(hash.clone())
+        .bind(new_job.created_by.clone())
+        .bind(new_job.items.len() as i64)
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        let mut position = 0i64;
+        for chunk in new_job.items.chunks(ITEM_INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO job_items (job_id, position, input, status, attempts, \
+                 next_attempt_ms) VALUES {}",
+                SqlPlaceholders::values(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(&sql);
+            for item in chunk {
+                query = query
+                    .bind(id.as_str().to_string())
+                    .bind(position)
+                    .bind(serde_json::to_string(item)?)
+                    .bind(ItemStatus::Pending.as_str())
+                    .bind(0i64)
+                    .bind(now);
+                position += 1;
+            }
+            query.execute(&mut *transaction).await?;
+        }
+        transaction.commit().await?;
+        Ok::<_, JobError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok((get_job(database, id.as_str()).await?, true)),
+        Err(error) => {
+            // A concurrent request with the same key may have won the race.
+            if let Some(key) = &new_job.idempotency_key {
+                if let Some(found) = find_by_key(database, key).await? {
+                    return existing_or_conflict(key, found, &hash);
+                }
+            }
+            Err(error)
+        }
+    }
+}
+
+/// A job by id.
+pub async fn get_job(database: &Database, id: &str) -> Result<Job, JobError> {
+    let id = JobId::parse(id)?;
+    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+        .bind(id.as_str().to_string())
+        .fetch_optional(database.pool())
+        .await?;
+    match row {
+        Some(row) => job_from_row(&row),
+        None => Err(JobError::UnknownJob(id.to_string())),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, JobError> {
+    serde_json::from_str(text).map_err(|error| JobError::Corrupt {
+        what: what.to_string(),
+        reason: error.to_string(),
+    })
+}
+
+/// Items of a job in position order, from `offset`, at most `limit`.
+pub async fn job_items(
+    database: &Database,
+    id: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<JobItem>, JobError> {
+    let job = get_job(database, id).await?;
+    let rows = sqlx::query(
+        "SELECT position, input, status, attempts, result, error, finished_at_ms FROM job_items \
+         WHERE job_id = $1 AND position >= $2 ORDER BY position LIMIT $3",
+    )
+    .bind(job.id.as_str().to_string())
+    .bind(offset.max(0))
+    .bind(limit.max(0))
+    .fetch_all(database.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let input: String = row.try_get("input")?;
+            let status: String = row.try_get("status")?;
+            let result: Option<String> = row.try_get("result")?;
+            Ok(JobItem {
+                position: row.try_get("position")?,
+                input: parse_json("job item input", &input)?,
+                status: ItemStatus::parse(&status)?,
+                attempts: row.try_get("attempts")?,
+                result: result
+                    .map(|text| parse_json("job item result", &text))
+                    .transpose()?,
+                error: row.try_get("error")?,
+                finished_at_ms: row.try_get("finished_at_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// How many items of a job are in each status (counted from the items themselves).
+pub async fn item_status_counts(
+    database: &Database,
+    id: &str,
+) -> Result<BTreeMap<ItemStatus, i64>, JobError> {
+    let job = get_job(database, id).await?;
+    let rows = sqlx::query(
+        "SELECT status, COUNT(*) AS count FROM job_items WHERE job_id = $1 GROUP BY status",
+    )
+    .bind(job.id.as_str().to_string())
+    .fetch_all(database.pool())
+    .await?;
+    let mut counts = BTreeMap::new();
+    for row in rows {
+        let status: String = row.try_get("status")?;
+        counts.insert(ItemStatus::parse(&status)?, row.try_get::<i64, _>("count")?);
+    }
+    Ok(counts)
+}
+
+/// Items waiting or in work over every job, and items that failed for good.
+pub async fn queue_depth(database: &Database) -> Result<QueueDepth, JobError> {
+    let rows = sqlx::query(
+        "SELECT status, COUNT(*) AS count FROM job_items \
+         WHERE status IN ('pending', 'leased', 'failed') GROUP BY status",
+    )
+    .fetch_all(database.pool())
+    .await?;
+    let mut depth = QueueDepth::default();
+    for row in rows {
+        let status: String = row.try_get("status")?;
+        let count: i64 = row.try_get("count")?;
+        match ItemStatus::parse(&status)? {
+            ItemStatus::Pending => depth.pending = count,
+            ItemStatus::Leased => depth.leased = count,
+            ItemStatus::Failed => depth.failed = count,
+            ItemStatus::Done => {}
+        }
+    }
+    Ok(depth)
+}
+
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// Takes up to `limit` pending items (oldest first) for `owner` until now + `lease_duration`.
+/// Concurrent callers get disjoint items.
+pub async fn lease_items(
+    database: &Database,
+    owner: &str,
+    limit: usize,
+    lease_duration: Duration,
+) -> Result<Vec<LeasedItem>, JobError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let expires = now + duration_ms(lease_duration);
+    let lock = match database.backend() {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE job_items SET status = 'leased', lease_owner = $1, lease_expires_ms = $2, \
+         attempts = attempts + 1 \
+         WHERE id IN (SELECT id FROM job_items WHERE status = 'pending' AND next_attempt_ms <= $3 \
+                      ORDER BY id LIMIT $4{lock}) \
+           AND status = 'pending' \
+         RETURNING id, job_id, position, input, attempts"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(owner.to_string())
+        .bind(expires)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(database.pool())
+        .await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let job_id: String = row.try_get("job_id")?;
+        let input: String = row.try_get("input")?;
+        items.push(LeasedItem {
+            id: row.try_get("id")?,
+            job_id: JobId::parse(&job_id)?,
+            position: row.try_get("position")?,
+            input: parse_json("job item input", &input)?,
+            attempt: row.try_get("attempts")?,
+            owner: owner.to_string(),
+            lease_expires_ms: expires,
+        });
+    }
+    items.sort_by_key(|item| item.id);
+    let mut jobs: Vec<&str> = items.iter().map(|item| item.job_id.as_str()).collect();
+    jobs.dedup();
+    for job in jobs {
+        sqlx::query(
+            "UPDATE jobs SET status = 'running', updated_at_ms = $1 \
+             WHERE id = $2 AND status = 'queued'",
+        )
+        .bind(now)
+        .bind(job.to_string())
+        .execute(database.pool())
+        .await?;
+    }
+    Ok(items)
+}
+
+/// Extends the leases `owner` still holds on `items` to now + `lease_duration`; returns how many
+/// it still held (a lease that expired and was taken over is not renewed).
+pub async fn renew_leases(
+    database: &Database,
+    items: &mut [LeasedItem],
+    lease_duration: Duration,
+) -> Result<usize, JobError> {
+    let now = now_ms();
+    let expires = now + duration_ms(lease_duration);
+    let mut renewed = 0;
+    let mut transaction = database.pool().begin().await?;
+    for item in items.iter_mut() {
+        let result = sqlx::query(
+            "UPDATE job_items SET lease_expires_ms = $1 WHERE id = $2 AND status = 'leased' \
+             AND lease_owner = $3 AND attempts = $4 AND lease_expires_ms >= $5",
+        )
+        .bind(expires)
+        .bind(item.id)
+        .bind(item.owner.clone())
+        .bind(item.attempt)
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        if result.rows_affected() == 1 {
+            item.lease_expires_ms = expires;
+            renewed += 1;
+        }
+    }
+    transaction.commit().await?;
+    Ok(renewed)
+}
+
+async fn add_counts(
+    connection: &mut AnyConnection,
+    per_job: &BTreeMap<String, (i64, i64)>,
+    now: i64,
+) -> Result<(), JobError> {
+    for (job, (done, failed)) in per_job {
+        sqlx::query(
+            "UPDATE jobs SET done_count = done_count + $1, failed_count = failed_count + $2, \
+             updated_at_ms = $3 WHERE id = $4",
+        )
+        .bind(*done)
+        .bind(*failed)
+        .bind(now)
+        .bind(job.clone())
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET status = 'completed', finished_at_ms = $1 \
+             WHERE id = $2 AND status <> 'completed' AND done_count + failed_count >= item_count",
+        )
+        .bind(now)
+        .bind(job.clone())
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Returns expired leases to the queue so another worker takes them; an item whose expired
+/// lease was its last allowed attempt is failed with a recorded error. Returns
+/// (items put back, items failed).
+pub async fn reclaim_expired(
+    database: &Database,
+    policy: &RetryPolicy,
+) -> Result<(usize, usize), JobError> {
+    let now = now_ms();
+    let mut transaction = database.pool().begin().await?;
+    let failed_rows = sqlx::query(
+        "UPDATE job_items SET status = 'failed', lease_owner = NULL, lease_expires_ms = NULL, \
+         finished_at_ms = $1, \
+         error = 'the worker processing this item stopped responding on every attempt' \
+         WHERE status = 'leased' AND lease_expires_ms < $1 AND attempts >= $2 \
+         RETURNING job_id",
+    )
+    .bind(now)
+    .bind(policy.max_attempts)
+    .fetch_all(&mut *transaction)
+    .await?;
+    let mut per_job: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for row in &failed_rows {
+        let job: String = row.try_get("job_id")?;
+        per_job.entry(job).or_default().1 += 1;
+    }
+    add_counts(&mut transaction, &per_job, now).await?;
+    let returned = sqlx::query(
+        "UPDATE job_items SET status = 'pending', lease_owner = NULL, lease_expires_ms = NULL, \
+         next_attempt_ms = $1 WHERE status = 'leased' AND lease_expires_ms < $1",
+    )
+    .bind(now)
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    let returned = returned.rows_affected() as usize;
+    if returned > 0 || !failed_rows.is_empty() {
+        tracing::info!(
+            returned,
+            failed = failed_rows.len(),
+            "reclaimed expired job item leases"
+        );
+    }
+    Ok((returned, failed_rows.len()))
+}
+
+const LEASE_GUARD: &str = "id = $_ID AND status = 'leased' AND lease_owner = $_OWNER \
+    AND attempts = $_ATTEMPT AND lease_expires_ms >= $_NOW";
+
+fn guarded(sql_head: &str, first_guard_parameter: usize) -> String {
+    let n = first_guard_parameter;
+    let guard = LEASE_GUARD
+        .replace("$_ID", &format!("${n}"))
+        .replace("$_OWNER", &format!("${}", n + 1))
+        .replace("$_ATTEMPT", &format!("${}", n + 2))
+        .replace("$_NOW", &format!("${}", n + 3));
+    format!("{sql_head} WHERE {guard}")
+}
+
+/// Finishes leased items in one transaction, each guarded by its lease: results and prediction
+/// log rows of `Done` items, retries (with backoff) or recorded errors of `Failed` items. Items
+/// whose lease is no longer held are left untouched and counted as refused.
+pub async fn complete_items(
+    database: &Database,
+    outcomes: &[(LeasedItem, ItemOutcome)],
+    policy: &RetryPolicy,
+) -> Result<CompletionReport, JobError> {
+    let now = now_ms();
+    let mut report = CompletionReport::default();
+    let mut per_job: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut log_rows: Vec<PredictionLogRow> = Vec::new();
+    let done_sql = guarded(
+        "UPDATE job_items SET status = 'done', result = $1, error = NULL, lease_owner = NULL, \
+         lease_expires_ms = NULL, finished_at_ms = $2",
+        3,
+    );
+    let failed_sql = guarded(
+        "UPDATE job_items SET status = 'failed', error = $1, lease_owner = NULL, \
+         lease_expires_ms = NULL, finished_at_ms = $2",
+        3,
+    );
+    let retry_sql = guarded(
+        "UPDATE job_items SET status = 'pending', error = $1, lease_owner = NULL, \
+         lease_expires_ms = NULL, next_attempt_ms = $2",
+        3,
+    );
+    let mut transaction = database.pool().begin().await?;
+    for (item, outcome) in outcomes {
+        let (sql, text, time, kind) = match outcome {
+            ItemOutcome::Done { result, .. } => (
+                &done_sql,
+                serde_json::to_string(result)?,
+                now,
+                ItemStatus::Done,
+            ),
+            ItemOutcome::Failed { error, retryable } => {
+                if *retryable && item.attempt < policy.max_attempts {
+                    let next = now + duration_ms(policy.backoff(item.attempt));
+                    (&retry_sql, error.clone(), next, ItemStatus::Pending)
+                } else {
+                    let error = if *retryable {
+                        format!("{error} (gave up after {} attempts)", item.attempt)
+                    } else {
+                        error.clone()
+                    };
+                    (&failed_sql, error, now, ItemStatus::Failed)
+                }
+            }
+        };
+        let applied = sqlx::query(sql)
+            .bind(text)
+            .bind(time)
+            .bind(item.id)
+            .bind(item.owner.clone())
+            .bind(item.attempt)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected()
+            == 1;
+        if !applied {
+            report.refused += 1;
+            continue;
+        }
+        let counts = per_job.entry(item.job_id.as_str().to_string()).or_default();
+        match kind {
+            ItemStatus::Done => {
+                report.done += 1;
+                counts.0 += 1;
+                if let ItemOutcome::Done { log: Some(row), .. } = outcome {
+                    log_rows.push(row.clone());
+                }
+            }
+            ItemStatus::Failed => {
+                report.failed += 1;
+                counts.1 += 1;
+            }
+            ItemStatus::Pending | ItemStatus::Leased => report.retried += 1,
+        }
+    }
+    insert_prediction_log(&mut transaction, &log_rows).await?;
+    add_counts(&mut transaction, &per_job, now).await?;
+    transaction.commit().await?;
+    if report.refused > 0 {
+        tracing::warn!(
+            refused = report.refused,
+            "completions refused: the leases had expired or were taken over"
+        );
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_round_trip_and_reject_garbage() {
+        let id = JobId::generate();
+        assert_eq!(JobId::parse(id.as_str()).unwrap(), id);
+        for bad in [
+            "",
+            "job-",
+            "job-XYZ",
+            "job-0123456789abcdeg",
+            "run-0123456789abcdef",
+        ] {
+            assert!(JobId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+        };
+        let waits: Vec<u128> = (1..=6).map(|a| policy.backoff(a).as_millis()).collect();
+        assert_eq!(waits, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(policy.backoff(1_000_000), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn guard_placeholders_follow_the_head() {
+        let sql = guarded("UPDATE t SET a = $1, b = $2", 3);
+        assert!(sql.ends_with(
+            "WHERE id = $3 AND status = 'leased' AND lease_owner = $4 AND attempts = $5 AND lease_expires_ms >= $6"
+        ));
+    }
+}

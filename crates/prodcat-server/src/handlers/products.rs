@@ -1,0 +1,546 @@
+//! The catalogue routes: add a product (stored and classified at once; a low-confidence result
+//! enters the review queue; without a usable model it is stored `pending` and classified later),
+//! read, list, change, delete, its image, the review queue and reviewers' decisions.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use prodcat_domain::{CategoryCode, ContentHash};
+use prodcat_jobs::PredictionSource;
+use prodcat_model::{ModelError, ProductPrediction};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::api::{PredictionBody, ProductBody, ProductPage, ProductResponse, ReviewRequest};
+use crate::auth::{Caller, Permission};
+use crate::catalogue::{
+    self, Classification, ImageUpload, NewProduct, ProductChanges, ProductFilter, ProductStatus,
+    ReviewDecision,
+};
+use crate::error::{ApiError, ErrorBody};
+use crate::handlers::predict::{classify, probe, record_prediction};
+use crate::handlers::{decode_base64_image, run_cpu, JsonBody, ProductPayload};
+use crate::middleware::AuditNote;
+use crate::state::AppState;
+
+/// Decodes the whole image (a truncated or corrupt file is refused before anything is stored).
+async fn checked_image(state: &AppState, bytes: Bytes) -> Result<ImageUpload, ApiError> {
+    let max_pixels = state.settings.max_image_pixels;
+    probe(&bytes, max_pixels)?;
+    let work = bytes.clone();
+    let picture = run_cpu(state, move || {
+        prodcat_vision::preprocess::decode_image(&work, max_pixels)
+    })
+    .await??;
+    Ok(ImageUpload {
+        hash: ContentHash::of(&bytes),
+        width: picture.width,
+        height: picture.height,
+        bytes,
+    })
+}
+
+/// Whether a model error means "not now" (the product is kept pending) rather than bad input.
+fn model_not_ready(error: &ModelError) -> bool {
+    match error {
+        ModelError::BackboneUnavailable
+        | ModelError::CorruptBundle { .. }
+        | ModelError::InvalidBundle { .. }
+        | ModelError::MissingBundle(_)
+        | ModelError::Text(_)
+        | ModelError::Metrics(_)
+        | ModelError::Profile(_)
+        | ModelError::TrainingData(_)
+        | ModelError::Dataset(_)
+        | ModelError::Storage(_)
+        | ModelError::Json(_) => true,
+        ModelError::EmptyInput | ModelError::MissingBranch(_) | ModelError::Image(_) => false,
+    }
+}
+
+/// Classifies with the model in service; `Ok(None)` when no model can classify it now.
+async fn try_classify(
+    state: &AppState,
+    designation: &str,
+    description: &str,
+    image: &Bytes,
+) -> Result<Option<(ProductPrediction, Vec<CategoryCode>)>, ApiError> {
+    let Some(model) = state.models.current() else {
+        return Ok(None);
+    };
+    let max_pixels = state.settings.max_image_pixels;
+    let (designation, description, image) = (
+        designation.to_string(),
+        description.to_string(),
+        image.clone(),
+    );
+    let worker_model = model.clone();
+    let outcome = run_cpu(state, move || {
+        classify(
+            &worker_model.classifier,
+            &designation,
+            &description,
+            Some(&image),
+            false,
+            max_pixels,
+        )
+    })
+    .await?;
+    match outcome {
+        Ok(prediction) => Ok(Some((prediction, model.classifier.categories().to_vec()))),
+        Err(error) if model_not_ready(&error) => {
+            tracing::warn!(%error, "the product can not be classified now; it is stored pending");
+            Ok(None)
+        }
+        Err(error) => Err(ApiError::from(error)),
+    }
+}
+
+fn with_note(mut response: Response, detail: String) -> Response {
+    response.extensions_mut().insert(AuditNote {
+        actor: None,
+        detail,
+    });
+    response
+}
+
+fn text_field(value: Option<String>, name: &str, limit: usize) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(text) if text.chars().count() > limit => Err(ApiError::invalid(format!(
+            "{name} is longer than {limit} characters"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// Add a product: stored, classified at once, queued for review when the model is unsure.
+#[utoipa::path(
+    post,
+    path = "/v1/products",
+    tag = "catalogue",
+    request_body(content = crate::api::CreateProductRequest, description = "JSON with a base64 image, or multipart/form-data with an `image` file part"),
+    responses(
+        (status = 201, description = "Stored (and classified, unless no model is available: then pending)", body = ProductResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 403, description = "Role may not change products", body = ErrorBody),
+        (status = 409, description = "The product id exists", body = ErrorBody),
+        (status = 422, description = "Missing designation or image, bad image", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn create_product(
+    State(state): State<AppState>,
+    caller: Caller,
+    payload: ProductPayload,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    caller.require(Permission::ProductsWrite)?;
+    let designation = text_field(payload.designation, "designation", 10_000)?
+        .filter(|text| !text.trim().is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid("the designation (the product's title) is missing or empty")
+        })?;
+    let description = text_field(payload.description, "description", 200_000)?.unwrap_or_default();
+    let image = payload.image.ok_or_else(|| {
+        ApiError::invalid(
+            "the image is missing: a product needs its photo (JPEG or PNG), as base64 in \
+             \"image\" or as an \"image\" file part of a multipart form",
+        )
+    })?;
+    let image = checked_image(&state, image).await?;
+    let classified = try_classify(&state, &designation, &description, &image.bytes).await?;
+    let product = catalogue::insert_product(
+        &state.platform.database,
+        &state.platform.objects,
+        &NewProduct {
+            id: payload.product_id,
+            designation,
+            description: description.clone(),
+            image,
+            created_by: caller.name.clone(),
+        },
+        classified
+            .as_ref()
+            .map(|(prediction, _)| Classification::of(prediction))
+            .as_ref(),
+    )
+    .await?;
+    let prediction = classified.map(|(prediction, categories)| {
+        record_prediction(
+            &state,
+            &prediction,
+            PredictionSource::Product,
+            Some(product.id),
+            &description,
+        );
+        PredictionBody::from_prediction(
+            &prediction,
+            &categories,
+            started.elapsed().as_micros() as u64,
+        )
+    });
+    if product.status == ProductStatus::Pending {
+        state.pending_wakeup.notify_one();
+    }
+    state.search.notify_change();
+    let detail = format!("product {} {}", product.id, product.status.as_str());
+    let response = (
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/products/{}", product.id))],
+        Json(ProductResponse {
+            product: ProductBody::of(&product),
+            prediction,
+        }),
+    )
+        .into_response();
+    Ok(with_note(response, detail))
+}
+
+/// A product by id.
+#[utoipa::path(
+    get,
+    path = "/v1/products/{id}",
+    tag = "catalogue",
+    params(("id" = i64, Path, description = "Product id")),
+    responses(
+        (status = 200, body = ProductBody),
+        (status = 404, description = "Unknown or deleted product", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn get_product(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<ProductBody>, ApiError> {
+    caller.require(Permission::ProductsRead)?;
+    let product = catalogue::get_product(&state.platform.database, id).await?;
+    catalogue::count_view(&state.platform.database, id).await?;
+    Ok(Json(ProductBody::of(&product)))
+}
+
+/// A product's photo.
+#[utoipa::path(
+    get,
+    path = "/v1/products/{id}/image",
+    tag = "catalogue",
+    params(("id" = i64, Path, description = "Product id")),
+    responses(
+        (status = 200, description = "The stored photo", content_type = "image/jpeg"),
+        (status = 404, description = "Unknown product", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn get_product_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::ProductsRead)?;
+    let product = catalogue::get_product(&state.platform.database, id).await?;
+    let Some(bytes) = catalogue::product_image(&state.platform.objects, &product).await? else {
+        return Err(ApiError::not_found(format!("product {id} has no image")));
+    };
+    let kind = if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
+        "image/png"
+    } else {
+        "image/jpeg"
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], bytes).into_response())
+}
+
+/// Query of the product listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductQuery {
+    /// Category code (the decided one, else the predicted one).
+    category: Option<String>,
+    /// pending, classified, review or reviewed.
+    status: Option<String>,
+    /// 1-based page (default 1).
+    page: Option<i64>,
+    /// Items per page (default 50, at most 500).
+    page_size: Option<i64>,
+}
+
+fn parse_category(text: &str) -> Result<CategoryCode, ApiError> {
+    CategoryCode::parse(text.trim()).map_err(|error| ApiError::invalid(error.to_string()))
+}
+
+/// Products, newest first, filtered by category and status, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/products",
+    tag = "catalogue",
+    params(ProductQuery),
+    responses(
+        (status = 200, body = ProductPage),
+        (status = 422, description = "Unknown category or status", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn list_products(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ProductQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ProductPage>, ApiError> {
+    caller.require(Permission::ProductsRead)?;
+    let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let filter = ProductFilter {
+        category: query
+            .category
+            .as_deref()
+            .filter(|text| !text.is_empty())
+            .map(parse_category)
+            .transpose()?,
+        status: query
+            .status
+            .as_deref()
+            .filter(|text| !text.is_empty())
+            .map(ProductStatus::parse)
+            .transpose()?,
+        page: query.page.unwrap_or(1).max(1),
+        page_size: query.page_size.unwrap_or(50).clamp(1, 500),
+    };
+    let (products, total) = catalogue::list_products(&state.platform.database, &filter).await?;
+    Ok(Json(ProductPage {
+        items: products.iter().map(ProductBody::of).collect(),
+        page: filter.page,
+        page_size: filter.page_size,
+        total,
+    }))
+}
+
+/// Change a product's text or photo; it is classified again.
+#[utoipa::path(
+    patch,
+    path = "/v1/products/{id}",
+    tag = "catalogue",
+    params(("id" = i64, Path, description = "Product id")),
+    request_body = crate::api::UpdateProductRequest,
+    responses(
+        (status = 200, body = ProductResponse),
+        (status = 404, description = "Unknown product", body = ErrorBody),
+        (status = 422, description = "Nothing to change, bad image", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn update_product(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    JsonBody(request): JsonBody<crate::api::UpdateProductRequest>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    caller.require(Permission::ProductsWrite)?;
+    if request.designation.is_none() && request.description.is_none() && request.image.is_none() {
+        return Err(ApiError::invalid(
+            "nothing to change: give designation, description or image",
+        ));
+    }
+    if request
+        .designation
+        .as_deref()
+        .is_some_and(|text| text.trim().is_empty())
+    {
+        return Err(ApiError::invalid("the designation can not be empty"));
+    }
+    let current = catalogue::get_product(&state.platform.database, id).await?;
+    let image = match request.image.as_deref() {
+        Some(text) => Some(checked_image(&state, decode_base64_image(text)?).await?),
+        None => None,
+    };
+    let changes = ProductChanges {
+        designation: text_field(request.designation, "designation", 10_000)?,
+        description: text_field(request.description, "description", 200_000)?,
+        image,
+    };
+    let designation = changes
+        .designation
+        .clone()
+        .unwrap_or(current.designation.clone());
+    let description = changes
+        .description
+        .clone()
+        .unwrap_or(current.description.clone());
+    let image_bytes = match &changes.image {
+        Some(image) => Some(image.bytes.clone()),
+        None => catalogue::product_image(&state.platform.objects, &current).await?,
+    };
+    let classified = match &image_bytes {
+        Some(bytes) => try_classify(&state, &designation, &description, bytes).await?,
+        None => None,
+    };
+    let product = catalogue::update_product(
+        &state.platform.database,
+        &state.platform.objects,
+        id,
+        &changes,
+        classified
+            .as_ref()
+            .map(|(prediction, _)| Classification::of(prediction))
+            .as_ref(),
+    )
+    .await?;
+    state.search.notify_change();
+    let prediction = classified.map(|(prediction, categories)| {
+        record_prediction(
+            &state,
+            &prediction,
+            PredictionSource::Product,
+            Some(product.id),
+            &description,
+        );
+        PredictionBody::from_prediction(
+            &prediction,
+            &categories,
+            started.elapsed().as_micros() as u64,
+        )
+    });
+    let detail = format!("product {} {}", product.id, product.status.as_str());
+    Ok(with_note(
+        Json(ProductResponse {
+            product: ProductBody::of(&product),
+            prediction,
+        })
+        .into_response(),
+        detail,
+    ))
+}
+
+/// Delete a product.
+#[utoipa::path(
+    delete,
+    path = "/v1/products/{id}",
+    tag = "catalogue",
+    params(("id" = i64, Path, description = "Product id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "Unknown product", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn delete_product(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::ProductsWrite)?;
+    catalogue::delete_product(&state.platform.database, id).await?;
+    state.search.notify_change();
+    Ok(with_note(
+        StatusCode::NO_CONTENT.into_response(),
+        format!("product {id} deleted"),
+    ))
+}
+
+/// Query of the review queue.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct PageQuery {
+    /// 1-based page (default 1).
+    page: Option<i64>,
+    /// Items per page (default 50, at most 500).
+    page_size: Option<i64>,
+}
+
+/// The review queue: products the model was unsure about, lowest confidence first.
+#[utoipa::path(
+    get,
+    path = "/v1/review",
+    tag = "review",
+    params(PageQuery),
+    responses((status = 200, body = ProductPage)),
+    security(("bearer" = [])),
+)]
+pub async fn review_queue(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ProductPage>, ApiError> {
+    caller.require(Permission::Review)?;
+    let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let page = query.page.unwrap_or(1).max(1);
+    let page_size = query.page_size.unwrap_or(50).clamp(1, 500);
+    let (products, total) =
+        catalogue::review_queue(&state.platform.database, page, page_size).await?;
+    Ok(Json(ProductPage {
+        items: products.iter().map(ProductBody::of).collect(),
+        page,
+        page_size,
+        total,
+    }))
+}
+
+/// Record a reviewer's decision: accept the predicted category or correct it. The label is
+/// stored with who and when, and feeds retraining and monitoring.
+#[utoipa::path(
+    post,
+    path = "/v1/review/{productId}",
+    tag = "review",
+    params(("productId" = i64, Path, description = "Product id")),
+    request_body = ReviewRequest,
+    responses(
+        (status = 200, body = ProductBody),
+        (status = 404, description = "Unknown product", body = ErrorBody),
+        (status = 409, description = "Not classified yet", body = ErrorBody),
+        (status = 422, description = "Unknown decision or category", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn review_decision(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    JsonBody(request): JsonBody<ReviewRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::Review)?;
+    let decision = match request.decision.as_str() {
+        "accept" => {
+            if let Some(category) = request.category {
+                let product = catalogue::get_product(&state.platform.database, id).await?;
+                if product.predicted_code.map(|c| c.value()) != Some(category) {
+                    return Err(ApiError::invalid(
+                        "accept confirms the predicted category; to choose another one use \
+                         decision \"correct\"",
+                    ));
+                }
+            }
+            ReviewDecision::Accept
+        }
+        "correct" => {
+            let Some(category) = request.category else {
+                return Err(ApiError::invalid(
+                    "decision \"correct\" needs the right category code in \"category\"",
+                ));
+            };
+            ReviewDecision::Correct(
+                CategoryCode::from_u16(category)
+                    .map_err(|error| ApiError::invalid(error.to_string()))?,
+            )
+        }
+        other => {
+            return Err(ApiError::invalid(format!(
+                "unknown decision {other:?}: expected \"accept\" or \"correct\""
+            )))
+        }
+    };
+    // Rows of this product still queued for the prediction log get their label too.
+    state.log.flush().await;
+    let product =
+        catalogue::record_review(&state.platform.database, id, decision, &caller.name).await?;
+    state.search.notify_change();
+    let detail = format!(
+        "product {id} {} as {}",
+        request.decision,
+        product.category_code.map(|c| c.value()).unwrap_or_default()
+    );
+    Ok(with_note(
+        Json(ProductBody::of(&product)).into_response(),
+        detail,
+    ))
+}

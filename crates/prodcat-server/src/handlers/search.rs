@@ -1,0 +1,158 @@
+//! `GET /v1/search` (keyword, meaning or hybrid, with spelling suggestions) and
+//! `GET /v1/products/{id}/similar` (nearest by text and image, popular products as fallback).
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use prodcat_domain::CategoryCode;
+use prodcat_search::{SearchError, SearchMode, SearchRequest};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::api::{SearchBody, SearchHitBody, SimilarBody, SimilarProductBody, SuggestionBody};
+use crate::auth::{Caller, Permission};
+use crate::catalogue;
+use crate::error::{ApiError, ErrorBody};
+use crate::handlers::run_cpu;
+use crate::state::AppState;
+
+impl From<SearchError> for ApiError {
+    fn from(error: SearchError) -> Self {
+        match error {
+            SearchError::InvalidRequest(_) | SearchError::SemanticUnavailable => {
+                ApiError::invalid(error.to_string())
+            }
+            SearchError::UnknownProduct(_) => ApiError::not_found(error.to_string()),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchQuery {
+    /// The words to look for (accents, case and small typos do not matter).
+    q: Option<String>,
+    /// Only this category (code).
+    category: Option<String>,
+    /// `hybrid` (default: words and meaning fused), `keyword` or `meaning`.
+    mode: Option<String>,
+    /// 1-based page (default 1).
+    page: Option<usize>,
+    /// Results per page (default 20, at most 200).
+    page_size: Option<usize>,
+}
+
+/// Search the catalogue by words (BM25) and by meaning (multilingual text embeddings).
+#[utoipa::path(
+    get,
+    path = "/v1/search",
+    tag = "catalogue",
+    params(SearchQuery),
+    responses(
+        (status = 200, body = SearchBody),
+        (status = 422, description = "Missing query, unknown category or mode, page out of range", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn search(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SearchBody>, ApiError> {
+    caller.require(Permission::Search)?;
+    let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let text = query
+        .q
+        .map(|q| q.trim().to_string())
+        .filter(|q| !q.is_empty())
+        .ok_or_else(|| ApiError::invalid("give the words to look for in q, e.g. ?q=lampe"))?;
+    let mode = match query.mode.as_deref().map(str::trim) {
+        None | Some("") => SearchMode::Hybrid,
+        Some(name) => SearchMode::parse(name).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "unknown search mode {name:?}: use hybrid, keyword or meaning"
+            ))
+        })?,
+    };
+    let page = query.page.unwrap_or(1);
+    if page == 0 {
+        return Err(ApiError::invalid("page starts at 1"));
+    }
+    let page_size = query.page_size.unwrap_or(20);
+    let mut request = SearchRequest::new(text.clone())
+        .with_mode(mode)
+        .with_page((page - 1).saturating_mul(page_size), page_size);
+    if let Some(category) = query.category.as_deref().filter(|c| !c.trim().is_empty()) {
+        request = request.with_category(
+            CategoryCode::parse(category.trim())
+                .map_err(|error| ApiError::invalid(error.to_string()))?,
+        );
+    }
+    let search = state.search.clone();
+    let response = run_cpu(&state, move || search.index().search(&request)).await??;
+    Ok(Json(SearchBody {
+        query: text,
+        mode: response.mode.as_str().to_string(),
+        hits: response.hits.iter().map(SearchHitBody::of).collect(),
+        total: response.total,
+        keyword_matches: response.keyword_matches,
+        meaning_matches: response.meaning_matches,
+        did_you_mean: response
+            .did_you_mean
+            .iter()
+            .map(|suggestion| SuggestionBody {
+                query: suggestion.query.clone(),
+                matches: suggestion.keyword_matches,
+            })
+            .collect(),
+        nearest_by_meaning: response
+            .nearest_by_meaning
+            .iter()
+            .map(SearchHitBody::of)
+            .collect(),
+        index_complete: state.search.is_built(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SimilarQuery {
+    /// How many products (default 10, at most 200).
+    k: Option<usize>,
+}
+
+/// Products similar to this one by text and image; popular products of its category (then
+/// overall) complete the list when too few are close.
+#[utoipa::path(
+    get,
+    path = "/v1/products/{id}/similar",
+    tag = "catalogue",
+    params(("id" = i64, Path, description = "Product id"), SimilarQuery),
+    responses(
+        (status = 200, body = SimilarBody),
+        (status = 404, description = "Unknown product", body = ErrorBody),
+        (status = 422, description = "k out of range", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn similar(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    query: Result<Query<SimilarQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SimilarBody>, ApiError> {
+    caller.require(Permission::Search)?;
+    let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let k = query.k.unwrap_or(10);
+    // An unknown or deleted product is a 404 whatever the index holds.
+    catalogue::get_product(&state.platform.database, id).await?;
+    if !state.search.index().contains(id) {
+        // Stored but not indexed yet (just added): index the change now.
+        state.search.sync_changes(&state.platform).await?;
+    }
+    let search = state.search.clone();
+    let items = run_cpu(&state, move || search.index().similar(id, k)).await??;
+    Ok(Json(SimilarBody {
+        product_id: id,
+        items: items.iter().map(SimilarProductBody::of).collect(),
+    }))
+}
