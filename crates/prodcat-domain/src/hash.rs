@@ -60,6 +60,23 @@ impl fmt::Display for ContentHash {
     }
 }
 
+/// 16 lowercase hex digits that differ on every call, in this process and across processes
+/// (time, process id, a counter and `salt`, hashed): the random part of run and job ids.
+pub fn unique_hex16(salt: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|duration| duration.as_nanos())
+        .unwrap_or(0);
+    let seed = format!(
+        "{nanos} {} {} {salt}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    sha256_hex(seed.as_bytes())[..16].to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ mod ids;
 mod text;
 
 pub use category::{CategoryCode, CATEGORIES};
-pub use hash::{sha256_hex, ContentHash};
+pub use hash::{sha256_hex, unique_hex16, ContentHash};
 pub use ids::{DatasetVersionId, ImageId, ModelVersionId, ProductId};
 pub use text::{normalize_text, product_text};
 

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prodcat_domain::sha256_hex;
@@ -42,20 +41,10 @@ impl JobId {
     }
 
     fn generate() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|duration| duration.as_nanos())
-            .unwrap_or(0);
-        let seed = format!(
-            "{nanos} {} {}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
         Self(format!(
             "{}{}",
             Self::PREFIX,
-            &sha256_hex(seed.as_bytes())[..16]
+            prodcat_domain::unique_hex16("")
         ))
     }
 
@@ -287,7 +276,8 @@ pub enum ItemOutcome {
     /// Classified; the prediction log row is written in the same transaction.
     Done {
         result: ItemResult,
-        log: Option<PredictionLogRow>,
+        /// Boxed: a log row is several times larger than a failure.
+        log: Option<Box<PredictionLogRow>>,
     },
     /// Not classified. A retryable failure is tried again later (until the policy's maximum of
     /// attempts); a permanent one (bad input) is recorded at once.
@@ -848,7 +838,7 @@ pub async fn complete_items(
                 report.done += 1;
                 counts.0 += 1;
                 if let ItemOutcome::Done { log: Some(row), .. } = outcome {
-                    log_rows.push(row.clone());
+                    log_rows.push(PredictionLogRow::clone(row));
                 }
             }
             ItemStatus::Failed => {

@@ -268,20 +268,7 @@ fn spawn_heartbeat(
 
 /// Whether trying again later could help.
 fn retryable(error: &ModelError) -> bool {
-    match error {
-        ModelError::EmptyInput | ModelError::Image(_) | ModelError::MissingBranch(_) => false,
-        ModelError::BackboneUnavailable
-        | ModelError::Storage(_)
-        | ModelError::CorruptBundle { .. }
-        | ModelError::InvalidBundle { .. }
-        | ModelError::MissingBundle(_)
-        | ModelError::Text(_)
-        | ModelError::Metrics(_)
-        | ModelError::Profile(_)
-        | ModelError::TrainingData(_)
-        | ModelError::Dataset(_)
-        | ModelError::Json(_) => true,
-    }
+    !error.concerns_the_input()
 }
 
 /// Classifies leased items: images are read from the object store, the model runs on the
@@ -361,12 +348,12 @@ async fn classify_items(
                     .increment(1);
                     ItemOutcome::Done {
                         result: ItemResult::from_prediction(&prediction),
-                        log: Some(PredictionLogRow::from_prediction(
+                        log: Some(Box::new(PredictionLogRow::from_prediction(
                             &prediction,
                             PredictionSource::Job,
                             item.input.product_id,
                             &item.input.description,
-                        )),
+                        ))),
                     }
                 }
                 (Ok(_), Err(error)) => ItemOutcome::Failed {

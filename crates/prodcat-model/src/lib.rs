@@ -68,3 +68,25 @@ pub enum ModelError {
     #[error("serialisation: {0}")]
     Json(#[from] serde_json::Error),
 }
+
+impl ModelError {
+    /// Whether the product itself is the problem (nothing to classify, an unusable image, a
+    /// branch the model lacks): trying again cannot help. Every other error is about the model
+    /// or the storage behind it and may pass (a bundle being replaced, a store that is back).
+    pub fn concerns_the_input(&self) -> bool {
+        match self {
+            ModelError::EmptyInput | ModelError::MissingBranch(_) | ModelError::Image(_) => true,
+            ModelError::BackboneUnavailable
+            | ModelError::CorruptBundle { .. }
+            | ModelError::InvalidBundle { .. }
+            | ModelError::MissingBundle(_)
+            | ModelError::Text(_)
+            | ModelError::Metrics(_)
+            | ModelError::Profile(_)
+            | ModelError::TrainingData(_)
+            | ModelError::Dataset(_)
+            | ModelError::Storage(_)
+            | ModelError::Json(_) => false,
+        }
+    }
+}

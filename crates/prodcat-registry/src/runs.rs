@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use prodcat_domain::{sha256_hex, DatasetVersionId, ModelVersionId};
@@ -41,20 +40,10 @@ impl RunId {
 
     /// A new, unique id.
     fn generate(name: &str) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|duration| duration.as_nanos())
-            .unwrap_or(0);
-        let seed = format!(
-            "{nanos} {} {} {name}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
         Self(format!(
             "{}{}",
             Self::PREFIX,
-            &sha256_hex(seed.as_bytes())[..16]
+            prodcat_domain::unique_hex16(name)
         ))
     }
 

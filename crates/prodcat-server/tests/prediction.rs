@@ -184,10 +184,12 @@ async fn bad_input_is_refused_clearly() {
 
         // A 20 MB body.
         let huge = format!("{{\"designation\": \"{}\"}}", "a".repeat(20 << 20));
-        let (status, body) = read(
-            post_raw(huge.into_bytes(), "application/json")
-                .await
-                .unwrap(),
+        let (status, body) = common::post_oversized(
+            app.server.address,
+            "/v1/predict",
+            &app.service,
+            "application/json",
+            huge.into_bytes(),
         )
         .await;
         assert_error(status, &body, 413, "20 MB body");

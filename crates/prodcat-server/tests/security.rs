@@ -93,8 +93,9 @@ async fn tokens_are_issued_checked_and_refused() {
             .await;
         assert_eq!(status, 200);
 
-        // Refusals.
-        let cases: Vec<(Vec<(&str, &str)>, u16, &str)> = vec![
+        // Refusals: form fields, expected status, what is tested.
+        type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 vec![
                     ("grant_type", "password"),

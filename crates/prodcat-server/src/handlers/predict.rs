@@ -199,11 +199,12 @@ pub async fn predict_batch(
             request.items.len()
         )));
     }
+    /// Designation, description, image and whether to explain, checked.
+    type BatchItem = (String, String, Option<Bytes>, bool);
     let model = served_model(&state)?;
     let max_pixels = state.settings.max_image_pixels;
     // Decode and check every item first; items with a problem answer with their error.
-    let mut prepared: Vec<Result<(String, String, Option<Bytes>, bool), ApiError>> =
-        Vec::with_capacity(request.items.len());
+    let mut prepared: Vec<Result<BatchItem, ApiError>> = Vec::with_capacity(request.items.len());
     for item in &request.items {
         prepared.push((|| {
             let image = item.image.as_deref().map(decode_base64_image).transpose()?;

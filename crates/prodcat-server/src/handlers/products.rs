@@ -46,20 +46,7 @@ async fn checked_image(state: &AppState, bytes: Bytes) -> Result<ImageUpload, Ap
 
 /// Whether a model error means "not now" (the product is kept pending) rather than bad input.
 fn model_not_ready(error: &ModelError) -> bool {
-    match error {
-        ModelError::BackboneUnavailable
-        | ModelError::CorruptBundle { .. }
-        | ModelError::InvalidBundle { .. }
-        | ModelError::MissingBundle(_)
-        | ModelError::Text(_)
-        | ModelError::Metrics(_)
-        | ModelError::Profile(_)
-        | ModelError::TrainingData(_)
-        | ModelError::Dataset(_)
-        | ModelError::Storage(_)
-        | ModelError::Json(_) => true,
-        ModelError::EmptyInput | ModelError::MissingBranch(_) | ModelError::Image(_) => false,
-    }
+    !error.concerns_the_input()
 }
 
 /// Classifies with the model in service; `Ok(None)` when no model can classify it now.

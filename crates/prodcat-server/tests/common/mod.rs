@@ -202,3 +202,67 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Posts `body` over a raw connection and reads the answer even when the server answers before
+/// the whole body is sent (a body over the limit): the writer runs on its own and a broken pipe
+/// is expected. Returns the status and the JSON body (Null when not JSON).
+pub async fn post_oversized(
+    address: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let sender = tokio::spawn(async move {
+        // The server may stop reading and close early: write errors are part of the test.
+        if writer.write_all(head.as_bytes()).await.is_ok() {
+            let _ = writer.write_all(&body).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let headers = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+                        let length = headers
+                            .lines()
+                            .find_map(|line| line.strip_prefix("content-length:"))
+                            .and_then(|value| value.trim().parse::<usize>().ok());
+                        if length.is_some_and(|length| answer.len() >= end + 4 + length) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 30 s");
+    sender.abort();
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
