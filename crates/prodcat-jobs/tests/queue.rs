@@ -506,6 +506,23 @@ async fn a_killed_worker_loop_leaves_every_item_classified_exactly_once() {
         }
         doomed.abort();
         let _ = doomed.await;
+        let count_orphaned = || async {
+            sqlx::query("SELECT COUNT(*) AS count FROM job_items WHERE lease_owner = 'doomed' AND status = 'leased'")
+                .fetch_one(database.pool())
+                .await
+                .unwrap()
+                .try_get::<i64, _>("count")
+                .unwrap()
+        };
+        if count_orphaned().await == 0 {
+            // The worker was stopped between two batches (it had just completed one): a process
+            // killed at that moment leaves nothing behind, so make it die holding a batch, as a
+            // process killed mid-batch would.
+            let taken = lease_items(database, "doomed", 50, Duration::from_millis(1500))
+                .await
+                .unwrap();
+            assert!(!taken.is_empty(), "{name}: items are left to lease");
+        }
         let orphaned: i64 =
             sqlx::query("SELECT COUNT(*) AS count FROM job_items WHERE lease_owner = 'doomed'")
                 .fetch_one(database.pool())
