@@ -54,6 +54,13 @@ pub struct SimulationOptions {
     pub weeks: usize,
     /// Drift share of the last week (the first week has none).
     pub max_drift: f64,
+    /// Weeks after the ramp, at `max_drift`, in which a retrained champion shows whether it
+    /// recovers the quality.
+    pub recovery_weeks: usize,
+    /// The promotion policy of the retraining. The simulation's evaluation sets are small
+    /// (about ten products per class), so a per-class F1 moves by 0.1 with one product: the
+    /// default per-class bound is wider here than in production.
+    pub policy: prodcat_registry::PromotionPolicy,
     /// The real sample's folder (`text/X_train_sample.csv`, ...); `None`: the demo catalogue.
     pub data: Option<PathBuf>,
     pub seed: u64,
@@ -82,13 +89,18 @@ impl SimulationOptions {
         Self {
             weeks: 4,
             max_drift: 0.3,
+            recovery_weeks: 2,
+            policy: prodcat_registry::PromotionPolicy {
+                max_class_f1_drop: 0.25,
+                ..prodcat_registry::PromotionPolicy::default()
+            },
             data: None,
             seed: 42,
             branches: "text".to_string(),
             traffic_per_week: 300,
             review_share: 0.5,
             initial_share: 0.5,
-            start_ms: monday - 4 * WEEK_MS,
+            start_ms: monday - 6 * WEEK_MS,
             drift: DriftCheckOptions::default(),
             out_dir: out_dir.to_path_buf(),
         }
@@ -96,7 +108,7 @@ impl SimulationOptions {
 
     /// The drift share of week `index` (0-based): linear from 0 to `max_drift`.
     pub fn drift_of_week(&self, index: usize) -> f64 {
-        if self.weeks <= 1 {
+        if self.weeks <= 1 || index >= self.weeks {
             return self.max_drift;
         }
         self.max_drift * index as f64 / (self.weeks - 1) as f64
@@ -708,8 +720,9 @@ pub async fn run_simulation(
     } else {
         0.0
     };
-    let drift_total: f64 = (0..options.weeks).map(|w| options.drift_of_week(w)).sum();
-    let french_per_item = options.weeks as f64 - drift_total * foreign_share;
+    let total_weeks = options.weeks + options.recovery_weeks;
+    let drift_total: f64 = (0..total_weeks).map(|w| options.drift_of_week(w)).sum();
+    let french_per_item = total_weeks as f64 - drift_total * foreign_share;
     let mut per_week = options.traffic_per_week.max(10);
     if french_per_item > 0.0 {
         per_week = per_week.min((pools.french.len() as f64 / french_per_item).floor() as usize);
@@ -720,8 +733,7 @@ pub async fn run_simulation(
     }
     if per_week < 10 {
         return Err(PipelineError::Invalid(format!(
-            "the data holds too few held-out products for {} weeks of traffic",
-            options.weeks
+            "the data holds too few held-out products for {total_weeks} weeks of traffic"
         )));
     }
     if per_week < options.traffic_per_week {
@@ -796,7 +808,7 @@ pub async fn run_simulation(
     ));
 
     let mut weeks = Vec::new();
-    for week in 0..options.weeks {
+    for week in 0..total_weeks {
         let drift = options.drift_of_week(week);
         let start = options.start_ms + week as i64 * WEEK_MS;
         let end = start + WEEK_MS;
@@ -913,6 +925,7 @@ pub async fn run_simulation(
         let parameters = WeeklyCheckParameters {
             until_ms: Some(end),
             drift: options.drift.clone(),
+            retrain_parameters: serde_json::json!({ "policy": options.policy }),
             ..WeeklyCheckParameters::default()
         };
         let request =
@@ -1197,7 +1210,7 @@ pub(crate) fn render_report(report: &SimulationReport) -> String {
     );
     html.push_str("<h1>Drift simulation</h1>\n");
     html.push_str(&format!(
-        "<p>Data: {}. {} weeks, drift growing linearly from 0% to {:.0}%, {} products a week, \
+        "<p>Data: {}. {} weeks, drift growing linearly from 0% to {:.0}% (then held there), {} products a week, \
          {:.0}% of them labelled by reviewers; first champion <code>{}</code> trained on {} \
          products (weighted F1 {} on its test split), branch <code>{}</code>, seed {}. \
          Drifted traffic comes from the focus categories {} (foreign-language listings) and \

@@ -28,6 +28,14 @@ pub struct SimulateArgs {
     /// Drift share of the last week; it grows linearly from 0 in the first week.
     #[arg(long, default_value_t = 0.3)]
     pub max_drift: f64,
+    /// Weeks after the ramp, at the maximum drift, that show whether retraining recovers.
+    #[arg(long, default_value_t = 2)]
+    pub recovery_weeks: usize,
+    /// Promotion policy of the retraining: largest per-class F1 drop allowed. Wider than the
+    /// production default (0.05) because the simulation's evaluation sets hold about ten
+    /// products per class, where one product moves a class's F1 by 0.1.
+    #[arg(long, default_value_t = 0.25)]
+    pub max_class_drop: f64,
     /// The real data sample (text/X_train_sample.csv, text/extra/, images/); without it the
     /// generated demo catalogue is used.
     #[arg(long, env = "PRODCAT_SAMPLE_DATA", value_name = "DIR")]
@@ -121,6 +129,8 @@ pub async fn run(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> 
     let mut options = SimulationOptions::new(&args.out);
     options.weeks = args.weeks;
     options.max_drift = args.max_drift;
+    options.recovery_weeks = args.recovery_weeks;
+    options.policy.max_class_f1_drop = args.max_class_drop;
     options.data = data;
     options.seed = args.seed;
     options.branches = match args.branch {
@@ -132,10 +142,11 @@ pub async fn run(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> 
     options.initial_share = args.initial_share;
     options.drift.max_embedded_rows = args.max_embedded;
     eprintln!(
-        "Simulating {} weeks from {} with drift growing to {:.0}% (data in {})",
+        "Simulating {} weeks from {} with drift growing to {:.0}%, then {} at that level (data in {})",
         options.weeks,
         format_ms(options.start_ms),
         options.max_drift * 100.0,
+        options.recovery_weeks,
         data_dir.display()
     );
     let report = run_simulation(&platform, &options, &Printer).await?;
