@@ -234,6 +234,14 @@ run_wrk() { # KEY SCENARIO URL TOKEN BODIES CONNECTIONS NOTES [PID_TO_PROFILE]
   BENCH_BODIES="$bodies" BENCH_TOKEN="$bearer" wrk -t"$WRK_THREADS" -c"$connections" -d"${DURATION}s" \
     --timeout 10s --latency -s "$here/predict.lua" "$url" >"$WORK/logs/wrk-$name.log"
   [[ -n "$perf_pid" ]] && wait "$perf_pid" || true
+  if [[ -n "$pid" ]]; then
+    # prodcat logs every prediction through a bounded queue; rows it could not take are dropped
+    # and counted. Over the warm-up and the run (a fresh server each time):
+    notes+="; prediction log: $(curl -fsS "$url/metrics" | awk '
+      /^prodcat_prediction_log_written_total/ { written += $2 }
+      /^prodcat_prediction_log_dropped_total/ { dropped += $2 }
+      END { printf "%d rows written, %d dropped (writer queue full)", written, dropped }')"
+  fi
   "$py" "$here/bench.py" wrk-result --key "$key" --started "$started" --scenario "$scenario" \
     --log "$WORK/logs/wrk-$name.log" --notes "$notes" | tee -a "$results" >&2
 }
@@ -333,7 +341,7 @@ header="$WORK/header.md"
   echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) memory"
   echo "- prodcat: $(cd "$root" && git rev-parse --short HEAD)$(cd "$root" && [[ -z "$(git status --porcelain -- crates)" ]] || echo ' (with uncommitted changes in crates/)'), $("$bin" --version 2>/dev/null || echo prodcat), binary built $bin_built"
   echo "- reference: $("$py" -c 'import fastapi, sklearn, uvicorn, sys; print(f"FastAPI {fastapi.__version__}, scikit-learn {sklearn.__version__}, uvicorn {uvicorn.__version__}, Python {sys.version.split()[0]}")')"
-  echo "- command: \`$command_line\` (DURATION=$DURATION, CONNECTIONS=$CONNECTIONS, IMAGE_CONNECTIONS=$IMAGE_CONNECTIONS, TEXT_PRODUCTS=$TEXT_PRODUCTS, IMAGE_PRODUCTS=$IMAGE_PRODUCTS, JOB_ITEMS=$JOB_ITEMS)"
+  echo "- command: \`$command_line\` (DURATION=$DURATION, CONNECTIONS=$CONNECTIONS, IMAGE_CONNECTIONS=$IMAGE_CONNECTIONS, TEXT_PRODUCTS=$TEXT_PRODUCTS, IMAGE_PRODUCTS=$IMAGE_PRODUCTS, JOB_ITEMS=$JOB_ITEMS, QUIET_WAIT=$QUIET_WAIT)"
   echo "- load: wrk $(wrk --version 2>&1 | head -n1 | awk '{print $2}') on loopback, on the same machine: the load generator and the server share the 2 cores, so every figure is lower than a server alone on them would reach. Latency is measured by wrk (closed loop) after a ${WARMUP} s warm-up; errors are non-2xx responses plus socket errors (connect, read, write, timeout over 10 s)."
   echo "- other processes: each row's notes give the cores the rest of the machine used while it ran (the machine's CPU use minus the benchmark's own processes, sampled every second); above 0.1 core the row is marked noisy."
   echo "- jobs: products/s from the workers' launch (model load included) to the last item's completion; exactly once is checked on the job's counts and on the \`job_items\` rows (every item done, with one result, no failed)."
