@@ -338,7 +338,7 @@ async fn known_images(
         .filter_map(|p| p.image_hash.clone())
         .collect();
     let mut known = HashSet::new();
-    for batch in hashes.chunks(500) {
+    for batch in hashes.chunks(64) {
         let sql = format!(
             "SELECT hash FROM images WHERE hash IN ({})",
             (1..=batch.len())
@@ -397,7 +397,7 @@ async fn register_image(
 }
 
 async fn write_records(database: &Database, records: &[NewRecord]) -> Result<(), DatasetError> {
-    for batch in records.chunks(200) {
+    for batch in records.chunks(64) {
         let sql = format!(
             "INSERT INTO dataset_records (record_hash, product_id, image_id, designation, \
              description, category_code, image_hash) VALUES {} ON CONFLICT (record_hash) DO NOTHING",
@@ -425,7 +425,7 @@ async fn mark_decisions(
     version: &DatasetVersionId,
 ) -> Result<usize, DatasetError> {
     let mut marked = 0;
-    for batch in ids.chunks(500) {
+    for batch in ids.chunks(64) {
         let sql = format!(
             "UPDATE review_decisions SET used_in_dataset = $1 \
              WHERE used_in_dataset IS NULL AND id IN ({})",

@@ -796,7 +796,7 @@ async fn process_chunk(
 
     let mut transaction = database.pool().begin().await?;
     let now = now_ms();
-    for batch in new_images.chunks(200) {
+    for batch in new_images.chunks(64) {
         let sql = format!(
             "INSERT INTO images (hash, width, height, byte_length, created_at_ms) VALUES {} \
              ON CONFLICT (hash) DO NOTHING",
@@ -813,7 +813,7 @@ async fn process_chunk(
         }
         query.execute(&mut *transaction).await?;
     }
-    for batch in records.chunks(200) {
+    for batch in records.chunks(64) {
         let sql = format!(
             "INSERT INTO dataset_records (record_hash, product_id, image_id, designation, \
              description, category_code, image_hash) VALUES {} ON CONFLICT (record_hash) DO NOTHING",

@@ -231,7 +231,9 @@ pub async fn create_version(
     .bind(metadata.split_ratios.to_text())
     .execute(&mut *transaction)
     .await?;
-    for (batch_number, batch) in rows.chunks(500).enumerate() {
+    // Small statements: SQLite's cost of binding named parameters grows with their square.
+    const ROWS_PER_STATEMENT: usize = 64;
+    for (batch_number, batch) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
         let sql = format!(
             "INSERT INTO dataset_version_rows (version_id, position, record_hash, product_id, \
              source_index, split) VALUES {}",
@@ -241,7 +243,7 @@ pub async fn create_version(
         for (offset, row) in batch.iter().enumerate() {
             query = query
                 .bind(id.as_str().to_string())
-                .bind((batch_number * 500 + offset) as i64)
+                .bind((batch_number * ROWS_PER_STATEMENT + offset) as i64)
                 .bind(row.record_hash.clone())
                 .bind(row.product_id)
                 .bind(row.source_index)

@@ -412,7 +412,8 @@ fn existing_or_conflict(
     }
 }
 
-const ITEM_INSERT_ROWS: usize = 500;
+/// Items per INSERT: small for the reason given at `prediction_log::ROWS_PER_STATEMENT`.
+const ITEM_INSERT_ROWS: usize = 64;
 
 /// Creates a job with its items in one transaction. With an idempotency key that was used
 /// before, returns the existing job and `false` (or a conflict when the items differ).

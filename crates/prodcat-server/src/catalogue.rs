@@ -671,7 +671,7 @@ pub async fn load_dataset(
         .map_err(|error| ServerError::InvalidInput(error.to_string()))?;
     let now = now_ms();
     let mut added = 0;
-    for chunk in rows.chunks(500) {
+    for chunk in rows.chunks(64) {
         let mut transaction = database.pool().begin().await?;
         for row in chunk {
             let status = if row.category.is_some() {
