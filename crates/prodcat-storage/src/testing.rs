@@ -26,15 +26,16 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some((admin_url, name)) = self.postgres_cleanup.take() {
-            let pool = self.database.pool().clone();
             // Dropping runs outside any runtime guarantee: use a short-lived one on a thread.
+            // The test's own pool is not closed from there: its connections are driven by the
+            // test's runtime, which is blocked in this drop (closing them would wait forever on
+            // a current-thread runtime); `WITH (FORCE)` ends those sessions on the server side.
             let _ = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build();
                 if let Ok(runtime) = runtime {
                     runtime.block_on(async move {
-                        pool.close().await;
                         if let Ok(admin) = sqlx::AnyPool::connect(&admin_url).await {
                             let _ = sqlx::query(&format!(
                                 "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
