@@ -87,6 +87,30 @@ async fn try_classify(
     }
 }
 
+/// Logs the classification of a stored product and turns it into the answer's body.
+fn answer(
+    state: &AppState,
+    classified: Option<(ProductPrediction, Vec<CategoryCode>)>,
+    product_id: i64,
+    description: &str,
+    started: Instant,
+) -> Option<PredictionBody> {
+    classified.map(|(prediction, categories)| {
+        record_prediction(
+            state,
+            &prediction,
+            PredictionSource::Product,
+            Some(product_id),
+            description,
+        );
+        PredictionBody::from_prediction(
+            &prediction,
+            &categories,
+            started.elapsed().as_micros() as u64,
+        )
+    })
+}
+
 fn with_note(mut response: Response, detail: String) -> Response {
     response.extensions_mut().insert(AuditNote {
         actor: None,
@@ -156,20 +180,7 @@ pub async fn create_product(
             .as_ref(),
     )
     .await?;
-    let prediction = classified.map(|(prediction, categories)| {
-        record_prediction(
-            &state,
-            &prediction,
-            PredictionSource::Product,
-            Some(product.id),
-            &description,
-        );
-        PredictionBody::from_prediction(
-            &prediction,
-            &categories,
-            started.elapsed().as_micros() as u64,
-        )
-    });
+    let prediction = answer(&state, classified, product.id, &description, started);
     if product.status == ProductStatus::Pending {
         state.pending_wakeup.notify_one();
     }
@@ -374,20 +385,7 @@ pub async fn update_product(
     )
     .await?;
     state.search.notify_change();
-    let prediction = classified.map(|(prediction, categories)| {
-        record_prediction(
-            &state,
-            &prediction,
-            PredictionSource::Product,
-            Some(product.id),
-            &description,
-        );
-        PredictionBody::from_prediction(
-            &prediction,
-            &categories,
-            started.elapsed().as_micros() as u64,
-        )
-    });
+    let prediction = answer(&state, classified, product.id, &description, started);
     let detail = format!("product {} {}", product.id, product.status.as_str());
     Ok(with_note(
         Json(ProductResponse {
