@@ -5,11 +5,15 @@
 //! `ProductId`, it is known to be well formed.
 
 mod category;
+mod error_kind;
+mod format;
 mod hash;
 mod ids;
 mod text;
 
 pub use category::{CategoryCode, CATEGORIES};
+pub use error_kind::ErrorKind;
+pub use format::{escape_html, format_rfc3339, format_utc_minutes, is_prefixed_hex};
 pub use hash::{sha256_hex, unique_hex16, ContentHash};
 pub use ids::{DatasetVersionId, ImageId, ModelVersionId, ProductId};
 pub use text::{normalize_text, product_text};
@@ -27,4 +31,15 @@ pub enum DomainError {
     },
     #[error("invalid content hash {0:?}: expected 64 lowercase hex digits")]
     InvalidHash(String),
+}
+
+impl DomainError {
+    /// Every domain error is a problem with the value given.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DomainError::UnknownCategory(_)
+            | DomainError::InvalidId { .. }
+            | DomainError::InvalidHash(_) => ErrorKind::Input,
+        }
+    }
 }

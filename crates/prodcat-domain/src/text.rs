@@ -57,14 +57,29 @@ fn strip_tags(text: &str) -> String {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, '/' | '!' | '?'));
-        match (looks_like_tag, after.find('>')) {
-            (true, Some(end)) if !after[..end].contains('<') => {
+        if !looks_like_tag {
+            out.push('<');
+            rest = after;
+            continue;
+        }
+        // The tag ends at the first `>` unless another `<` comes first (then this `<` is text
+        // and the scan goes on from the next one). Each byte is looked at a bounded number of
+        // times, so the whole pass is linear in the text's length.
+        match after.find(['<', '>']) {
+            Some(end) if after.as_bytes()[end] == b'>' => {
                 out.push(' ');
                 rest = &after[end + 1..];
             }
-            _ => {
+            Some(next) => {
                 out.push('<');
-                rest = after;
+                out.push_str(&after[..next]);
+                rest = &after[next..];
+            }
+            None => {
+                // No `>` anywhere after: nothing left can be a tag.
+                out.push('<');
+                out.push_str(after);
+                return out;
             }
         }
     }
