@@ -21,12 +21,10 @@ pub mod products;
 pub mod users;
 
 pub use access::{Permission, Role};
-pub use prediction_log::{
-    PredictionLogRow, PredictionLogWriter, PredictionSource, TEXT_LOG_LIMIT,
-};
+pub use prediction_log::{PredictionLogRow, PredictionLogWriter, PredictionSource, TEXT_LOG_LIMIT};
 pub use products::{
-    Classification, ImageUpload, NewProduct, Product, ProductChanges, ProductFilter,
-    ProductStatus, ReviewDecision,
+    Classification, ImageUpload, NewProduct, Product, ProductChanges, ProductFilter, ProductStatus,
+    ReviewDecision,
 };
 pub use users::{NewUser, UserKind, UserRecord};
 
@@ -77,9 +75,7 @@ impl CatalogueError {
             | CatalogueError::NotClassifiedYet(_)
             | CatalogueError::UserExists(_) => ErrorKind::Conflict,
             CatalogueError::Invalid(_) => ErrorKind::Input,
-            CatalogueError::PasswordHash(_) | CatalogueError::Corrupt { .. } => {
-                ErrorKind::Internal
-            }
+            CatalogueError::PasswordHash(_) | CatalogueError::Corrupt { .. } => ErrorKind::Internal,
             CatalogueError::Dataset(prodcat_dataset::DatasetError::Storage(storage)) => {
                 storage.kind()
             }

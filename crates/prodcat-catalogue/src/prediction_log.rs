@@ -136,7 +136,10 @@ pub struct PredictionContext {
 
 /// A new prediction id: `pred-` and 16 lowercase hex digits, unique across processes.
 pub fn new_prediction_id() -> String {
-    format!("{PREDICTION_ID_PREFIX}{}", prodcat_domain::unique_hex16("prediction"))
+    format!(
+        "{PREDICTION_ID_PREFIX}{}",
+        prodcat_domain::unique_hex16("prediction")
+    )
 }
 
 /// The prefix of prediction ids.
@@ -359,10 +362,7 @@ pub async fn served_predictions(
     .bind(end_ms)
     .fetch_all(database.pool())
     .await?;
-    Ok(rows
-        .iter()
-        .map(logged_from_row)
-        .collect::<Result<_, _>>()?)
+    Ok(rows.iter().map(logged_from_row).collect::<Result<_, _>>()?)
 }
 
 /// A logged prediction by its id.
@@ -393,10 +393,7 @@ pub async fn product_predictions(
     .bind(limit.clamp(1, 1_000))
     .fetch_all(database.pool())
     .await?;
-    Ok(rows
-        .iter()
-        .map(logged_from_row)
-        .collect::<Result<_, _>>()?)
+    Ok(rows.iter().map(logged_from_row).collect::<Result<_, _>>()?)
 }
 
 enum Message {

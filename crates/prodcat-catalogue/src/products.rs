@@ -73,6 +73,9 @@ pub struct Product {
     pub updated_at_ms: i64,
     pub created_by: String,
     pub view_count: i64,
+    /// Failed attempts to classify it while pending, and the last error.
+    pub classify_attempts: i64,
+    pub classify_error: Option<String>,
 }
 
 /// What a model decided for a product.
@@ -156,7 +159,8 @@ pub enum ReviewDecision {
 }
 
 const PRODUCT_COLUMNS: &str = "id, designation, description, image_hash, status, predicted_code, \
-    confidence, model_version, category_code, created_at_ms, updated_at_ms, created_by, view_count";
+    confidence, model_version, category_code, created_at_ms, updated_at_ms, created_by, view_count, \
+    classify_attempts, classify_error";
 
 fn code(value: Option<i64>, what: &str) -> Result<Option<CategoryCode>, CatalogueError> {
     value
@@ -191,6 +195,8 @@ fn product_from_row(row: &sqlx::any::AnyRow) -> Result<Product, CatalogueError> 
         updated_at_ms: row.try_get("updated_at_ms")?,
         created_by: row.try_get("created_by")?,
         view_count: row.try_get("view_count")?,
+        classify_attempts: row.try_get("classify_attempts")?,
+        classify_error: row.try_get("classify_error")?,
     })
 }
 
@@ -725,6 +731,44 @@ pub async fn load_dataset(
         })
         .collect();
     insert_if_absent(database, &products).await
+}
+
+/// A reviewer's decision as it is stored (replayed traffic records its own).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedDecision {
+    pub product_id: i64,
+    /// `accept`/`correct`, or another word the writer chose (`confirmed`, `corrected`).
+    pub decision: String,
+    pub category: CategoryCode,
+    pub previous: Option<CategoryCode>,
+    pub reviewer: String,
+    pub at_ms: i64,
+}
+
+/// Appends review decisions as they are (no product is changed).
+pub async fn insert_review_decisions(
+    database: &Database,
+    decisions: &[RecordedDecision],
+) -> Result<(), CatalogueError> {
+    for chunk in decisions.chunks(64) {
+        let sql = format!(
+            "INSERT INTO review_decisions (product_id, decision, category_code, previous_code, \
+             reviewer, at_ms) VALUES {}",
+            SqlPlaceholders::values(chunk.len(), 6)
+        );
+        let mut query = sqlx::query(&sql);
+        for decision in chunk {
+            query = query
+                .bind(decision.product_id)
+                .bind(decision.decision.clone())
+                .bind(i64::from(decision.category.value()))
+                .bind(decision.previous.map(|code| i64::from(code.value())))
+                .bind(decision.reviewer.clone())
+                .bind(decision.at_ms);
+        }
+        query.execute(database.pool()).await?;
+    }
+    Ok(())
 }
 
 /// A product as the search indexes need it (deleted ones too, so they can be removed).

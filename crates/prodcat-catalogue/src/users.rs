@@ -136,7 +136,10 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRecord, CatalogueError> 
 }
 
 /// A user by name.
-pub async fn get_user(database: &Database, name: &str) -> Result<Option<UserRecord>, CatalogueError> {
+pub async fn get_user(
+    database: &Database,
+    name: &str,
+) -> Result<Option<UserRecord>, CatalogueError> {
     let row = sqlx::query(
         "SELECT name, role, kind, password_hash, created_at_ms, disabled FROM users WHERE name = $1",
     )

@@ -5,12 +5,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use prodcat_jobs::testing::TestPlatform;
 use prodcat_jobs::{
     complete_items, create_job, get_job, item_status_counts, job_items, lease_items, queue_depth,
     reclaim_expired, renew_leases, run_worker, ItemInput, ItemOutcome, ItemResult, ItemStatus,
     JobError, JobKind, JobStatus, NewJob, RetryPolicy, WorkerOptions,
 };
+use prodcat_pipelines::testing::TestPlatform;
 use prodcat_storage::{testing, Database};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -111,9 +111,9 @@ async fn enqueue_and_process_with_the_champion() {
             ..WorkerOptions::default()
         };
         let worker = {
-            let platform = platform.platform.clone();
+            let predictor = platform.predictor();
             let shutdown = shutdown.clone();
-            tokio::spawn(async move { run_worker(&platform, &options, shutdown).await })
+            tokio::spawn(async move { run_worker(&predictor, &options, shutdown).await })
         };
         wait_for_completion(database, created.id.as_str(), Duration::from_secs(60)).await;
         shutdown.cancel();
@@ -484,9 +484,9 @@ async fn a_killed_worker_loop_leaves_every_item_classified_exactly_once() {
         };
         let doomed_token = CancellationToken::new();
         let doomed = {
-            let platform = platform.platform.clone();
+            let predictor = platform.predictor();
             let options = options("doomed");
-            tokio::spawn(async move { run_worker(&platform, &options, doomed_token).await })
+            tokio::spawn(async move { run_worker(&predictor, &options, doomed_token).await })
         };
         // Wait until the doomed worker has finished some items and holds a lease, then kill it
         // (the task is dropped at its next await point, as a killed process would stop).
@@ -534,10 +534,10 @@ async fn a_killed_worker_loop_leaves_every_item_classified_exactly_once() {
 
         let shutdown = CancellationToken::new();
         let survivor = {
-            let platform = platform.platform.clone();
+            let predictor = platform.predictor();
             let options = options("survivor");
             let shutdown = shutdown.clone();
-            tokio::spawn(async move { run_worker(&platform, &options, shutdown).await })
+            tokio::spawn(async move { run_worker(&predictor, &options, shutdown).await })
         };
         wait_for_completion(database, job.id.as_str(), Duration::from_secs(120)).await;
         shutdown.cancel();

@@ -5,6 +5,8 @@
 //! Heavy pieces come from their own crates (`prodcat-text-model`, `prodcat-vision`,
 //! `prodcat-metrics`); this crate decides how they fit together.
 
+use prodcat_domain::ErrorKind;
+
 mod bundle;
 mod classifier;
 mod evaluation;
@@ -18,7 +20,8 @@ pub use bundle::{
     ModelBundle, BUNDLE_FORMAT_VERSION,
 };
 pub use classifier::{
-    Branch, Combined, ProductClassifier, ProductInput, ProductPrediction, ScoredCode,
+    decode_image, probe_image, Branch, Combined, InputLimits, ProductClassifier, ProductInput,
+    ProductPrediction, ScoredCode, DEFAULT_MAX_IMAGE_PIXELS,
 };
 pub use evaluation::{evaluate_rows, BranchEvaluation, EvaluationReport, LabelledProduct};
 pub use features::{FeatureCache, ImageBackbone};
@@ -51,6 +54,12 @@ pub enum ModelError {
     MissingBranch(&'static str),
     #[error("the image branch needs the pretrained image backbone, which is not loaded (run scripts/setup)")]
     BackboneUnavailable,
+    #[error("the {field} is {length} bytes long; at most {limit} bytes are accepted")]
+    TooLong {
+        field: &'static str,
+        length: usize,
+        limit: usize,
+    },
     #[error("image: {0}")]
     Image(#[from] prodcat_vision::VisionError),
     #[error("text model: {0}")]
@@ -70,14 +79,19 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    /// Whether the product itself is the problem (nothing to classify, an unusable image, a
-    /// branch the model lacks): trying again cannot help. Every other error is about the model
-    /// or the storage behind it and may pass (a bundle being replaced, a store that is back).
-    pub fn concerns_the_input(&self) -> bool {
+    /// Whose fault the error is: the product's (nothing to classify, an unusable image, a branch
+    /// the model lacks), a dependency's for now (the backbone not loaded, storage unreachable),
+    /// or the system's (a corrupt or missing bundle, a bug).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ModelError::EmptyInput | ModelError::MissingBranch(_) | ModelError::Image(_) => true,
-            ModelError::BackboneUnavailable
-            | ModelError::CorruptBundle { .. }
+            ModelError::EmptyInput | ModelError::MissingBranch(_) | ModelError::TooLong { .. } => {
+                ErrorKind::Input
+            }
+            ModelError::Image(vision) => vision_error_kind(vision),
+            ModelError::BackboneUnavailable => ErrorKind::Unavailable,
+            ModelError::Storage(storage) => storage.kind(),
+            ModelError::Dataset(prodcat_dataset::DatasetError::Storage(storage)) => storage.kind(),
+            ModelError::CorruptBundle { .. }
             | ModelError::InvalidBundle { .. }
             | ModelError::MissingBundle(_)
             | ModelError::Text(_)
@@ -85,8 +99,61 @@ impl ModelError {
             | ModelError::Profile(_)
             | ModelError::TrainingData(_)
             | ModelError::Dataset(_)
-            | ModelError::Storage(_)
-            | ModelError::Json(_) => false,
+            | ModelError::Json(_) => ErrorKind::Internal,
         }
+    }
+
+    /// Whether this is an image refused for its size (bytes or pixels).
+    pub fn is_image_too_large(&self) -> bool {
+        matches!(
+            self,
+            ModelError::Image(
+                prodcat_vision::VisionError::EncodedImageTooLarge { .. }
+                    | prodcat_vision::VisionError::ImageTooLarge { .. }
+            )
+        )
+    }
+
+    /// Whether this is an image that cannot be read (empty, unknown format, corrupt).
+    pub fn is_unreadable_image(&self) -> bool {
+        matches!(self, ModelError::Image(_))
+            && self.kind() == ErrorKind::Input
+            && !self.is_image_too_large()
+    }
+
+    /// Whether the product itself is the problem: trying again cannot help.
+    pub fn concerns_the_input(&self) -> bool {
+        self.kind() == ErrorKind::Input
+    }
+}
+
+/// An image that cannot be read or is too large is the input's fault; a problem with the
+/// network's files or its run is the system's.
+fn vision_error_kind(error: &prodcat_vision::VisionError) -> ErrorKind {
+    use prodcat_vision::VisionError;
+    match error {
+        VisionError::EmptyImage
+        | VisionError::UnrecognisedImageFormat { .. }
+        | VisionError::ImageDimensionZero { .. }
+        | VisionError::ImageDecode { .. }
+        | VisionError::EncodedImageTooLarge { .. }
+        | VisionError::ImageTooLarge { .. } => ErrorKind::Input,
+        VisionError::ModelFileMissing { .. }
+        | VisionError::FileUnreadable { .. }
+        | VisionError::ManifestInvalid { .. }
+        | VisionError::ChecksumMismatch { .. }
+        | VisionError::WeightsUnreadable { .. }
+        | VisionError::TensorMissing { .. }
+        | VisionError::TensorShapeMismatch { .. }
+        | VisionError::TensorDtypeUnsupported { .. }
+        | VisionError::GraphConstruction { .. }
+        | VisionError::Inference { .. }
+        | VisionError::InputSizeMismatch { .. }
+        | VisionError::Resize { .. }
+        | VisionError::HeadTrainingData { .. }
+        | VisionError::HeadParameters { .. }
+        | VisionError::HeadFormat { .. }
+        | VisionError::HeadVersionUnsupported { .. }
+        | VisionError::FeatureSizeMismatch { .. } => ErrorKind::Internal,
     }
 }

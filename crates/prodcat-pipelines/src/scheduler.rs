@@ -24,8 +24,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::pipelines::{run_pipeline, PipelineName, PipelineRequest, StartMode};
-use crate::platform::Platform;
 use crate::PipelineError;
+use prodcat_platform::Platform;
 
 /// The lease row all schedulers compete for.
 pub const LEASE_NAME: &str = "scheduler";

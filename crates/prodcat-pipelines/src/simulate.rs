@@ -21,25 +21,30 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
+use prodcat_catalogue::prediction_log::write_prediction_log;
+use prodcat_catalogue::products::{
+    insert_if_absent, insert_review_decisions, RecordedDecision, StoredProduct,
+};
+use prodcat_catalogue::{PredictionLogRow, PredictionSource, ProductStatus};
 use prodcat_dataset::{import_dataset, ImportOptions, ImportSource};
-use prodcat_domain::{normalize_text, sha256_hex, CategoryCode, ContentHash};
-use prodcat_drift::features::ImageStats;
+use prodcat_domain::{sha256_hex, CategoryCode, ContentHash};
 use prodcat_drift::rng::SplitMix64;
 use prodcat_drift::weighted_f1;
-use prodcat_model::{BranchSelection, ProductClassifier, ProductInput, TrainOptions};
+use prodcat_model::{BranchSelection, TrainOptions};
+use prodcat_platform::{LogMode, Predictor, ProductToClassify, Requester};
 use prodcat_registry::{promote, PromotionRequest, CHAMPION};
-use prodcat_storage::{image_key, SqlPlaceholders};
+use prodcat_storage::image_key;
 use serde::{Deserialize, Serialize};
 
 use crate::drift_check::DriftCheckOptions;
 use crate::pipeline_run::RunStatus;
 use crate::pipelines::{run_pipeline, PipelineName, PipelineRequest, StartMode};
-use crate::platform::Platform;
 use crate::rescore::PlatformRescorer;
 use crate::training_run::{run_training, TrainingRequest};
 use crate::weekly_check::{WeeklyCheckOutput, WeeklyCheckParameters};
 use crate::window::{format_ms, DAY_MS};
 use crate::PipelineError;
+use prodcat_platform::Platform;
 
 const WEEK_MS: i64 = 7 * DAY_MS;
 /// Share of the drifted items that are foreign-language listings (when the sample has them).
@@ -423,52 +428,51 @@ struct Served {
     kind: ItemKind,
     at_ms: i64,
     image_hash: Option<String>,
-    image_stats: Option<ImageStats>,
     image_bytes: Option<Vec<u8>>,
 }
 
 struct Prediction {
     code: u16,
-    confidence: f64,
-    automatic: bool,
-    branches: String,
-    latency_us: i64,
-    text: String,
+    /// The row the prediction log gets (time, source, product and label set when logged).
+    log: PredictionLogRow,
 }
 
-fn predict_all(classifier: &ProductClassifier, items: &[Served]) -> Vec<Option<Prediction>> {
-    let inputs: Vec<ProductInput<'_>> = items
+/// Classifies the week's traffic through the predictor, as live traffic is classified.
+async fn predict_all(predictor: &Predictor, items: &[Served]) -> Vec<Option<Prediction>> {
+    let products: Vec<ProductToClassify> = items
         .iter()
-        .map(|item| ProductInput {
-            designation: &item.product.designation,
-            description: &item.product.description,
-            image: if classifier.uses_images() {
-                item.image_bytes.as_deref()
-            } else {
-                None
-            },
+        .map(|item| ProductToClassify {
+            designation: item.product.designation.clone(),
+            description: item.product.description.clone(),
+            // A model without an image branch still reads the photo's statistics for the log.
+            image: item.image_bytes.clone().map(Bytes::from),
+            explain: false,
         })
         .collect();
-    classifier
-        .predict_batch(&inputs)
-        .into_iter()
-        .map(|result| {
-            let prediction = result.ok()?;
-            Some(Prediction {
-                code: prediction.category.value(),
-                confidence: f64::from(prediction.confidence),
-                automatic: prediction.automatic,
-                branches: prediction
-                    .branches
-                    .iter()
-                    .map(|b| format!("{b:?}").to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join("+"),
-                latency_us: prediction.elapsed_microseconds as i64,
-                text: prediction.normalized_text,
-            })
+    let requesters: Vec<Requester> = items
+        .iter()
+        .map(|item| {
+            Requester::new(PredictionSource::Simulation)
+                .client("simulation")
+                .product(item.product.product_id)
         })
-        .collect()
+        .collect();
+    match predictor
+        .predict_batch(products, &requesters, LogMode::Caller)
+        .await
+    {
+        Ok(results) => results
+            .into_iter()
+            .map(|result| {
+                let predicted = result.ok()?;
+                Some(Prediction {
+                    code: predicted.prediction.category.value(),
+                    log: predicted.log,
+                })
+            })
+            .collect(),
+        Err(_) => items.iter().map(|_| None).collect(),
+    }
 }
 
 fn f1_of(pairs: &[(u16, u16)]) -> Option<f64> {
@@ -480,7 +484,6 @@ async fn log_week(
     platform: &Platform,
     items: &[Served],
     predictions: &[Option<Prediction>],
-    model_version: &str,
     reviewed: &HashSet<usize>,
     week_end: i64,
 ) -> Result<(), PipelineError> {
@@ -494,128 +497,69 @@ async fn log_week(
                 .await?;
         }
     }
-    let rows: Vec<(usize, &Served, &Prediction)> = items
-        .iter()
-        .zip(predictions)
-        .enumerate()
-        .filter_map(|(i, (item, prediction))| Some((i, item, prediction.as_ref()?)))
-        .collect();
-    for batch in rows.chunks(100) {
-        let sql = format!(
-            "INSERT INTO prediction_log (at_ms, model_version, source, product_id, text, \
-             description_empty, image_width, image_height, image_brightness, image_border_ratio, \
-             predicted_code, confidence, automatic, branches, latency_us, label_code, labelled_at_ms) \
-             VALUES {}",
-            SqlPlaceholders::values(batch.len(), 17)
-        );
-        let mut query = sqlx::query(&sql);
-        for (index, item, prediction) in batch {
-            let labelled = reviewed.contains(index);
-            let stats = item.image_stats;
-            query = query
-                .bind(item.at_ms)
-                .bind(model_version.to_string())
-                .bind("simulation".to_string())
-                .bind(item.product.product_id)
-                .bind(prediction.text.clone())
-                .bind(i64::from(
-                    normalize_text(&item.product.description).is_empty(),
-                ))
-                .bind(stats.map(|s| i64::from(s.width)))
-                .bind(stats.map(|s| i64::from(s.height)))
-                .bind(stats.map(|s| s.mean_brightness))
-                .bind(stats.map(|s| s.white_border_ratio))
-                .bind(i64::from(prediction.code))
-                .bind(prediction.confidence)
-                .bind(i64::from(prediction.automatic))
-                .bind(prediction.branches.clone())
-                .bind(prediction.latency_us)
-                .bind(labelled.then(|| i64::from(item.product.category.value())))
-                .bind(labelled.then(|| (item.at_ms + DAY_MS).min(week_end - 1)));
-        }
-        query.execute(database.pool()).await?;
-        let sql = format!(
-            "INSERT INTO products (id, designation, description, image_hash, status, \
-             predicted_code, confidence, model_version, category_code, created_at_ms, \
-             updated_at_ms, created_by) VALUES {} ON CONFLICT (id) DO NOTHING",
-            SqlPlaceholders::values(batch.len(), 12)
-        );
-        let mut query = sqlx::query(&sql);
-        for (index, item, prediction) in batch {
-            let labelled = reviewed.contains(index);
-            let status = if labelled {
-                "reviewed"
-            } else if prediction.automatic {
-                "classified"
-            } else {
-                "review"
-            };
-            let category = if labelled {
-                item.product.category.value()
-            } else {
-                prediction.code
-            };
-            query = query
-                .bind(item.product.product_id)
-                .bind(item.product.designation.clone())
-                .bind(item.product.description.clone())
-                .bind(item.image_hash.clone())
-                .bind(status.to_string())
-                .bind(i64::from(prediction.code))
-                .bind(prediction.confidence)
-                .bind(model_version.to_string())
-                .bind(i64::from(category))
-                .bind(item.at_ms)
-                .bind(item.at_ms)
-                .bind("simulation".to_string());
-        }
-        query.execute(database.pool()).await?;
-        let decisions: Vec<&(usize, &Served, &Prediction)> = batch
-            .iter()
-            .filter(|(i, ..)| reviewed.contains(i))
-            .collect();
-        if decisions.is_empty() {
+    let mut log_rows = Vec::new();
+    let mut products = Vec::new();
+    let mut decisions = Vec::new();
+    for (index, (item, prediction)) in items.iter().zip(predictions).enumerate() {
+        let Some(prediction) = prediction else {
             continue;
+        };
+        let labelled = reviewed.contains(&index);
+        let label = item.product.category;
+        let labelled_at = (item.at_ms + DAY_MS).min(week_end - 1);
+        let predicted = CategoryCode::from_u16(prediction.code)?;
+        let mut row = prediction.log.clone();
+        row.at_ms = item.at_ms;
+        row.label_code = labelled.then(|| i64::from(label.value()));
+        row.labelled_at_ms = labelled.then_some(labelled_at);
+        products.push(StoredProduct {
+            id: item.product.product_id,
+            designation: item.product.designation.clone(),
+            description: item.product.description.clone(),
+            image_hash: item.image_hash.clone(),
+            status: if labelled {
+                ProductStatus::Reviewed
+            } else if row.automatic {
+                ProductStatus::Classified
+            } else {
+                ProductStatus::Review
+            },
+            predicted_code: Some(predicted),
+            confidence: Some(row.confidence),
+            model_version: Some(row.model_version.clone()),
+            category_code: Some(if labelled { label } else { predicted }),
+            at_ms: item.at_ms,
+            created_by: "simulation".to_string(),
+        });
+        if labelled {
+            decisions.push(RecordedDecision {
+                product_id: item.product.product_id,
+                decision: if label == predicted {
+                    "confirmed"
+                } else {
+                    "corrected"
+                }
+                .to_string(),
+                category: label,
+                previous: Some(predicted),
+                reviewer: "simulated-reviewer".to_string(),
+                at_ms: labelled_at,
+            });
         }
-        let sql = format!(
-            "INSERT INTO review_decisions (product_id, decision, category_code, previous_code, \
-             reviewer, at_ms) VALUES {}",
-            SqlPlaceholders::values(decisions.len(), 6)
-        );
-        let mut query = sqlx::query(&sql);
-        for (_, item, prediction) in decisions {
-            let label = item.product.category.value();
-            query = query
-                .bind(item.product.product_id)
-                .bind(
-                    if label == prediction.code {
-                        "confirmed"
-                    } else {
-                        "corrected"
-                    }
-                    .to_string(),
-                )
-                .bind(i64::from(label))
-                .bind(i64::from(prediction.code))
-                .bind("simulated-reviewer".to_string())
-                .bind((item.at_ms + DAY_MS).min(week_end - 1));
-        }
-        query.execute(database.pool()).await?;
+        log_rows.push(row);
     }
+    write_prediction_log(database, &log_rows).await?;
+    insert_if_absent(database, &products).await?;
+    insert_review_decisions(database, &decisions).await?;
     Ok(())
 }
 
-fn image_of(path: &Option<PathBuf>) -> (Option<Vec<u8>>, Option<String>, Option<ImageStats>) {
+fn image_of(path: &Option<PathBuf>) -> (Option<Vec<u8>>, Option<String>) {
     let Some(bytes) = path.as_ref().and_then(|p| std::fs::read(p).ok()) else {
-        return (None, None, None);
+        return (None, None);
     };
-    let stats = prodcat_vision::preprocess::decode_image(&bytes, 40_000_000)
-        .ok()
-        .and_then(|picture| {
-            ImageStats::from_rgb(picture.width, picture.height, &picture.pixels).ok()
-        });
     let hash = sha256_hex(&bytes);
-    (Some(bytes), Some(hash), stats)
+    (Some(bytes), Some(hash))
 }
 
 /// Draws `count` products from `pool` (consumed from the front), keeping only those `keep` accepts.
@@ -797,7 +741,7 @@ pub async fn run_simulation(
         Ok(_) | Err(prodcat_registry::RegistryError::AlreadyPromoted { .. }) => {}
         Err(error) => return Err(error.into()),
     }
-    let first_champion = platform.classifier_for(&trained.version).await?;
+    let first_champion = Predictor::for_reference(platform, trained.version.id.as_str()).await?;
     let initial_test_f1 = trained.outcome.evaluation.system().map(|s| s.weighted_f1);
     progress.message(&format!(
         "champion {} (weighted F1 {} on its test split)",
@@ -855,20 +799,19 @@ pub async fn run_simulation(
             .into_iter()
             .enumerate()
             .map(|(i, (product, kind))| {
-                let (image_bytes, image_hash, image_stats) = image_of(&product.image);
+                let (image_bytes, image_hash) = image_of(&product.image);
                 Served {
                     at_ms: start + (i as i64 * WEEK_MS) / count + 1,
                     product,
                     kind,
                     image_hash,
-                    image_stats,
                     image_bytes,
                 }
             })
             .collect();
 
         let champion_version = prodcat_registry::resolve(&platform.database, CHAMPION).await?;
-        let champion = platform.classifier_for(&champion_version).await?;
+        let champion = Predictor::for_reference(platform, champion_version.id.as_str()).await?;
         progress.message(&format!(
             "week {}: {} products, drift {:.0}% ({} foreign, {} degraded), served by {}",
             week + 1,
@@ -878,17 +821,11 @@ pub async fn run_simulation(
             degraded_count,
             champion_version.id
         ));
-        let (items, predictions, baseline) = {
-            let champion = champion.clone();
-            let first = first_champion.clone();
-            tokio::task::spawn_blocking(move || {
-                let predictions = predict_all(&champion, &items);
-                let baseline =
-                    (first.version() != champion.version()).then(|| predict_all(&first, &items));
-                (items, predictions, baseline)
-            })
-            .await
-            .map_err(|error| PipelineError::Invalid(format!("prediction failed: {error}")))?
+        let predictions = predict_all(&champion, &items).await;
+        let baseline = if champion_version.id != trained.version.id {
+            Some(predict_all(&first_champion, &items).await)
+        } else {
+            None
         };
         let pairs_of = |predictions: &[Option<Prediction>], filter: &dyn Fn(ItemKind) -> bool| {
             items
@@ -912,15 +849,7 @@ pub async fn run_simulation(
             .into_iter()
             .take((items.len() as f64 * options.review_share).round() as usize)
             .collect();
-        log_week(
-            platform,
-            &items,
-            &predictions,
-            champion_version.id.as_str(),
-            &reviewed,
-            end,
-        )
-        .await?;
+        log_week(platform, &items, &predictions, &reviewed, end).await?;
 
         let parameters = WeeklyCheckParameters {
             until_ms: Some(end),

@@ -109,8 +109,8 @@ impl ModelService {
 
     /// The version the followed reference names now (`None`: an alias that is not set).
     async fn target(&self) -> Result<Option<ModelVersionId>, PlatformError> {
-        let names_a_version = self.alias == "latest"
-            || self.alias.starts_with(ModelVersionId::PREFIX);
+        let names_a_version =
+            self.alias == "latest" || self.alias.starts_with(ModelVersionId::PREFIX);
         if names_a_version {
             let version = prodcat_registry::resolve(&self.platform.database, &self.alias).await?;
             return Ok(Some(version.id));

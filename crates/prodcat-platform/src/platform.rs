@@ -66,14 +66,8 @@ impl ClassifierCache {
 impl Platform {
     /// Opens the database (running migrations) and the object store the settings name.
     pub async fn from_settings(settings: &Settings) -> Result<Self, PlatformError> {
-        if settings.database_url.starts_with("sqlite:") {
-            std::fs::create_dir_all(&settings.data_dir).map_err(|source| PlatformError::Io {
-                path: settings.data_dir.display().to_string(),
-                source,
-            })?;
-        }
-        let database = Database::connect(&settings.database_url).await?;
-        let objects = ObjectStorage::open(&settings.object_store_url)?;
+        let database = settings.open_database().await?;
+        let objects = settings.open_objects()?;
         Ok(Self::new(database, objects, &settings.model_dir)
             .with_model_cache_size(settings.model_cache_size)
             .with_webhook_url(settings.webhook_url.clone()))

@@ -153,6 +153,33 @@ impl Predictor {
         }
     }
 
+    /// A predictor that serves one reference (a version, or an alias as it is now) and logs
+    /// nothing: for commands, drift checks over files and the simulation.
+    pub async fn for_reference(
+        platform: &crate::Platform,
+        reference: &str,
+    ) -> Result<Self, crate::PlatformError> {
+        let models = Arc::new(ModelService::new(platform.clone(), reference));
+        match models.refresh().await? {
+            crate::RefreshOutcome::Failed(failure) => {
+                return Err(crate::PlatformError::Settings {
+                    name: format!("model {reference}"),
+                    reason: format!(
+                        "version {} failed to load: {}",
+                        failure.version, failure.error
+                    ),
+                })
+            }
+            crate::RefreshOutcome::NoChampion => {
+                return Err(crate::PlatformError::Registry(
+                    prodcat_registry::RegistryError::UnknownAlias(reference.to_string()),
+                ))
+            }
+            crate::RefreshOutcome::Swapped { .. } | crate::RefreshOutcome::Unchanged => {}
+        }
+        Ok(Self::new(models, None))
+    }
+
     /// The model service this predictor follows.
     pub fn models(&self) -> &Arc<ModelService> {
         &self.models
@@ -324,8 +351,12 @@ impl Predictor {
             product_id: requester.product_id,
         };
         let categories: Arc<[CategoryCode]> = model.classifier.categories().into();
-        let log =
-            PredictionLogRow::from_prediction(&prediction, &context, description_empty, &categories);
+        let log = PredictionLogRow::from_prediction(
+            &prediction,
+            &context,
+            description_empty,
+            &categories,
+        );
         if mode == LogMode::Background {
             if let Some(writer) = &self.log {
                 writer.record(log.clone());

@@ -370,10 +370,7 @@ impl Settings {
                 search_cache_dir: Some(data_dir.join("search-cache")),
             },
             worker: WorkerSettings {
-                model: worker_layer
-                    .model
-                    .clone()
-                    .unwrap_or(worker_defaults.model),
+                model: worker_layer.model.clone().unwrap_or(worker_defaults.model),
                 batch_size: worker_layer
                     .batch_size
                     .unwrap_or(worker_defaults.batch_size),
@@ -394,10 +391,32 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Opens the metadata database (running migrations), creating the data folder for SQLite.
+    pub async fn open_database(&self) -> Result<prodcat_storage::Database, PlatformError> {
+        if self.database_url.starts_with("sqlite:") {
+            std::fs::create_dir_all(&self.data_dir).map_err(|source| PlatformError::Io {
+                path: self.data_dir.display().to_string(),
+                source,
+            })?;
+        }
+        Ok(prodcat_storage::Database::connect(&self.database_url).await?)
+    }
+
+    /// Opens the object store.
+    pub fn open_objects(&self) -> Result<prodcat_storage::ObjectStorage, PlatformError> {
+        Ok(prodcat_storage::ObjectStorage::open(
+            &self.object_store_url,
+        )?)
+    }
+
     /// Checks the values that would make a command misbehave.
     pub fn validate(&self) -> Result<(), PlatformError> {
         let server = &self.server;
-        check(self.model_cache_size >= 1, "model-cache-size", "it must be at least 1")?;
+        check(
+            self.model_cache_size >= 1,
+            "model-cache-size",
+            "it must be at least 1",
+        )?;
         check(
             server.rate_limit_per_second >= 0.0 && server.rate_limit_per_second.is_finite(),
             "server.rate-limit",
@@ -483,7 +502,10 @@ mod tests {
         ))
         .unwrap();
         let debug = format!("{settings:?}");
-        assert!(!debug.contains("hunter2") && !debug.contains("secret"), "{debug}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("secret"),
+            "{debug}"
+        );
         assert!(debug.contains("postgres://app:***@db/prodcat"));
     }
 }

@@ -97,7 +97,7 @@ async fn predict_single_batch_and_multipart() {
         assert_error(status, &body, 422, "1001 items");
 
         // Served predictions reach the prediction log (written off the request path).
-        app.server.state.log.flush().await;
+        app.server.state.flush_prediction_log().await;
         let counts = sqlx::query(
             "SELECT source, COUNT(*) AS count FROM prediction_log GROUP BY source ORDER BY source",
         )
@@ -262,7 +262,7 @@ async fn bad_input_is_refused_clearly() {
         assert_error(status, &body, 404, "unknown route");
 
         // Nothing of the refused requests reached the prediction log.
-        app.server.state.log.flush().await;
+        app.server.state.flush_prediction_log().await;
         let logged: i64 = sqlx::query("SELECT COUNT(*) AS count FROM prediction_log")
             .fetch_one(app.database().pool())
             .await
@@ -289,7 +289,7 @@ async fn images_are_classified_when_the_backbone_is_installed() {
         return;
     }
     let test_database = testing::sqlite_database().await;
-    let platform = prodcat_jobs::testing::TestPlatform::new(
+    let platform = prodcat_pipelines::testing::TestPlatform::new(
         test_database.database.clone(),
         324,
         true,
@@ -351,7 +351,7 @@ async fn images_are_classified_when_the_backbone_is_installed() {
     assert_eq!(body["branches"], json!(["text", "image"]));
 
     // The image's statistics (never the image) reach the prediction log.
-    app.server.state.log.flush().await;
+    app.server.state.flush_prediction_log().await;
     let row = sqlx::query(
         "SELECT image_width, image_height, image_brightness, branches FROM prediction_log \
          WHERE branches = 'image'",

@@ -10,9 +10,9 @@ use prodcat_pipelines::{
 };
 use prodcat_registry::PromotionPolicy;
 
-use crate::commands::train::platform;
 use crate::output;
 use crate::settings::Settings;
+use prodcat_platform::Platform;
 
 #[derive(Debug, Subcommand)]
 pub enum PipelineCommand {
@@ -115,9 +115,7 @@ fn mode(start: &StartArgs) -> StartMode {
 }
 
 pub async fn run(settings: &Settings, command: PipelineCommand) -> anyhow::Result<()> {
-    let platform = platform(settings)
-        .await?
-        .with_webhook_url(settings.webhook_url.clone());
+    let platform = Platform::from_settings(settings).await?;
     match command {
         PipelineCommand::Run(command) => {
             let (request, json) = match command {
@@ -177,7 +175,7 @@ pub async fn run(settings: &Settings, command: PipelineCommand) -> anyhow::Resul
         PipelineCommand::List { limit, json } => {
             let runs = list_pipeline_runs(&platform.database, None, limit).await?;
             let states = schedule_states(&platform.database).await?;
-            let schedules = settings.schedules()?;
+            let schedules = crate::settings::schedules(settings)?;
             if json {
                 println!(
                     "{}",
@@ -335,10 +333,7 @@ fn result_text(run: &PipelineRun) -> String {
     }
 }
 
-async fn print_run(
-    platform: &prodcat_pipelines::Platform,
-    run: &PipelineRun,
-) -> anyhow::Result<()> {
+async fn print_run(platform: &prodcat_platform::Platform, run: &PipelineRun) -> anyhow::Result<()> {
     let now = prodcat_storage::now_ms();
     println!(
         "Pipeline run {} ({}): {}, triggered by {}, started {}{}{}",

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use prodcat_pipelines::Platform;
+use prodcat_platform::Platform;
 
-use crate::commands::{data, serve, train, users};
+use crate::commands::{data, serve, train};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -34,36 +34,26 @@ pub struct QuickstartArgs {
 
 /// Creates the `admin` user once, with a random password kept in `<data-dir>/admin-password`
 /// (owner-only), and says how to get a token.
-async fn ensure_admin(
-    settings: &Settings,
-    platform: &Platform,
-    listen: std::net::SocketAddr,
-) -> anyhow::Result<()> {
+async fn ensure_admin(settings: &Settings, platform: &Platform) -> anyhow::Result<()> {
     let path = settings.data_dir.join("admin-password");
-    if prodcat_server::get_user(&platform.database, "admin")
+    if prodcat_catalogue::users::get_user(&platform.database, "admin")
         .await?
         .is_none()
     {
-        let password = users::random_secret();
+        let password = prodcat_catalogue::users::generate_secret();
         write_private(&path, &password)?;
-        prodcat_server::add_user(
+        prodcat_catalogue::users::add_user(
             &platform.database,
-            &prodcat_server::NewUser {
+            &prodcat_catalogue::NewUser {
                 name: "admin".to_string(),
-                role: prodcat_server::Role::Admin,
-                kind: prodcat_server::UserKind::Person,
+                role: prodcat_catalogue::Role::Admin,
+                kind: prodcat_catalogue::UserKind::Person,
                 secret: password.clone(),
             },
         )
         .await?;
         println!(
             "created the user admin (role admin); its password is in {}",
-            path.display()
-        );
-    }
-    if path.is_file() {
-        println!(
-            "admin token: curl -s http://{listen}/v1/auth/token -d grant_type=password \\\n    -d username=admin -d password=$(cat {})",
             path.display()
         );
     }
@@ -166,7 +156,7 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         },
     )
     .await?;
-    let platform = train::platform(settings).await?;
+    let platform = Platform::from_settings(settings).await?;
     let champion = prodcat_registry::resolve(&platform.database, "champion")
         .await
         .ok();
@@ -213,7 +203,7 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         train::train(&platform, &args).await?
     };
     let added =
-        prodcat_server::catalogue::load_dataset(&platform.database, &version.id, "quickstart")
+        prodcat_catalogue::products::load_dataset(&platform.database, &version.id, "quickstart")
             .await?;
     if added > 0 {
         println!(
@@ -236,11 +226,10 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         return Ok(());
     }
     println!();
-    let server = serve::server_settings(settings, &args.serve)?;
-    ensure_admin(settings, &platform, args.serve.listen).await?;
-    serve::serve(
-        platform.with_webhook_url(settings.webhook_url.clone()),
-        server,
-    )
-    .await
+    ensure_admin(settings, &platform).await?;
+    let hint = format!(
+        "Sign in as admin with the password in {}; an API token:",
+        settings.data_dir.join("admin-password").display()
+    );
+    serve::serve(platform, settings, &hint).await
 }

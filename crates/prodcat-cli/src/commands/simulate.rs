@@ -6,11 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use prodcat_pipelines::{
-    format_ms, run_simulation, Platform, SimulationOptions, SimulationProgress,
-};
+use prodcat_pipelines::{format_ms, run_simulation, SimulationOptions, SimulationProgress};
 
 use crate::settings::Settings;
+use prodcat_platform::Platform;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SimulationBranch {
@@ -97,19 +96,18 @@ pub async fn run(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> 
         data_dir.join(MARKER),
         "Data of a `prodcat simulate` run; the next simulation into this folder replaces it.\n",
     )?;
-    let database =
-        prodcat_storage::Database::connect(&data_dir.join("prodcat.db").display().to_string())
-            .await
-            .context("failed to create the simulation's database")?;
-    let objects =
-        prodcat_storage::ObjectStorage::open(&data_dir.join("objects").display().to_string())
-            .context("failed to create the simulation's object store")?;
-    let platform =
-        Platform::new(database, objects, &settings.model_dir).with_webhook_url(if args.notify {
-            settings.webhook_url.clone()
-        } else {
-            None
-        });
+    // The simulation runs on a platform of its own, in its own folder.
+    let mut simulation_settings = settings.clone();
+    simulation_settings.database_url =
+        format!("sqlite://{}", data_dir.join("prodcat.db").display());
+    simulation_settings.object_store_url = data_dir.join("objects").display().to_string();
+    simulation_settings.data_dir = data_dir.clone();
+    if !args.notify {
+        simulation_settings.webhook_url = None;
+    }
+    let platform = Platform::from_settings(&simulation_settings)
+        .await
+        .context("failed to create the simulation's database and object store")?;
     let data = args.data.clone().filter(|dir| {
         let found = dir.join("text").join("X_train_sample.csv").is_file();
         if !found {
