@@ -128,6 +128,70 @@ fn print_prediction(prediction: &ProductPrediction) {
 /// One row of an input file: index, product id, designation, description, image bytes.
 type InputRow = (String, String, String, String, Option<Vec<u8>>);
 
+/// Classifies a chunk of input rows and writes one output row each; returns how many rows were
+/// written and how many of them could not be classified.
+async fn classify_chunk(
+    predictor: &Predictor,
+    chunk: &[InputRow],
+    writer: &mut csv::Writer<std::fs::File>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut rows = 0u64;
+    let mut failures = 0u64;
+    let products: Vec<ProductToClassify> = chunk
+        .iter()
+        .map(
+            |(_, _, designation, description, image)| ProductToClassify {
+                designation: designation.clone(),
+                description: description.clone(),
+                image: image.clone().map(bytes::Bytes::from),
+                explain: false,
+            },
+        )
+        .collect();
+    let predictions = predictor
+        .predict_batch(
+            products,
+            &[Requester::new(PredictionSource::Batch).client("command line")],
+            LogMode::Caller,
+        )
+        .await?;
+    for ((index, product, ..), prediction) in chunk.iter().zip(predictions) {
+        rows += 1;
+        match prediction.map(|predicted| predicted.prediction) {
+            Ok(p) => writer.write_record([
+                index.clone(),
+                product.clone(),
+                p.category.to_string(),
+                p.category.name().to_string(),
+                format!("{:.4}", p.confidence),
+                p.automatic.to_string(),
+                Branch::label(&p.branches),
+                p.top
+                    .iter()
+                    .map(|s| format!("{}:{:.4}", s.category, s.probability))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+                String::new(),
+            ])?,
+            Err(error) => {
+                failures += 1;
+                writer.write_record([
+                    index.as_str(),
+                    product.as_str(),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    &error.to_string(),
+                ])?
+            }
+        }
+    }
+    Ok((rows, failures))
+}
+
 async fn predict_file(
     predictor: &Predictor,
     input: &std::path::Path,
@@ -194,58 +258,9 @@ async fn predict_file(
             ));
         }
         if chunk.len() >= 1024 || (!more && !chunk.is_empty()) {
-            let products: Vec<ProductToClassify> = chunk
-                .iter()
-                .map(
-                    |(_, _, designation, description, image)| ProductToClassify {
-                        designation: designation.clone(),
-                        description: description.clone(),
-                        image: image.clone().map(bytes::Bytes::from),
-                        explain: false,
-                    },
-                )
-                .collect();
-            let predictions = predictor
-                .predict_batch(
-                    products,
-                    &[Requester::new(PredictionSource::Batch).client("command line")],
-                    LogMode::Caller,
-                )
-                .await?;
-            for ((index, product, ..), prediction) in chunk.iter().zip(predictions) {
-                rows += 1;
-                match prediction.map(|predicted| predicted.prediction) {
-                    Ok(p) => writer.write_record([
-                        index.clone(),
-                        product.clone(),
-                        p.category.to_string(),
-                        p.category.name().to_string(),
-                        format!("{:.4}", p.confidence),
-                        p.automatic.to_string(),
-                        Branch::label(&p.branches),
-                        p.top
-                            .iter()
-                            .map(|s| format!("{}:{:.4}", s.category, s.probability))
-                            .collect::<Vec<_>>()
-                            .join(";"),
-                        String::new(),
-                    ])?,
-                    Err(error) => {
-                        failures += 1;
-                        writer.write_record([
-                            index.as_str(),
-                            product.as_str(),
-                            "",
-                            "",
-                            "",
-                            "",
-                            "",
-                            "",
-                            &error.to_string(),
-                        ])?
-                    }
-                }
-            }
+            let (written, failed) = classify_chunk(predictor, &chunk, &mut writer).await?;
+            rows += written;
+            failures += failed;
             chunk.clear();
             progress.set(reader.position().byte(), &format!("{rows} rows"));
         }

@@ -108,14 +108,9 @@ fn ensure_models(model_dir: &Path) -> anyhow::Result<bool> {
     Ok(present(model_dir))
 }
 
-pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()> {
-    println!(
-        "prodcat quickstart: data in {}, models in {}",
-        settings.data_dir.display(),
-        settings.model_dir.display()
-    );
-    let with_images = !args.text_only && ensure_models(&settings.model_dir)?;
-    let catalogue = match &args.data {
+/// The catalogue to import: `--data`, or the demo catalogue (generated once).
+fn catalogue_folder(settings: &Settings, args: &QuickstartArgs) -> anyhow::Result<PathBuf> {
+    Ok(match &args.data {
         Some(dir) => dir.clone(),
         None => {
             let dir = settings
@@ -137,7 +132,17 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
             }
             dir
         }
-    };
+    })
+}
+
+pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()> {
+    println!(
+        "prodcat quickstart: data in {}, models in {}",
+        settings.data_dir.display(),
+        settings.model_dir.display()
+    );
+    let with_images = !args.text_only && ensure_models(&settings.model_dir)?;
+    let catalogue = catalogue_folder(settings, &args)?;
     println!("[2/3] importing {}", catalogue.display());
     let version = data::import(
         settings,
