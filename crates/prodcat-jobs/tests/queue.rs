@@ -161,19 +161,21 @@ async fn enqueue_and_process_with_the_champion() {
             .filter(|row| row.result.as_ref().is_some_and(|r| r.category == 2583))
             .count();
         assert!(pools >= 20, "{name}: only {pools} of 24 pools recognised");
-        // One prediction log row per classified item, with the product id and the text profile.
+        // One prediction log row per classified item, with the text profile; a job item's
+        // product id is the client's claim, so it links no log row to a stored product.
         assert_eq!(log_rows(database, "job").await, 119, "{name}");
         let row = sqlx::query(
             "SELECT product_id, text, description_empty, branches FROM prediction_log \
-             WHERE source = 'job' AND product_id = $1",
+             WHERE source = 'job' AND text = $1",
         )
-        .bind(1_003i64)
+        .bind("Manette sans fil pour console de salon n°3")
         .fetch_one(database.pool())
         .await
         .unwrap();
         let text: String = row.try_get("text").unwrap();
         assert!(text.starts_with("Manette sans fil"), "{text}");
         assert_eq!(row.try_get::<i64, _>("description_empty").unwrap(), 1);
+        assert_eq!(row.try_get::<Option<i64>, _>("product_id").unwrap(), None);
         assert_eq!(queue_depth(database).await.unwrap().pending, 0);
     }
 }
@@ -553,7 +555,7 @@ async fn a_killed_worker_loop_leaves_every_item_classified_exactly_once() {
         // Exactly once: one log row per item, and the orphaned items were retaken.
         assert_eq!(log_rows(database, "job").await, 3000, "{name}");
         let distinct: i64 = sqlx::query(
-            "SELECT COUNT(DISTINCT product_id) AS count FROM prediction_log WHERE source = 'job'",
+            "SELECT COUNT(DISTINCT prediction_id) AS count FROM prediction_log WHERE source = 'job'",
         )
         .fetch_one(database.pool())
         .await

@@ -503,7 +503,7 @@ mod tests {
         .unwrap();
         let debug = format!("{settings:?}");
         assert!(
-            !debug.contains("hunter2") && !debug.contains("secret"),
+            !debug.contains("hunter2") && !debug.contains("hooks.example"),
             "{debug}"
         );
         assert!(debug.contains("postgres://app:***@db/prodcat"));
