@@ -53,12 +53,11 @@ impl Default for WorkerOptions {
 
 /// `worker-<host>-<pid>`.
 pub fn default_owner() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|text| text.trim().to_string())
-        .filter(|text| !text.is_empty())
-        .unwrap_or_else(|| "local".to_string());
-    format!("worker-{host}-{}", std::process::id())
+    format!(
+        "worker-{}-{}",
+        prodcat_platform::host_name(),
+        std::process::id()
+    )
 }
 
 /// What a worker did before it stopped.

@@ -22,6 +22,16 @@ pub use settings::{ServerSettings, Settings, SettingsLayer, WorkerSettings};
 
 use prodcat_domain::ErrorKind;
 
+/// This machine's name (from `/etc/hostname`; `local` when unreadable), to name workers and
+/// scheduler leases.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|text| text.trim().to_string())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "local".to_string())
+}
+
 /// Errors of the platform's wiring.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {

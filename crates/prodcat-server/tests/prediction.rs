@@ -118,9 +118,16 @@ async fn predict_single_batch_and_multipart() {
             vec![("batch".to_string(), 2), ("predict".to_string(), 2)],
             "{name}"
         );
+        // A client's productId links no log row to a stored product (only the catalogue does).
+        let linked: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM prediction_log WHERE product_id IS NOT NULL")
+                .fetch_one(app.database().pool())
+                .await
+                .unwrap();
+        assert_eq!(linked, 0, "{name}");
         let row = sqlx::query(
             "SELECT text, description_empty, model_version, branches FROM prediction_log \
-             WHERE product_id = 42",
+             WHERE text LIKE '%Piscine hors-sol%' AND source = 'predict'",
         )
         .fetch_one(app.database().pool())
         .await

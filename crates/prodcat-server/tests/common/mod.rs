@@ -42,6 +42,8 @@ pub fn settings() -> ServerSettings {
     settings.pending_poll_interval = Duration::from_millis(200);
     settings.rate_limit_per_second = 100_000.0;
     settings.rate_limit_burst = 100_000.0;
+    settings.swagger_ui_dir =
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/swagger-ui-dist"));
     settings
 }
 
