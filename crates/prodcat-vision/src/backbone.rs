@@ -185,6 +185,52 @@ impl FromStr for BackboneKind {
     }
 }
 
+/// A backbone and whether its features are averaged with the mirror image's: everything that
+/// decides which features an image gets, so a trained head must be served with the same choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct BackboneChoice {
+    pub kind: BackboneKind,
+    pub flip_averaging: bool,
+}
+
+impl BackboneChoice {
+    pub fn new(kind: BackboneKind, flip_averaging: bool) -> Self {
+        Self {
+            kind,
+            flip_averaging,
+        }
+    }
+
+    /// An identifier of these features: `<name>[-flip]-<weights>` (for example
+    /// `mobilenet-v2-a9ecad95f7d4` or `efficientnet-lite0-flip-4c409c45acee`), where `weights`
+    /// names the weight file (a prefix of its sha256).
+    pub fn identifier(self, weights: &str) -> String {
+        let flip = if self.flip_averaging { "-flip" } else { "" };
+        format!("{}{flip}-{weights}", self.kind.as_str())
+    }
+
+    /// The choice an [`Self::identifier`] names; `None` when it names no known backbone.
+    pub fn from_identifier(identifier: &str) -> Option<Self> {
+        BackboneKind::ALL.into_iter().find_map(|kind| {
+            let rest = identifier.strip_prefix(kind.as_str())?.strip_prefix('-')?;
+            match rest.strip_prefix("flip-") {
+                Some(_) => Some(Self::new(kind, true)),
+                None => Some(Self::new(kind, false)),
+            }
+        })
+    }
+}
+
+impl fmt::Display for BackboneChoice {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.kind.as_str())?;
+        if self.flip_averaging {
+            formatter.write_str(" with flip averaging")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +252,28 @@ mod tests {
         let error = BackboneKind::parse("resnet-50").expect_err("unknown");
         assert!(error.to_string().contains("mobilenet-v2"), "{error}");
         assert_eq!(BackboneKind::default(), BackboneKind::MobileNetV2);
+    }
+
+    #[test]
+    fn choices_round_trip_through_identifiers() {
+        for kind in BackboneKind::ALL {
+            for flip_averaging in [false, true] {
+                let choice = BackboneChoice::new(kind, flip_averaging);
+                let identifier = choice.identifier("0123456789ab");
+                assert_eq!(BackboneChoice::from_identifier(&identifier), Some(choice));
+            }
+        }
+        // Identifiers written before other backbones existed.
+        assert_eq!(
+            BackboneChoice::from_identifier("mobilenet-v2-a9ecad95f7d4"),
+            Some(BackboneChoice::default())
+        );
+        assert_eq!(
+            BackboneChoice::new(BackboneKind::MobileNetV2, false).identifier("a9ecad95f7d4"),
+            "mobilenet-v2-a9ecad95f7d4"
+        );
+        assert_eq!(BackboneChoice::from_identifier("resnet-50-0123"), None);
+        assert_eq!(BackboneChoice::from_identifier("mobilenet-v2"), None);
     }
 
     #[test]

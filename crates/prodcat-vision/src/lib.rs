@@ -25,7 +25,7 @@ pub mod preprocess;
 mod random;
 pub mod weights;
 
-pub use backbone::{BackboneKind, NetworkInput, Normalization};
+pub use backbone::{BackboneChoice, BackboneKind, NetworkInput, Normalization};
 pub use error::{Result, VisionError};
 pub use extractor::ImageFeatureExtractor;
 pub use head::{HeadKind, HeadTrainingOptions, ImageHead, TrainingReport};
