@@ -150,12 +150,12 @@ impl ModelBundle {
 fn backbone_choice_of(manifest: &BundleManifest) -> Result<BackboneChoice, ModelError> {
     match &manifest.image_backbone {
         None => Ok(BackboneChoice::default()),
-        Some(identifier) => BackboneChoice::from_identifier(identifier).ok_or_else(|| {
-            ModelError::InvalidBundle {
+        Some(identifier) => {
+            BackboneChoice::from_identifier(identifier).ok_or_else(|| ModelError::InvalidBundle {
                 version: manifest.model_version.clone(),
                 reason: format!("the image backbone {identifier:?} is not one this build knows"),
-            }
-        }),
+            })
+        }
     }
 }
 
@@ -361,4 +361,96 @@ pub async fn load_bundle(
         image,
         fusion,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prodcat_vision::{BackboneKind, HeadKind, HeadTrainingOptions};
+
+    fn image_bundle(image_backbone: Option<&str>) -> ModelBundle {
+        let categories: Vec<CategoryCode> = CategoryCode::all().take(2).collect();
+        let features: Vec<Vec<f32>> = (0..40)
+            .map(|index| vec![(index % 2) as f32, 1.0 - (index % 2) as f32, 0.5])
+            .collect();
+        let labels: Vec<usize> = (0..40).map(|index| index % 2).collect();
+        let options = HeadTrainingOptions {
+            kind: HeadKind::LogisticRegression,
+            max_epochs: 3,
+            ..HeadTrainingOptions::default()
+        };
+        let (head, _) = ImageHead::train(&features, &labels, 2, &options).expect("head");
+        ModelBundle {
+            manifest: BundleManifest {
+                format_version: BUNDLE_FORMAT_VERSION,
+                model_version: String::new(),
+                label_set: categories.iter().map(|c| c.value()).collect(),
+                dataset_version: "dv-0000000000000000".to_string(),
+                code_version: "test".to_string(),
+                branches: vec!["image".to_string()],
+                parameters: BTreeMap::new(),
+                metrics: BTreeMap::new(),
+                image_backbone: image_backbone.map(str::to_string),
+                files: Vec::new(),
+            },
+            text: None,
+            image: Some(ImageBranch {
+                head,
+                calibration: TemperatureScaling::identity(),
+                categories,
+            }),
+            fusion: FusionSettings::default(),
+            reference_profile: None,
+        }
+    }
+
+    fn trailer_of(bytes: &[u8]) -> serde_json::Value {
+        let length = u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().expect("8 bytes"));
+        let start = bytes.len() - 8 - length as usize;
+        serde_json::from_slice(&bytes[start..bytes.len() - 8]).expect("trailer")
+    }
+
+    #[tokio::test]
+    async fn the_image_branch_records_its_backbone_choice() {
+        let folder =
+            std::env::temp_dir().join(format!("prodcat-bundle-backbone-{}", std::process::id()));
+        let objects = ObjectStorage::open(folder.to_str().expect("utf-8")).expect("objects");
+        let check = |identifier: Option<&'static str>, expected: BackboneChoice| {
+            let objects = objects.clone();
+            async move {
+                let written = write_bundle(&objects, image_bundle(identifier))
+                    .await
+                    .expect("write");
+                let version = written.version().expect("version");
+                let loaded = load_bundle(&objects, &version).await.expect("load");
+                assert_eq!(loaded.image_backbone_choice().expect("choice"), expected);
+                let bytes = objects
+                    .get(&format!("models/{version}/{IMAGE_FILE}"))
+                    .await
+                    .expect("image file");
+                trailer_of(&bytes)
+            }
+        };
+        // Bundles that name no backbone, and MobileNetV2 ones, mean MobileNetV2 without flip and
+        // keep the trailer they always had.
+        for identifier in [None, Some("mobilenet-v2-a9ecad95f7d4")] {
+            let trailer = check(identifier, BackboneChoice::default()).await;
+            assert!(trailer.get("backbone").is_none(), "{trailer}");
+            assert!(trailer.get("flipAveraging").is_none(), "{trailer}");
+        }
+        let trailer = check(
+            Some("efficientnet-lite1-flip-596a05ee7b95"),
+            BackboneChoice::new(BackboneKind::EfficientNetLite1, true),
+        )
+        .await;
+        assert_eq!(trailer["backbone"], "efficientnet-lite1");
+        assert_eq!(trailer["flipAveraging"], true);
+
+        // A backbone this build does not know is refused rather than served with the wrong one.
+        let error = write_bundle(&objects, image_bundle(Some("resnet-50-0123")))
+            .await
+            .expect_err("unknown backbone");
+        assert!(matches!(error, ModelError::InvalidBundle { .. }), "{error}");
+        let _ = std::fs::remove_dir_all(&folder);
+    }
 }

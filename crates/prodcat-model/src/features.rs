@@ -10,8 +10,8 @@ use bytes::Bytes;
 use prodcat_drift::features::ImageStats;
 use prodcat_storage::{image_key, ObjectStorage, StorageError};
 use prodcat_vision::{
-    preprocess::decode_image, BackboneChoice, BackboneKind, BackboneNetwork,
-    ImageFeatureExtractor, PreprocessOptions, Preprocessor,
+    preprocess::decode_image, BackboneChoice, BackboneKind, BackboneNetwork, ImageFeatureExtractor,
+    PreprocessOptions, Preprocessor,
 };
 
 use crate::bundle::ModelBundle;
@@ -86,7 +86,11 @@ impl ImageBackbone {
         flip_averaging: bool,
     ) -> Result<Option<Self>, ModelError> {
         let kind = BackboneKind::parse(name)?;
-        if model_dir.join(kind.as_str()).join("manifest.json").is_file() {
+        if model_dir
+            .join(kind.as_str())
+            .join("manifest.json")
+            .is_file()
+        {
             Self::load_choice(model_dir, BackboneChoice::new(kind, flip_averaging)).map(Some)
         } else {
             Ok(None)

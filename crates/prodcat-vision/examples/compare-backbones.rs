@@ -6,8 +6,12 @@
 //! ```text
 //! PRODCAT_SAMPLE_DATA=/path/to/rakuten \
 //!     cargo run --release -p prodcat-vision --example compare-backbones -- \
-//!     [--backbones mobilenet-v2,efficientnet-lite0,...] [--cache DIRECTORY]
+//!     [--backbones mobilenet-v2,efficientnet-lite0,...] [--cache DIRECTORY] [--throughput N]
 //! ```
+//!
+//! `--throughput N` only measures speed, on the first N images, and prints images per second
+//! of wall time and per CPU-second of this process (the latter is what other processes on a
+//! shared machine disturb least).
 //!
 //! Reads `$PRODCAT_SAMPLE_DATA/images/images_index.csv` (rows of the `train` split) and the
 //! model directories under `$PRODCAT_MODEL_DIR` (default `models/`); a backbone whose directory
@@ -55,7 +59,8 @@ fn read_sample(sample: &Path) -> Result<Sample> {
         if fields.get(split_column) != Some(&"train") {
             continue;
         }
-        let code = CategoryCode::parse(fields[code_column]).map_err(|error| anyhow::anyhow!("{error}"))?;
+        let code =
+            CategoryCode::parse(fields[code_column]).map_err(|error| anyhow::anyhow!("{error}"))?;
         paths.push(sample.join("images").join(fields[file_column]));
         labels.push(code.index());
     }
@@ -90,16 +95,27 @@ fn read_cache(path: &Path, count: usize) -> Option<Extraction> {
         .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
         .collect();
     Some(Extraction {
-        features: values.chunks(FEATURE_DIMENSION).map(<[f32]>::to_vec).collect(),
+        features: values
+            .chunks(FEATURE_DIMENSION)
+            .map(<[f32]>::to_vec)
+            .collect(),
         images_per_second,
     })
 }
 
-fn extract(directory: &Path, kind: BackboneKind, flip: bool, paths: &[PathBuf]) -> Result<Extraction> {
-    let extractor =
-        ImageFeatureExtractor::load_backbone(directory, kind, PreprocessOptions::product_features())?
-            .with_threads(THREADS)
-            .with_flip_averaging(flip);
+fn extract(
+    directory: &Path,
+    kind: BackboneKind,
+    flip: bool,
+    paths: &[PathBuf],
+) -> Result<Extraction> {
+    let extractor = ImageFeatureExtractor::load_backbone(
+        directory,
+        kind,
+        PreprocessOptions::product_features(),
+    )?
+    .with_threads(THREADS)
+    .with_flip_averaging(flip);
     // Warm-up: network states and caches.
     for result in extractor.extract_files(&paths[..16.min(paths.len())]) {
         result?;
@@ -122,6 +138,68 @@ fn extract(directory: &Path, kind: BackboneKind, flip: bool, paths: &[PathBuf]) 
     })
 }
 
+/// CPU seconds (user + system) this process has used so far, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let after = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) / ticks_per_second)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn throughput_table(
+    model_root: &Path,
+    backbones: &[BackboneKind],
+    paths: &[PathBuf],
+) -> Result<()> {
+    println!("| backbone | flip averaging | multiply-adds (G) | images/s wall ({THREADS} threads) | images per CPU-second | load average before |");
+    println!("|---|---|---|---|---|---|");
+    for &kind in backbones {
+        let directory = model_root.join(kind.as_str());
+        if !directory.join("manifest.json").is_file() {
+            eprintln!("note: {} is missing; {kind} skipped", directory.display());
+            continue;
+        }
+        for flip in [false, true] {
+            let extractor = ImageFeatureExtractor::load_backbone(
+                &directory,
+                kind,
+                PreprocessOptions::product_features(),
+            )?
+            .with_threads(THREADS)
+            .with_flip_averaging(flip);
+            for result in extractor.extract_files(&paths[..16.min(paths.len())]) {
+                result?;
+            }
+            let load = std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|text| text.split_whitespace().next().map(str::to_string))
+                .unwrap_or_default();
+            let started = Instant::now();
+            let cpu_started = cpu_seconds();
+            for result in extractor.extract_files(paths) {
+                result?;
+            }
+            let wall = started.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu_started;
+            println!(
+                "| {kind} | {} | {:.2} | {:.1} | {:.1} | {load} |",
+                if flip { "yes" } else { "no" },
+                extractor.network().multiply_adds() as f64 / 1e9,
+                paths.len() as f64 / wall,
+                paths.len() as f64 / cpu
+            );
+        }
+    }
+    Ok(())
+}
+
 fn stratified_folds(labels: &[usize], folds: usize, seed: u64) -> Vec<usize> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {
@@ -133,7 +211,9 @@ fn stratified_folds(labels: &[usize], folds: usize, seed: u64) -> Vec<usize> {
     let classes: BTreeSet<usize> = labels.iter().copied().collect();
     let mut assignment = vec![0; labels.len()];
     for class in classes {
-        let mut members: Vec<usize> = (0..labels.len()).filter(|&index| labels[index] == class).collect();
+        let mut members: Vec<usize> = (0..labels.len())
+            .filter(|&index| labels[index] == class)
+            .collect();
         for position in (1..members.len()).rev() {
             let other = (next() % (position as u64 + 1)) as usize;
             members.swap(position, other);
@@ -191,12 +271,17 @@ fn argmax(values: &[f32]) -> usize {
 }
 
 /// Mean and standard deviation over folds of weighted F1, and mean macro F1.
-fn cross_validate(features: &[Vec<f32>], labels: &[usize], options: &HeadTrainingOptions) -> Result<(f64, f64, f64)> {
+fn cross_validate(
+    features: &[Vec<f32>],
+    labels: &[usize],
+    options: &HeadTrainingOptions,
+) -> Result<(f64, f64, f64)> {
     let class_count = CategoryCode::all().count();
     let folds = stratified_folds(labels, FOLDS, 2024);
     let (mut weighted, mut macro_scores) = (Vec::new(), Vec::new());
     for fold in 0..FOLDS {
-        let (mut train_x, mut train_y, mut test_x, mut test_y) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut train_x, mut train_y, mut test_x, mut test_y) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for index in 0..labels.len() {
             if folds[index] == fold {
                 test_x.push(features[index].as_slice());
@@ -207,14 +292,27 @@ fn cross_validate(features: &[Vec<f32>], labels: &[usize], options: &HeadTrainin
             }
         }
         let (head, _) = ImageHead::train(&train_x, &train_y, class_count, options)?;
-        let predicted: Vec<usize> = head.logits_batch(&test_x)?.iter().map(|row| argmax(row)).collect();
+        let predicted: Vec<usize> = head
+            .logits_batch(&test_x)?
+            .iter()
+            .map(|row| argmax(row))
+            .collect();
         let (weighted_f1, macro_f1) = f1_scores(&test_y, &predicted, class_count);
         weighted.push(weighted_f1);
         macro_scores.push(macro_f1);
     }
     let mean = weighted.iter().sum::<f64>() / FOLDS as f64;
-    let deviation = (weighted.iter().map(|score| (score - mean).powi(2)).sum::<f64>() / (FOLDS - 1) as f64).sqrt();
-    Ok((mean, deviation, macro_scores.iter().sum::<f64>() / FOLDS as f64))
+    let deviation = (weighted
+        .iter()
+        .map(|score| (score - mean).powi(2))
+        .sum::<f64>()
+        / (FOLDS - 1) as f64)
+        .sqrt();
+    Ok((
+        mean,
+        deviation,
+        macro_scores.iter().sum::<f64>() / FOLDS as f64,
+    ))
 }
 
 /// The head settings compared: the default and one lighter and one stronger regularisation.
@@ -231,7 +329,10 @@ fn head_settings() -> Vec<(&'static str, HeadTrainingOptions)> {
                 ..base.clone()
             },
         ),
-        ("MLP 512, dropout 0.5, L2 0.1, lr 3e-4 (default)", base.clone()),
+        (
+            "MLP 512, dropout 0.5, L2 0.1, lr 3e-4 (default)",
+            base.clone(),
+        ),
         (
             "MLP 512, dropout 0.5, L2 1.0, lr 3e-4",
             HeadTrainingOptions {
@@ -245,6 +346,7 @@ fn head_settings() -> Vec<(&'static str, HeadTrainingOptions)> {
 fn main() -> Result<()> {
     let mut backbones: Vec<BackboneKind> = BackboneKind::ALL.to_vec();
     let mut cache = std::env::temp_dir().join("prodcat-backbone-features");
+    let mut throughput_images: Option<usize> = None;
     let mut arguments = std::env::args().skip(1);
     while let Some(argument) = arguments.next() {
         match argument.as_str() {
@@ -256,11 +358,23 @@ fn main() -> Result<()> {
                     .map(BackboneKind::parse)
                     .collect::<Result<_, _>>()?;
             }
-            "--cache" => cache = PathBuf::from(arguments.next().context("--cache needs a directory")?),
+            "--throughput" => {
+                throughput_images = Some(
+                    arguments
+                        .next()
+                        .context("--throughput needs a count")?
+                        .parse()?,
+                );
+            }
+            "--cache" => {
+                cache = PathBuf::from(arguments.next().context("--cache needs a directory")?)
+            }
             other => bail!("unknown argument {other}"),
         }
     }
-    let sample_root = PathBuf::from(std::env::var_os("PRODCAT_SAMPLE_DATA").context("PRODCAT_SAMPLE_DATA is not set")?);
+    let sample_root = PathBuf::from(
+        std::env::var_os("PRODCAT_SAMPLE_DATA").context("PRODCAT_SAMPLE_DATA is not set")?,
+    );
     let sample = read_sample(&sample_root)?;
     std::fs::create_dir_all(&cache)?;
     // Warm the page cache so the first backbone does not pay for the disk.
@@ -268,11 +382,21 @@ fn main() -> Result<()> {
         std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     }
     let model_root = model_root_from_environment();
+    if let Some(count) = throughput_images {
+        return throughput_table(
+            &model_root,
+            &backbones,
+            &sample.paths[..count.min(sample.paths.len())],
+        );
+    }
     let mut feature_sets: Vec<(BackboneKind, bool, Extraction)> = Vec::new();
     for kind in backbones {
         let directory = model_root.join(kind.as_str());
         if !directory.join("manifest.json").is_file() {
-            eprintln!("note: {} is missing; {kind} skipped (run scripts/setup)", directory.display());
+            eprintln!(
+                "note: {} is missing; {kind} skipped (run scripts/setup)",
+                directory.display()
+            );
             continue;
         }
         for flip in [false, true] {
@@ -307,7 +431,11 @@ fn main() -> Result<()> {
                 let Some(&(set, setting)) = jobs.get(position) else {
                     break;
                 };
-                let scores = cross_validate(&feature_sets[set].2.features, &sample.labels, &settings[setting].1);
+                let scores = cross_validate(
+                    &feature_sets[set].2.features,
+                    &sample.labels,
+                    &settings[setting].1,
+                );
                 let (kind, flip, _) = &feature_sets[set];
                 eprintln!("done: {kind} flip={flip} {}", settings[setting].0);
                 results
@@ -317,7 +445,9 @@ fn main() -> Result<()> {
             });
         }
     });
-    let mut results = results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut results = results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     results.sort_by_key(|(set, setting, _)| (*set, *setting));
 
     let mut output = std::io::stdout().lock();
@@ -337,6 +467,11 @@ fn main() -> Result<()> {
             extraction.images_per_second
         )?;
     }
-    writeln!(output, "\n{} images, {} classes", sample.labels.len(), sample.labels.iter().collect::<BTreeSet<_>>().len())?;
+    writeln!(
+        output,
+        "\n{} images, {} classes",
+        sample.labels.len(),
+        sample.labels.iter().collect::<BTreeSet<_>>().len()
+    )?;
     Ok(())
 }

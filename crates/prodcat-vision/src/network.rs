@@ -250,14 +250,7 @@ impl<'a> GraphBuilder<'a> {
             folded_bias[output] =
                 (f64::from(beta[output]) - f64::from(mean[output]) * scale) as f32;
         }
-        self.convolution_with_bias(
-            input,
-            convolution,
-            folded_kernel,
-            folded_bias,
-            shape,
-            relu6,
-        )
+        self.convolution_with_bias(input, convolution, folded_kernel, folded_bias, shape, relu6)
     }
 
     pub fn convolution_with_bias(
@@ -496,7 +489,9 @@ pub fn build_backbone_graph(
         BackboneKind::MobileNetV2 => build_mobilenet_v2(weights),
         BackboneKind::EfficientNetLite0
         | BackboneKind::EfficientNetLite1
-        | BackboneKind::EfficientNetLite2 => crate::efficientnet::build_efficientnet_lite(kind, weights),
+        | BackboneKind::EfficientNetLite2 => {
+            crate::efficientnet::build_efficientnet_lite(kind, weights)
+        }
     }
 }
 
@@ -630,8 +625,8 @@ impl BackboneNetwork {
             });
         }
         let side = side as usize;
-        let input = Tensor::from_shape(&[1, side, side, 3], image.values())
-            .map_err(inference_error)?;
+        let input =
+            Tensor::from_shape(&[1, side, side, 3], image.values()).map_err(inference_error)?;
         let outputs = state
             .run(tvec![input.into_tvalue()])
             .map_err(inference_error)?;
@@ -681,7 +676,11 @@ impl BackboneNetwork {
     }
 
     /// [`Self::run`], averaged with the mirror image's output when `flip_averaging` is set.
-    pub fn run_with_flip(&self, image: &PreparedImage, flip_averaging: bool) -> Result<NetworkOutput> {
+    pub fn run_with_flip(
+        &self,
+        image: &PreparedImage,
+        flip_averaging: bool,
+    ) -> Result<NetworkOutput> {
         let mut state = self.take_state()?;
         let result = self.run_on_state_with_flip(&mut state, image, flip_averaging);
         self.return_state(state);

@@ -24,8 +24,8 @@ use fast_image_resize::images::{CroppedImageMut, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
-pub use crate::backbone::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::backbone::{BackboneKind, NetworkInput};
+pub use crate::backbone::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::error::{Result, VisionError};
 use crate::network::INPUT_SIZE;
 /// Default decompression-bomb limit: 40 megapixels.

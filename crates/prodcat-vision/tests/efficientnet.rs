@@ -24,13 +24,14 @@ const LITE: [BackboneKind; 3] = [
 /// Every float tensor of an EfficientNet-Lite checkpoint (PyTorch port names) with its shape.
 fn lite_tensor_shapes(kind: BackboneKind) -> BTreeMap<String, Vec<usize>> {
     let mut shapes = BTreeMap::new();
-    let mut convolution_batch_norm = |convolution: String, batch_norm: String, shape: Vec<usize>| {
-        let channels = shape[0];
-        shapes.insert(format!("{convolution}.weight"), shape);
-        for suffix in ["weight", "bias", "running_mean", "running_var"] {
-            shapes.insert(format!("{batch_norm}.{suffix}"), vec![channels]);
-        }
-    };
+    let mut convolution_batch_norm =
+        |convolution: String, batch_norm: String, shape: Vec<usize>| {
+            let channels = shape[0];
+            shapes.insert(format!("{convolution}.weight"), shape);
+            for suffix in ["weight", "bias", "running_mean", "running_var"] {
+                shapes.insert(format!("{batch_norm}.{suffix}"), vec![channels]);
+            }
+        };
     convolution_batch_norm("_conv_stem".into(), "_bn0".into(), vec![32, 3, 3, 3]);
     let mut channels = 32;
     for (index, block) in block_plan(kind).into_iter().enumerate() {
@@ -54,7 +55,11 @@ fn lite_tensor_shapes(kind: BackboneKind) -> BTreeMap<String, Vec<usize>> {
         );
         channels = block.output_channels;
     }
-    convolution_batch_norm("_conv_head".into(), "_bn1".into(), vec![1280, channels, 1, 1]);
+    convolution_batch_norm(
+        "_conv_head".into(),
+        "_bn1".into(),
+        vec![1280, channels, 1, 1],
+    );
     shapes.insert("_fc.weight".into(), vec![1000, 1280]);
     shapes.insert("_fc.bias".into(), vec![1000]);
     shapes
@@ -137,7 +142,11 @@ fn patterned_image(side: u32, period: usize) -> PreparedImage {
 fn random_lite0_weights_build_a_working_network() {
     let kind = BackboneKind::EfficientNetLite0;
     let shapes = lite_tensor_shapes(kind);
-    assert_eq!(shapes.len(), 247, "the released Lite0 checkpoint has 247 float tensors");
+    assert_eq!(
+        shapes.len(),
+        247,
+        "the released Lite0 checkpoint has 247 float tensors"
+    );
     let weights = random_safetensors(&shapes, 11);
     let directory = write_directory("random", &weights, Some("efficientnet_lite0"));
 
@@ -260,9 +269,15 @@ fn preprocessing_follows_each_backbones_size_and_normalisation() -> Result<()> {
         let centre = &values[(side / 2 * side + side / 2) * 3..][..3];
         let corner = &values[..3];
         let table = kind.normalization().lookup_table();
-        assert!((centre[0] - table[0][200]).abs() < 0.05, "{kind}: {centre:?}");
+        assert!(
+            (centre[0] - table[0][200]).abs() < 0.05,
+            "{kind}: {centre:?}"
+        );
         assert!((centre[1] - table[1][0]).abs() < 0.05, "{kind}: {centre:?}");
-        assert!((corner[2] - table[2][255]).abs() < 1e-6, "{kind}: {corner:?}");
+        assert!(
+            (corner[2] - table[2][255]).abs() < 1e-6,
+            "{kind}: {corner:?}"
+        );
     }
     Ok(())
 }
@@ -361,14 +376,23 @@ fn check_against_reference(kind: BackboneKind) -> Result<()> {
             "{kind} {}: features differ by {features_difference}",
             image.name
         );
-        assert_eq!(argmax(&output.logits), image.expected_top1, "{kind} {}", image.name);
+        assert_eq!(
+            argmax(&output.logits),
+            image.expected_top1,
+            "{kind} {}",
+            image.name
+        );
     }
 
     // The Rust preprocessing reproduces the reference inputs (one 8-bit level is 1/128 after
     // the Lite normalisation), and the whole pipeline gives a sensible class.
-    let preprocessor = Preprocessor::for_backbone(PreprocessOptions::imagenet_classification_for(kind), kind);
-    let extractor =
-        ImageFeatureExtractor::load_backbone(&directory, kind, PreprocessOptions::imagenet_classification_for(kind))?;
+    let preprocessor =
+        Preprocessor::for_backbone(PreprocessOptions::imagenet_classification_for(kind), kind);
+    let extractor = ImageFeatureExtractor::load_backbone(
+        &directory,
+        kind,
+        PreprocessOptions::imagenet_classification_for(kind),
+    )?;
     for image in &index.images {
         let bytes = std::fs::read(reference.join(&image.image_file))?;
         let prepared = preprocessor.prepare(&bytes)?;
@@ -381,7 +405,11 @@ fn check_against_reference(kind: BackboneKind) -> Result<()> {
             .sum::<f32>()
             / expected.len() as f32;
         println!("{kind} {}: mean |input diff| {mean:.4}", image.name);
-        assert!(mean < 0.01, "{kind} {}: mean input difference {mean}", image.name);
+        assert!(
+            mean < 0.01,
+            "{kind} {}: mean input difference {mean}",
+            image.name
+        );
         let top = extractor.extract(&bytes)?.top_classes(1)[0];
         println!("{kind} {}: pipeline top-1 {top:?}", image.name);
         assert!(
