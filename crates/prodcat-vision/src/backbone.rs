@@ -5,8 +5,8 @@
 //! |---|---|---|---|
 //! | `mobilenet-v2` | 224 | ImageNet mean/std | 300 M |
 //! | `efficientnet-lite0` | 224 | (pixel - 127) / 128 | 0.39 G |
-//! | `efficientnet-lite1` | 240 | (pixel - 127) / 128 | 0.61 G |
-//! | `efficientnet-lite2` | 260 | (pixel - 127) / 128 | 0.87 G |
+//! | `efficientnet-lite1` | 240 | (pixel - 127) / 128 | 0.60 G |
+//! | `efficientnet-lite2` | 260 | (pixel - 127) / 128 | 0.86 G |
 //!
 //! Every backbone gives 1280 pooled features and 1000 ImageNet logits.
 
