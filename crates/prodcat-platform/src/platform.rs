@@ -73,6 +73,18 @@ impl Platform {
             .with_webhook_url(settings.webhook_url.clone()))
     }
 
+    /// Like [`Platform::from_settings`], with the short database waits of a service: a
+    /// request that cannot get a connection within `server.database-timeout-milliseconds`
+    /// fails (and is answered 503) instead of waiting.
+    pub async fn for_service(settings: &Settings) -> Result<Self, PlatformError> {
+        let wait = prodcat_storage::ConnectOptions::interactive(settings.server.database_timeout);
+        let database = settings.open_database_with(&wait).await?;
+        let objects = settings.open_objects()?;
+        Ok(Self::new(database, objects, &settings.model_dir)
+            .with_model_cache_size(settings.model_cache_size)
+            .with_webhook_url(settings.webhook_url.clone()))
+    }
+
     /// A platform over an open database and object store (tests, tools).
     pub fn new(database: Database, objects: ObjectStorage, model_dir: &Path) -> Self {
         Self {

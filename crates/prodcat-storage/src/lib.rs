@@ -9,7 +9,7 @@ mod database;
 mod objects;
 pub mod testing;
 
-pub use database::{now_ms, Backend, Database, SqlPlaceholders};
+pub use database::{now_ms, Backend, ConnectOptions, Database, SqlPlaceholders};
 pub use objects::{image_key, ObjectStorage};
 
 /// Errors from the storage layer.
