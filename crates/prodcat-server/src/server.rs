@@ -321,7 +321,8 @@ pub async fn start(
     let state = AppState::new(StateInner {
         search,
         signer: TokenSigner::new(keys, settings.token_lifetime),
-        predictor: Predictor::new(models, Some(log.clone())),
+        predictor: Predictor::new(models, Some(log.clone()))
+            .with_batch_budget(settings.request_timeout),
         limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
         swagger: SwaggerAssets::load(settings.swagger_ui_dir.as_deref()),
         metrics,
