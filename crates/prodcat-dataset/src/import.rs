@@ -742,7 +742,10 @@ async fn process_chunk(
         (rows, checked)
     })
     .await
-    .map_err(|error| DatasetError::InvalidOption(format!("image worker failed: {error}")))?;
+    .map_err(|error| DatasetError::TaskFailed {
+        task: "the image check",
+        message: error.to_string(),
+    })?;
 
     let mut new_images: Vec<CheckedImage> = Vec::new();
     let mut records: Vec<(String, ParsedRow, Option<String>)> = Vec::with_capacity(rows.len());

@@ -2,6 +2,7 @@
 //! products), written as branch-free loops over fixed-width lanes so the compiler vectorises
 //! them, and compiled once per instruction set with run-time selection.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// The widest instruction set the running CPU offers, among those the crate has code for.
@@ -15,22 +16,50 @@ pub enum InstructionSet {
     Portable,
 }
 
+/// The widest instruction set the kernels may use, as set by [`InstructionSet::set_limit`]
+/// (its [`InstructionSet::rank`]; `u8::MAX` when there is no limit).
+static LIMIT: AtomicU8 = AtomicU8::new(u8::MAX);
+
 impl InstructionSet {
-    /// Detects (once) what the CPU supports. `PRODCAT_EMBED_ISA=portable|avx2` forces a
-    /// narrower set, for comparing code paths.
+    /// The set the kernels use: the widest the CPU supports (detected once), narrowed to the
+    /// limit set with [`InstructionSet::set_limit`], if any.
     pub fn detect() -> Self {
         static DETECTED: OnceLock<InstructionSet> = OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            let best = Self::best_supported();
-            match std::env::var("PRODCAT_EMBED_ISA").ok().as_deref() {
-                Some("portable") => InstructionSet::Portable,
-                Some("avx2") if best != InstructionSet::Portable => InstructionSet::Avx2,
-                _ => best,
-            }
-        })
+        let best = *DETECTED.get_or_init(Self::best_supported);
+        match LIMIT.load(Ordering::Relaxed) {
+            0 => InstructionSet::Portable,
+            1 if best != InstructionSet::Portable => InstructionSet::Avx2,
+            _ => best,
+        }
     }
 
-    /// The widest set the CPU supports, ignoring the environment.
+    /// Narrows the kernels of this whole process to at most `limit` (`None` lifts the limit),
+    /// for comparing code paths; the binary or a test calls it before embedding anything. A
+    /// limit wider than the CPU supports changes nothing.
+    pub fn set_limit(limit: Option<InstructionSet>) {
+        LIMIT.store(limit.map_or(u8::MAX, Self::rank), Ordering::Relaxed);
+    }
+
+    /// The set named `portable`, `avx2` or `avx512-vnni` (as [`InstructionSet::name`] gives).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim() {
+            "portable" => Some(InstructionSet::Portable),
+            "avx2" => Some(InstructionSet::Avx2),
+            "avx512-vnni" => Some(InstructionSet::Avx512Vnni),
+            _ => None,
+        }
+    }
+
+    /// Orders the sets from narrowest (0) to widest.
+    fn rank(self) -> u8 {
+        match self {
+            InstructionSet::Portable => 0,
+            InstructionSet::Avx2 => 1,
+            InstructionSet::Avx512Vnni => 2,
+        }
+    }
+
+    /// The widest set the CPU supports, whatever the limit.
     pub fn best_supported() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
@@ -311,6 +340,29 @@ multiversion! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_narrows_the_detected_set() {
+        let best = InstructionSet::best_supported();
+        assert_eq!(InstructionSet::detect(), best);
+        InstructionSet::set_limit(Some(InstructionSet::Portable));
+        assert_eq!(InstructionSet::detect(), InstructionSet::Portable);
+        InstructionSet::set_limit(Some(InstructionSet::Avx512Vnni));
+        assert_eq!(
+            InstructionSet::detect(),
+            best,
+            "a wider limit changes nothing"
+        );
+        InstructionSet::set_limit(None);
+        assert_eq!(InstructionSet::detect(), best);
+        for set in [
+            InstructionSet::Portable,
+            InstructionSet::Avx2,
+            InstructionSet::Avx512Vnni,
+        ] {
+            assert_eq!(InstructionSet::parse(set.name()), Some(set));
+        }
+    }
 
     #[test]
     fn exp_matches_the_standard_library() {

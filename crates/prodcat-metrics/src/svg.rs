@@ -4,23 +4,22 @@
 
 use std::fmt::Write;
 
+use prodcat_domain::escape_html;
+
 use crate::{ConfusionMatrix, ReliabilityDiagram};
 
-/// Escapes text for SVG element content and attribute values.
+/// Escapes text for SVG element content and attribute values. SVG is XML, which does not allow
+/// control characters: they become spaces before the markup characters are escaped.
 fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
+    if text.chars().any(char::is_control) {
+        let printable: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        escape_html(&printable)
+    } else {
+        escape_html(text)
     }
-    out
 }
 
 /// A colour on a white-to-dark-blue ramp for `value` in [0, 1].

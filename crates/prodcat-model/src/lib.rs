@@ -25,10 +25,13 @@ pub use features::{FeatureCache, ImageBackbone};
 pub use fusion::{
     automation_threshold, fit_fused_temperature, fuse, tune_fusion_weight, ThresholdChoice,
 };
+use prodcat_domain::ErrorKind;
+use prodcat_vision::VisionError;
 pub use profile::{
     observation_for, out_of_vocabulary_share, reference_profile, ReferenceRow, StoredProfile,
     PROFILE_COMPONENTS,
 };
+
 pub use training::{train_model, BranchSelection, TrainOptions, TrainingOutcome, TrainingProgress};
 
 /// Errors from building, loading or running a model.
@@ -70,23 +73,113 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    /// Whether the product itself is the problem (nothing to classify, an unusable image, a
-    /// branch the model lacks): trying again cannot help. Every other error is about the model
-    /// or the storage behind it and may pass (a bundle being replaced, a store that is back).
-    pub fn concerns_the_input(&self) -> bool {
+    /// Whose fault the error is.
+    ///
+    /// - `Input`: nothing to classify, a branch the model lacks, an image that cannot be
+    ///   decoded or is too large.
+    /// - `Unavailable`: the image backbone is not loaded; storage that cannot be reached now.
+    /// - `Internal`: everything about the model itself. A bundle (or a file of one) missing from
+    ///   the object store is not the caller's `NotFound`: the registry named a version whose
+    ///   files the system should hold, so the system is inconsistent, and waiting does not fix
+    ///   it (bundles are written before they are registered, manifest last). Model-file
+    ///   problems of the image branch are internal for the same reason.
+    /// - A dataset error (loading the rows to train on) keeps its own kind, so a database that
+    ///   times out while rows load is `Unavailable` and the training can be retried.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ModelError::EmptyInput | ModelError::MissingBranch(_) | ModelError::Image(_) => true,
-            ModelError::BackboneUnavailable
-            | ModelError::CorruptBundle { .. }
+            ModelError::EmptyInput | ModelError::MissingBranch(_) => ErrorKind::Input,
+            ModelError::BackboneUnavailable => ErrorKind::Unavailable,
+            ModelError::Image(error) => vision_error_kind(error),
+            ModelError::Storage(error) => match error.kind() {
+                ErrorKind::NotFound => ErrorKind::Internal,
+                kind @ (ErrorKind::Input
+                | ErrorKind::Conflict
+                | ErrorKind::Unavailable
+                | ErrorKind::Internal) => kind,
+            },
+            ModelError::Dataset(error) => error.kind(),
+            ModelError::CorruptBundle { .. }
             | ModelError::InvalidBundle { .. }
             | ModelError::MissingBundle(_)
             | ModelError::Text(_)
             | ModelError::Metrics(_)
             | ModelError::Profile(_)
             | ModelError::TrainingData(_)
-            | ModelError::Dataset(_)
-            | ModelError::Storage(_)
-            | ModelError::Json(_) => false,
+            | ModelError::Json(_) => ErrorKind::Internal,
         }
+    }
+
+    /// Whether the product itself is the problem (nothing to classify, an unusable image, a
+    /// branch the model lacks): trying again cannot help. Every other error is about the model
+    /// or the storage behind it and may pass (a bundle being replaced, a store that is back).
+    pub fn concerns_the_input(&self) -> bool {
+        self.kind().concerns_the_input()
+    }
+}
+
+/// An image that cannot be decoded or is too large is the caller's; a problem with the
+/// backbone's or the head's files or with running them is the system's.
+fn vision_error_kind(error: &VisionError) -> ErrorKind {
+    match error {
+        VisionError::EmptyImage
+        | VisionError::UnrecognisedImageFormat { .. }
+        | VisionError::ImageDimensionZero { .. }
+        | VisionError::ImageDecode { .. }
+        | VisionError::EncodedImageTooLarge { .. }
+        | VisionError::ImageTooLarge { .. } => ErrorKind::Input,
+        VisionError::ModelFileMissing { .. }
+        | VisionError::FileUnreadable { .. }
+        | VisionError::ManifestInvalid { .. }
+        | VisionError::ChecksumMismatch { .. }
+        | VisionError::WeightsUnreadable { .. }
+        | VisionError::TensorMissing { .. }
+        | VisionError::TensorShapeMismatch { .. }
+        | VisionError::TensorDtypeUnsupported { .. }
+        | VisionError::GraphConstruction { .. }
+        | VisionError::Inference { .. }
+        | VisionError::InputSizeMismatch { .. }
+        | VisionError::Resize { .. }
+        | VisionError::HeadTrainingData { .. }
+        | VisionError::HeadParameters { .. }
+        | VisionError::HeadFormat { .. }
+        | VisionError::HeadVersionUnsupported { .. }
+        | VisionError::FeatureSizeMismatch { .. } => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prodcat_storage::StorageError;
+
+    use super::*;
+
+    #[test]
+    fn kinds_say_whose_fault_an_error_is() {
+        assert_eq!(ModelError::EmptyInput.kind(), ErrorKind::Input);
+        assert!(ModelError::MissingBranch("image").concerns_the_input());
+        assert_eq!(
+            ModelError::BackboneUnavailable.kind(),
+            ErrorKind::Unavailable
+        );
+        let too_large = ModelError::Image(VisionError::ImageTooLarge {
+            width: 20_000,
+            height: 20_000,
+            pixels: 400_000_000,
+            limit: 40_000_000,
+        });
+        assert_eq!(too_large.kind(), ErrorKind::Input);
+        let missing_weights = ModelError::Image(VisionError::ModelFileMissing {
+            path: "models/mobilenet_v2".into(),
+        });
+        assert_eq!(missing_weights.kind(), ErrorKind::Internal);
+        assert!(!missing_weights.concerns_the_input());
+        assert_eq!(
+            ModelError::MissingBundle("mv-0123456789abcdef".to_string()).kind(),
+            ErrorKind::Internal
+        );
+        let missing_file = ModelError::Storage(StorageError::ObjectNotFound {
+            key: "models/mv-0123456789abcdef/text.bin".to_string(),
+        });
+        assert_eq!(missing_file.kind(), ErrorKind::Internal);
     }
 }
