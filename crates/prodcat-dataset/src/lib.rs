@@ -5,6 +5,7 @@
 mod derive;
 pub mod generate;
 mod import;
+mod records;
 mod source;
 mod split;
 mod version;

@@ -28,11 +28,13 @@ pub use fusion::{
 use prodcat_domain::ErrorKind;
 use prodcat_vision::VisionError;
 pub use profile::{
-    observation_for, out_of_vocabulary_share, reference_profile, ReferenceRow, StoredProfile,
-    PROFILE_COMPONENTS,
+    observation_for, out_of_vocabulary_share, reference_profile, ObservationBasis, ObservedProduct,
+    ReferenceRow, StoredProfile, PROFILE_COMPONENTS,
 };
 
-pub use training::{train_model, BranchSelection, TrainOptions, TrainingOutcome, TrainingProgress};
+pub use training::{
+    BranchSelection, TrainOptions, Trainer, TrainingOutcome, TrainingProgress, TrainingResources,
+};
 
 /// Errors from building, loading or running a model.
 #[derive(Debug, thiserror::Error)]

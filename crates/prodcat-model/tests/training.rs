@@ -6,8 +6,8 @@ use bytes::Bytes;
 use prodcat_dataset::generate::{generate_catalogue, GenerateOptions};
 use prodcat_dataset::{import_dataset, ImportOptions, ImportSource};
 use prodcat_model::{
-    load_bundle, train_model, BranchSelection, ImageBackbone, ModelError, ProductClassifier,
-    ProductInput, TrainOptions,
+    load_bundle, BranchSelection, ImageBackbone, ModelError, ProductClassifier, ProductInput,
+    TrainOptions, Trainer, TrainingResources,
 };
 use prodcat_storage::{testing, Database, ObjectStorage};
 
@@ -67,7 +67,14 @@ async fn train(
         ..TrainOptions::default()
     };
     options.head.max_epochs = 30;
-    train_model(database, objects, backbone, None, dataset, &options, &())
+    let resources = TrainingResources {
+        database,
+        objects,
+        backbone,
+        embedder: None,
+    };
+    Trainer::new(resources, &options)
+        .train(dataset)
         .await
         .unwrap()
 }
@@ -118,17 +125,16 @@ async fn text_training_is_bit_identical_and_accurate() {
     };
     options.text.svm.seed = 7;
     options.text.svm.c = 0.25;
-    let other = train_model(
-        &database.database,
-        &objects,
-        None,
-        None,
-        &dataset,
-        &options,
-        &(),
-    )
-    .await
-    .unwrap();
+    let resources = TrainingResources {
+        database: &database.database,
+        objects: &objects,
+        backbone: None,
+        embedder: None,
+    };
+    let other = Trainer::new(resources, &options)
+        .train(&dataset)
+        .await
+        .unwrap();
     assert_ne!(
         other.bundle.manifest.model_version,
         first.bundle.manifest.model_version
