@@ -214,14 +214,7 @@ fn csv_error(path: &Path, source: csv::Error) -> DatasetError {
 }
 
 fn read_labels(path: &Path, collector: &mut Collector<'_>) -> Result<LabelMap, DatasetError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| csv_error(path, e))?;
-    let headers = reader
-        .byte_headers()
-        .map_err(|e| csv_error(path, e))?
-        .clone();
+    let (mut reader, headers) = open_csv(path)?;
     let code_column = headers
         .iter()
         .position(|h| h == b"prdtypecode")
@@ -393,7 +386,7 @@ pub async fn import_dataset(
         }
         None => None,
     };
-    let (mut reader, headers) = open_texts(&source.texts)?;
+    let (mut reader, headers) = open_csv(&source.texts)?;
     let mut checker = RowChecker {
         texts_path: &source.texts,
         columns: Columns::find(&headers, &source.texts)?,
@@ -411,8 +404,8 @@ pub async fn import_dataset(
     import.write_version(source).await
 }
 
-/// Opens the texts file and reads its header.
-fn open_texts(path: &Path) -> Result<(csv::Reader<std::fs::File>, csv::ByteRecord), DatasetError> {
+/// Opens a CSV file (rows may have any number of fields) and reads its header.
+fn open_csv(path: &Path) -> Result<(csv::Reader<std::fs::File>, csv::ByteRecord), DatasetError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_path(path)

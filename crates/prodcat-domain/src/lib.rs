@@ -9,6 +9,7 @@ mod error_kind;
 mod format;
 mod hash;
 mod ids;
+mod random;
 mod text;
 
 pub use category::{CategoryCode, CATEGORIES};
@@ -18,6 +19,7 @@ pub use format::{
 };
 pub use hash::{sha256_hex, unique_hex16, ContentHash};
 pub use ids::{DatasetVersionId, ImageId, ModelVersionId, ProductId};
+pub use random::SplitMix64;
 pub use text::{normalize_text, product_text};
 
 /// Errors raised when a value does not satisfy a domain rule.

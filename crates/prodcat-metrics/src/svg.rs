@@ -22,6 +22,15 @@ fn escape(text: &str) -> String {
     }
 }
 
+/// The opening tag of a `width` × `height` picture on a white background.
+fn svg_opening(width: f64, height: f64) -> String {
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="Helvetica, Arial, sans-serif">
+<rect width="100%" height="100%" fill="#ffffff"/>
+"##
+    )
+}
+
 /// A colour on a white-to-dark-blue ramp for `value` in [0, 1].
 fn blue_ramp(value: f64) -> String {
     const STOPS: [(f64, [f64; 3]); 5] = [
@@ -67,12 +76,10 @@ pub fn confusion_matrix_svg(confusion: &ConfusionMatrix, labels: &[String], titl
     let grid = cell * n as f64;
     let width = left + grid + 110.0;
     let height = top + grid + 50.0;
-    let mut svg = String::new();
+    let mut svg = svg_opening(width, height);
     let _ = write!(
         svg,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="Helvetica, Arial, sans-serif">
-<rect width="100%" height="100%" fill="#ffffff"/>
-<text x="{x:.1}" y="22" font-size="16" font-weight="bold" text-anchor="middle">{title}</text>
+        r##"<text x="{x:.1}" y="22" font-size="16" font-weight="bold" text-anchor="middle">{title}</text>
 <text x="{x:.1}" y="40" font-size="11" fill="#555555" text-anchor="middle">rows: true class, columns: predicted class; colour = share of the row, number = count ({total} samples)</text>
 "##,
         x = width / 2.0,
@@ -252,12 +259,10 @@ fn reliability_axes(layout: &ReliabilityLayout, title: &str) -> String {
     let (left, top, plot) = (layout.left, layout.top, layout.plot);
     let width = left + plot + 210.0;
     let height = top + plot + layout.histogram + 80.0;
-    let mut svg = String::new();
+    let mut svg = svg_opening(width, height);
     let _ = writeln!(
         svg,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="Helvetica, Arial, sans-serif">
-<rect width="100%" height="100%" fill="#ffffff"/>
-<text x="{tx:.1}" y="24" font-size="16" font-weight="bold" text-anchor="middle">{title}</text>
+        r##"<text x="{tx:.1}" y="24" font-size="16" font-weight="bold" text-anchor="middle">{title}</text>
 <rect x="{left}" y="{top}" width="{plot}" height="{plot}" fill="#fafafa" stroke="#999999"/>
 <line x1="{x0:.1}" y1="{y0:.1}" x2="{x1:.1}" y2="{y1:.1}" stroke="#888888" stroke-dasharray="5,4"/>"##,
         tx = width / 2.0,

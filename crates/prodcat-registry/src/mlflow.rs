@@ -890,53 +890,57 @@ impl Client {
         Ok(items.len())
     }
 
-    /// The id of the experiment `name`, created when missing.
-    async fn experiment(&self, name: &str) -> Result<String, RegistryError> {
-        match self
-            .call(
-                Method::GET,
-                "experiments/get-by-name",
-                &[("experiment_name", name)],
-                None,
-            )
-            .await
-        {
-            Ok(found) => {
-                let experiment = &found["experiment"];
-                if experiment["lifecycle_stage"].as_str() == Some("deleted") {
-                    return Err(RegistryError::MlflowAnswer {
-                        endpoint: "experiments/get-by-name".to_string(),
-                        message: format!(
-                            "the MLflow experiment {name:?} is deleted; restore it or export to another experiment name"
-                        ),
-                    });
-                }
-                experiment["experiment_id"]
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| self.unexpected("experiments/get-by-name", "no experiment_id"))
-            }
+    /// `GET get` with `query`; when MLflow answers that the resource does not exist, `POST
+    /// create` with `body` instead. Returns whether it was created, and the answer.
+    async fn get_or_create(
+        &self,
+        (get, query): (&str, &[(&str, &str)]),
+        (create, body): (&str, &Value),
+    ) -> Result<(bool, Value), RegistryError> {
+        match self.call(Method::GET, get, query, None).await {
+            Ok(found) => Ok((false, found)),
             Err(RegistryError::MlflowStatus { message, .. })
                 if message.starts_with("RESOURCE_DOES_NOT_EXIST") =>
             {
-                let created = self
-                    .call(
-                        Method::POST,
-                        "experiments/create",
-                        &[],
-                        Some(&json!({
-                            "name": name,
-                            "tags": [tag("prodcat.managed", "true")],
-                        })),
-                    )
-                    .await?;
-                created["experiment_id"]
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| self.unexpected("experiments/create", "no experiment_id"))
+                Ok((
+                    true,
+                    self.call(Method::POST, create, &[], Some(body)).await?,
+                ))
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// The id of the experiment `name`, created when missing.
+    async fn experiment(&self, name: &str) -> Result<String, RegistryError> {
+        let (created, answer) = self
+            .get_or_create(
+                ("experiments/get-by-name", &[("experiment_name", name)]),
+                (
+                    "experiments/create",
+                    &json!({ "name": name, "tags": [tag("prodcat.managed", "true")] }),
+                ),
+            )
+            .await?;
+        if created {
+            return answer["experiment_id"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| self.unexpected("experiments/create", "no experiment_id"));
+        }
+        let experiment = &answer["experiment"];
+        if experiment["lifecycle_stage"].as_str() == Some("deleted") {
+            return Err(RegistryError::MlflowAnswer {
+                endpoint: "experiments/get-by-name".to_string(),
+                message: format!(
+                    "the MLflow experiment {name:?} is deleted; restore it or export to another experiment name"
+                ),
+            });
+        }
+        experiment["experiment_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| self.unexpected("experiments/get-by-name", "no experiment_id"))
     }
 
     /// Runs of the experiment that carry a `prodcat.run_id` tag (active ones only).
@@ -1023,35 +1027,20 @@ impl Client {
 
     /// The registered model `name` (created when missing), as MLflow describes it.
     async fn registered_model(&self, name: &str) -> Result<Value, RegistryError> {
-        match self
-            .call(
-                Method::GET,
-                "registered-models/get",
-                &[("name", name)],
-                None,
+        let (_, answer) = self
+            .get_or_create(
+                ("registered-models/get", &[("name", name)]),
+                (
+                    "registered-models/create",
+                    &json!({
+                        "name": name,
+                        "description": "Product category classifiers registered by prodcat.",
+                        "tags": [tag("prodcat.managed", "true")],
+                    }),
+                ),
             )
-            .await
-        {
-            Ok(found) => Ok(found["registered_model"].clone()),
-            Err(RegistryError::MlflowStatus { message, .. })
-                if message.starts_with("RESOURCE_DOES_NOT_EXIST") =>
-            {
-                let created = self
-                    .call(
-                        Method::POST,
-                        "registered-models/create",
-                        &[],
-                        Some(&json!({
-                            "name": name,
-                            "description": "Product category classifiers registered by prodcat.",
-                            "tags": [tag("prodcat.managed", "true")],
-                        })),
-                    )
-                    .await?;
-                Ok(created["registered_model"].clone())
-            }
-            Err(error) => Err(error),
-        }
+            .await?;
+        Ok(answer["registered_model"].clone())
     }
 }
 
