@@ -4,10 +4,11 @@
 mod commands;
 mod output;
 mod settings;
+mod signal;
 
 use clap::{Parser, Subcommand};
 
-use crate::settings::{GlobalArgs, Settings};
+use crate::settings::GlobalArgs;
 
 /// prodcat: classify marketplace products from their text and photo, and run that model in
 /// production (datasets, training, registry, serving, drift, retraining) from one binary.
@@ -54,6 +55,8 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Classify durable job items and run the scheduled pipelines (run any number of them).
     Worker(commands::worker::WorkerArgs),
+    /// Apply the database schema (migrations) and exit; every command also does it on start.
+    Migrate,
     /// People and service clients of the API, with their roles.
     #[command(subcommand)]
     Users(commands::users::UsersCommand),
@@ -63,7 +66,13 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::resolve(&cli.global) {
+    let (serve, worker) = match &cli.command {
+        Command::Serve(args) => (Some(args), None),
+        Command::Quickstart(args) => (Some(&args.serve), None),
+        Command::Worker(args) => (None, Some(args)),
+        _ => (None, None),
+    };
+    let settings = match settings::resolve(&cli.global, serve, worker) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -98,8 +107,9 @@ fn main() -> std::process::ExitCode {
             Command::Drift(args) => commands::drift::run(&settings, args).await,
             Command::Pipeline(command) => commands::pipeline::run(&settings, command).await,
             Command::Simulate(args) => commands::simulate::run(&settings, args).await,
-            Command::Serve(args) => commands::serve::run(&settings, args).await,
-            Command::Worker(args) => commands::worker::run(&settings, args).await,
+            Command::Serve(_) => commands::serve::run(&settings).await,
+            Command::Worker(_) => commands::worker::run(&settings).await,
+            Command::Migrate => commands::migrate(&settings).await,
             Command::Users(command) => commands::users::run(&settings, command).await,
             Command::Audit(args) => commands::users::run_audit(&settings, args).await,
         }

@@ -1,11 +1,16 @@
-//! One settings struct, layered: built-in defaults, then an optional TOML config file, then
-//! `PRODCAT_*` environment variables, then command-line flags (clap merges the last two).
+//! The command line's part of the settings: the flags (each also readable from a `PRODCAT_*`
+//! environment variable) that become the top layer of the platform's one settings tree
+//! ([`prodcat_platform::Settings`]: defaults, then `prodcat.toml`, then these).
 
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use serde::Deserialize;
+use prodcat_platform::settings::{ServerLayer, WorkerLayer};
+use prodcat_platform::SettingsLayer;
+
+pub use prodcat_platform::Settings;
 
 /// Options every command accepts.
 #[derive(Debug, Clone, Args)]
@@ -14,7 +19,8 @@ pub struct GlobalArgs {
     #[arg(long, env = "PRODCAT_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Folder for the embedded default: the SQLite file and the local object store live here.
+    /// Folder for the embedded default: the SQLite file and the local object store live here
+    /// [default: prodcat-data].
     #[arg(long, env = "PRODCAT_DATA_DIR", global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
@@ -32,11 +38,11 @@ pub struct GlobalArgs {
     )]
     pub object_store_url: Option<String>,
 
-    /// Folder holding the pretrained model files fetched by scripts/setup (default: ./models).
+    /// Folder holding the pretrained model files fetched by scripts/setup [default: models].
     #[arg(long, env = "PRODCAT_MODEL_DIR", global = true, value_name = "DIR")]
     pub model_dir: Option<PathBuf>,
 
-    /// Log filter, e.g. info, debug, prodcat_dataset=trace (default: warn; RUST_LOG also works).
+    /// Log filter, e.g. info, debug, prodcat_dataset=trace [default: warn; RUST_LOG also works].
     #[arg(long, env = "PRODCAT_LOG", global = true, value_name = "FILTER")]
     pub log: Option<String>,
 
@@ -49,118 +55,150 @@ pub struct GlobalArgs {
         hide_env_values = true
     )]
     pub webhook_url: Option<String>,
+
+    /// Loaded model versions kept in memory at once [default: 4].
+    #[arg(
+        long,
+        env = "PRODCAT_MODEL_CACHE_SIZE",
+        global = true,
+        value_name = "N"
+    )]
+    pub model_cache_size: Option<usize>,
 }
 
-/// Values a configuration file may set (all optional; unknown keys are refused).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileSettings {
-    pub data_dir: Option<PathBuf>,
-    pub database_url: Option<String>,
-    pub object_store_url: Option<String>,
-    pub model_dir: Option<PathBuf>,
-    pub log: Option<String>,
-    pub webhook_url: Option<String>,
-    /// Pipeline schedules: pipeline name = cron expression (UTC), run by `prodcat worker`.
-    pub schedules: Option<std::collections::BTreeMap<String, String>>,
-}
-
-/// The resolved settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub data_dir: PathBuf,
-    pub database_url: String,
-    pub object_store_url: String,
-    pub model_dir: PathBuf,
-    pub log: String,
-    /// Where notifications go (never printed: the URL may hold a secret).
-    pub webhook_url: Option<String>,
-    /// Pipeline schedules from the configuration file (`[schedules]`).
-    pub schedules: std::collections::BTreeMap<String, String>,
-}
-
-impl Settings {
-    pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Self> {
-        let file = match &global.config {
-            Some(path) => Some(read_file(path)?),
-            None => {
-                let default = Path::new("prodcat.toml");
-                if default.is_file() {
-                    Some(read_file(default)?)
-                } else {
-                    None
-                }
-            }
+impl GlobalArgs {
+    /// The layer these flags (and variables) form.
+    pub fn layer(&self) -> SettingsLayer {
+        SettingsLayer {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            object_store_url: self.object_store_url.clone(),
+            model_dir: self.model_dir.clone(),
+            log: self.log.clone().or_else(|| std::env::var("RUST_LOG").ok()),
+            webhook_url: self.webhook_url.clone(),
+            model_cache_size: self.model_cache_size,
+            ..SettingsLayer::default()
         }
-        .unwrap_or_default();
-        let data_dir = global
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("prodcat-data"));
-        let database_url = global
-            .database_url
-            .clone()
-            .or(file.database_url)
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("prodcat.db").display()));
-        let object_store_url = global
-            .object_store_url
-            .clone()
-            .or(file.object_store_url)
-            .unwrap_or_else(|| data_dir.join("objects").display().to_string());
-        let model_dir = global
-            .model_dir
-            .clone()
-            .or(file.model_dir)
-            .unwrap_or_else(|| PathBuf::from("models"));
-        let log = global
-            .log
-            .clone()
-            .or(file.log)
-            .or_else(|| std::env::var("RUST_LOG").ok())
-            .unwrap_or_else(|| "warn".to_string());
-        let webhook_url = global
-            .webhook_url
-            .clone()
-            .or(file.webhook_url)
-            .filter(|url| !url.trim().is_empty());
-        let schedules = file.schedules.unwrap_or_default();
-        Ok(Self {
-            data_dir,
-            database_url,
-            object_store_url,
-            model_dir,
-            log,
-            webhook_url,
-            schedules,
-        })
-    }
-
-    /// The configured schedules, parsed (an unknown pipeline or a bad cron expression is an
-    /// error naming the schedule).
-    pub fn schedules(&self) -> anyhow::Result<Vec<prodcat_pipelines::Schedule>> {
-        prodcat_pipelines::parse_schedules(
-            self.schedules
-                .iter()
-                .map(|(name, expression)| (name.as_str(), expression.as_str())),
-        )
-        .context("invalid [schedules] in the configuration")
-    }
-
-    pub async fn open_database(&self) -> anyhow::Result<prodcat_storage::Database> {
-        prodcat_storage::Database::connect(&self.database_url)
-            .await
-            .with_context(|| "failed to open the metadata database".to_string())
-    }
-
-    pub fn open_objects(&self) -> anyhow::Result<prodcat_storage::ObjectStorage> {
-        prodcat_storage::ObjectStorage::open(&self.object_store_url)
-            .with_context(|| "failed to open the object store".to_string())
     }
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read the configuration file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+/// Flags of `prodcat serve` (and the quickstart, which serves too): the `[server]` section.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; keep it on 127.0.0.1 behind a reverse proxy [default:
+    /// 127.0.0.1:8080].
+    #[arg(long, env = "PRODCAT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Requests per second each client (token subject, else address) may make on average;
+    /// 0 disables the limit. Over it, requests answer 429 with Retry-After [default: 2000].
+    #[arg(long, env = "PRODCAT_RATE_LIMIT")]
+    pub rate_limit: Option<f64>,
+    /// Requests a client may make in a burst above the average [default: 4000].
+    #[arg(long, env = "PRODCAT_RATE_BURST")]
+    pub rate_burst: Option<f64>,
+    /// Lifetime of access tokens, in seconds [default: 3600].
+    #[arg(long, env = "PRODCAT_TOKEN_LIFETIME")]
+    pub token_lifetime: Option<u64>,
+    /// Largest request body in MiB; uploads of classification jobs have their own limit
+    /// [default: 16].
+    #[arg(long, env = "PRODCAT_BODY_LIMIT_MIB")]
+    pub body_limit_mib: Option<usize>,
+    /// Largest upload of a classification job, in MiB [default: 512].
+    #[arg(long, env = "PRODCAT_UPLOAD_LIMIT_MIB")]
+    pub upload_limit_mib: Option<usize>,
+    /// A request taking longer answers 503 with a timeout error, in seconds [default: 60].
+    #[arg(long, env = "PRODCAT_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<u64>,
+    /// File with the token signing keys: one `<key id> <secret>` per line (the first signs,
+    /// all verify), or a single secret of at least 32 bytes. Every replica must use the same
+    /// file. Default: <data-dir>/jwt-secret, created once with owner-only permissions.
+    #[arg(
+        long,
+        env = "PRODCAT_JWT_KEYS_FILE",
+        alias = "jwt-secret-file",
+        value_name = "FILE"
+    )]
+    pub jwt_keys_file: Option<PathBuf>,
+    /// Folder with Swagger UI's files (npm package swagger-ui-dist; scripts/setup fetches it).
+    #[arg(long, env = "PRODCAT_SWAGGER_UI_DIR", value_name = "DIR")]
+    pub swagger_ui_dir: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    pub fn layer(&self) -> ServerLayer {
+        ServerLayer {
+            listen: self.listen,
+            rate_limit: self.rate_limit,
+            rate_burst: self.rate_burst,
+            token_lifetime_seconds: self.token_lifetime,
+            body_limit_mib: self.body_limit_mib,
+            upload_limit_mib: self.upload_limit_mib,
+            request_timeout_seconds: self.request_timeout,
+            jwt_secret_file: self.jwt_keys_file.clone(),
+            swagger_ui_dir: self.swagger_ui_dir.clone(),
+            ..ServerLayer::default()
+        }
+    }
+}
+
+/// Flags of `prodcat worker`: the `[worker]` section.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WorkerArgs {
+    /// The model to classify with: an alias (champion, which follows promotions) or a version
+    /// [default: champion].
+    #[arg(long, env = "PRODCAT_WORKER_MODEL")]
+    pub model: Option<String>,
+    /// Job items leased and classified at once [default: 256].
+    #[arg(long, env = "PRODCAT_WORKER_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// Batches in work at the same time in this process [default: 1].
+    #[arg(long, env = "PRODCAT_WORKER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Seconds a lease lasts without renewal; items of a worker that died are taken over
+    /// after [default: 60].
+    #[arg(long, env = "PRODCAT_WORKER_LEASE_SECONDS")]
+    pub lease_seconds: Option<u64>,
+    /// Do not run the pipeline scheduler ([schedules] in prodcat.toml) in this process.
+    #[arg(long, env = "PRODCAT_WORKER_NO_SCHEDULER")]
+    pub no_scheduler: bool,
+}
+
+impl WorkerArgs {
+    pub fn layer(&self) -> WorkerLayer {
+        WorkerLayer {
+            model: self.model.clone(),
+            batch_size: self.batch_size,
+            concurrency: self.concurrency,
+            lease_seconds: self.lease_seconds,
+            no_scheduler: self.no_scheduler.then_some(true),
+        }
+    }
+}
+
+/// Resolves the settings tree for a command: defaults, the file, then these flags.
+pub fn resolve(
+    global: &GlobalArgs,
+    serve: Option<&ServeArgs>,
+    worker: Option<&WorkerArgs>,
+) -> anyhow::Result<Settings> {
+    let mut layer = global.layer();
+    if let Some(serve) = serve {
+        layer.server = serve.layer();
+    }
+    if let Some(worker) = worker {
+        layer.worker = worker.layer();
+    }
+    Settings::load(global.config.as_deref(), &layer).context("invalid settings")
+}
+
+/// The configured schedules, parsed (an unknown pipeline or a bad cron expression is an error
+/// naming the schedule).
+pub fn schedules(settings: &Settings) -> anyhow::Result<Vec<prodcat_pipelines::Schedule>> {
+    prodcat_pipelines::parse_schedules(
+        settings
+            .schedules
+            .iter()
+            .map(|(name, expression)| (name.as_str(), expression.as_str())),
+    )
+    .context("invalid [schedules] in the configuration")
 }

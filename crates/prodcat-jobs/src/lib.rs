@@ -9,25 +9,24 @@
 //!   whose lease expired can not overwrite anything: every item ends `done` or `failed` exactly
 //!   once. Failures are retried with exponential backoff up to a maximum number of attempts, then
 //!   recorded as the item's error.
-//! - **Worker** ([`worker`]): lease a batch, classify it with the model in service through
-//!   [`prodcat_pipelines::Platform`], renew the leases while it works, complete the batch, and
-//!   stop between batches when asked to.
-//! - **Prediction log** ([`prediction_log`]): one row per served prediction (a profile of the
-//!   inputs, never raw images), written in batches off the request path by a background writer,
-//!   or inside the job completion transaction for job items.
+//! - **Worker** ([`worker`]): lease a batch, classify it through the platform's
+//!   [`prodcat_platform::Predictor`] (the model in service, followed by the same
+//!   [`prodcat_platform::ModelService`] as the HTTP service), renew the leases while it works,
+//!   complete the batch with its prediction-log rows in one transaction, and stop between
+//!   batches when asked to.
+//! - **Pending products** ([`pending`]): catalogue products stored before a model could
+//!   classify them are classified later, each retried with backoff up to a cap, one at a time,
+//!   so a product that keeps failing never holds back the others.
 //!
 //! Leasing uses one conditional `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`, which
 //! both engines support; on PostgreSQL the inner select adds `FOR UPDATE SKIP LOCKED` so
 //! concurrent workers take disjoint batches without waiting on each other.
 
-pub mod prediction_log;
+pub mod pending;
 pub mod queue;
-pub mod testing;
 pub mod worker;
 
-pub use prediction_log::{
-    insert_prediction_log, PredictionLogRow, PredictionLogWriter, PredictionSource, TEXT_LOG_LIMIT,
-};
+pub use pending::{classify_pending, PendingPolicy, PendingReport};
 pub use queue::{
     complete_items, create_job, get_job, item_status_counts, job_items, lease_items, queue_depth,
     reclaim_expired, renew_leases, CompletionReport, ItemInput, ItemOutcome, ItemResult,
@@ -54,9 +53,30 @@ pub enum JobError {
     #[error("stored data of {what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
     #[error(transparent)]
+    Catalogue(#[from] prodcat_catalogue::CatalogueError),
+    #[error(transparent)]
     Storage(#[from] prodcat_storage::StorageError),
     #[error("serialisation: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+impl JobError {
+    /// Whose fault the error is.
+    pub fn kind(&self) -> prodcat_domain::ErrorKind {
+        use prodcat_domain::ErrorKind;
+        match self {
+            JobError::UnknownJob(_) => ErrorKind::NotFound,
+            JobError::InvalidJobId(_)
+            | JobError::EmptyJob
+            | JobError::InvalidIdempotencyKey { .. } => ErrorKind::Input,
+            JobError::IdempotencyConflict { .. } => ErrorKind::Conflict,
+            JobError::InvalidOption { .. } | JobError::Corrupt { .. } | JobError::Json(_) => {
+                ErrorKind::Internal
+            }
+            JobError::Catalogue(error) => error.kind(),
+            JobError::Storage(error) => error.kind(),
+        }
+    }
 }
 
 impl From<sqlx::Error> for JobError {

@@ -15,8 +15,9 @@ use prodcat_storage::{now_ms, Backend, Database, SqlPlaceholders};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
 
-use crate::prediction_log::{insert_prediction_log, PredictionLogRow};
 use crate::JobError;
+use prodcat_catalogue::prediction_log::insert_prediction_log;
+use prodcat_catalogue::PredictionLogRow;
 
 /// A job id: `job-` and 16 lowercase hex digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,16 +28,10 @@ impl JobId {
 
     pub fn parse(text: &str) -> Result<Self, JobError> {
         let trimmed = text.trim();
-        match trimmed.strip_prefix(Self::PREFIX) {
-            Some(rest)
-                if rest.len() == 16
-                    && rest
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
-            {
-                Ok(Self(trimmed.to_string()))
-            }
-            _ => Err(JobError::InvalidJobId(trimmed.to_string())),
+        if prodcat_domain::is_prefixed_hex(trimmed, Self::PREFIX, 16) {
+            Ok(Self(trimmed.to_string()))
+        } else {
+            Err(JobError::InvalidJobId(trimmed.to_string()))
         }
     }
 
@@ -201,10 +196,7 @@ impl ItemResult {
             branches: prediction
                 .branches
                 .iter()
-                .map(|branch| match branch {
-                    prodcat_model::Branch::Text => "text".to_string(),
-                    prodcat_model::Branch::Image => "image".to_string(),
-                })
+                .map(|branch| branch.as_str().to_string())
                 .collect(),
             model_version: prediction.model_version.to_string(),
         }
@@ -412,7 +404,8 @@ fn existing_or_conflict(
     }
 }
 
-/// Items per INSERT: small for the reason given at `prediction_log::ROWS_PER_STATEMENT`.
+/// Items per INSERT: small, because SQLite binds named parameters in time that grows with the
+/// square of their number per statement.
 const ITEM_INSERT_ROWS: usize = 64;
 
 /// Creates a job with its items in one transaction. With an idempotency key that was used

@@ -1,20 +1,21 @@
-//! The worker: lease a batch of items, classify it with the model in service (through the
-//! platform, so a newly promoted champion is picked up at the next batch), renew the leases while
-//! it works, complete the batch in one guarded transaction, and stop between batches when the
-//! shutdown token is cancelled.
+//! The worker: lease a batch of items, classify it through the [`Predictor`] (whose model
+//! service follows the champion, so a newly promoted version is picked up at the next batch),
+//! renew the leases while it works, complete the batch in one guarded transaction, and stop
+//! between batches when the shutdown token is cancelled.
 //!
-//! A worker that can not load the model does not lease anything (items are not charged an
-//! attempt for a worker's own trouble); it waits and tries again.
+//! A worker without a model in service does not lease anything (items are not charged an
+//! attempt for a worker's own trouble); it waits and tries again. Whether a failed item is
+//! retried is decided by the error's kind, the same kind the HTTP service turns into a status.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prodcat_model::{ModelError, ProductClassifier, ProductInput};
-use prodcat_pipelines::Platform;
-use prodcat_storage::image_key;
+use prodcat_catalogue::PredictionSource;
+use prodcat_platform::{
+    LogMode, PredictError, Predictor, ProductToClassify, RefreshOutcome, Requester,
+};
+use prodcat_storage::{image_key, Database, ObjectStorage};
 use tokio_util::sync::CancellationToken;
 
-use crate::prediction_log::{PredictionLogRow, PredictionSource};
 use crate::queue::{
     complete_items, lease_items, reclaim_expired, renew_leases, ItemOutcome, ItemResult,
     LeasedItem, RetryPolicy,
@@ -26,8 +27,6 @@ use crate::JobError;
 pub struct WorkerOptions {
     /// Names this worker in leases (each concurrent loop adds `/<n>`).
     pub owner: String,
-    /// The model to classify with (an alias such as `champion`, or a version reference).
-    pub model_reference: String,
     /// Items leased at once.
     pub batch_size: usize,
     /// Batches in work at the same time in this process.
@@ -43,7 +42,6 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
             owner: default_owner(),
-            model_reference: prodcat_registry::CHAMPION.to_string(),
             batch_size: 256,
             concurrency: 1,
             lease_duration: Duration::from_secs(60),
@@ -55,12 +53,11 @@ impl Default for WorkerOptions {
 
 /// `worker-<host>-<pid>`.
 pub fn default_owner() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|text| text.trim().to_string())
-        .filter(|text| !text.is_empty())
-        .unwrap_or_else(|| "local".to_string());
-    format!("worker-{host}-{}", std::process::id())
+    format!(
+        "worker-{}-{}",
+        prodcat_platform::host_name(),
+        std::process::id()
+    )
 }
 
 /// What a worker did before it stopped.
@@ -113,22 +110,23 @@ fn check(options: &WorkerOptions) -> Result<(), JobError> {
 }
 
 /// Runs `options.concurrency` worker loops until `shutdown` is cancelled; each loop finishes
-/// the batch it holds before it stops.
+/// the batch it holds before it stops. The predictor's model service is refreshed between
+/// batches, so promotions reach the worker.
 pub async fn run_worker(
-    platform: &Platform,
+    predictor: &Predictor,
     options: &WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<WorkerStats, JobError> {
     check(options)?;
     let mut loops = tokio::task::JoinSet::new();
     for index in 0..options.concurrency {
-        let platform = platform.clone();
+        let predictor = predictor.clone();
         let mut options = options.clone();
         if options.concurrency > 1 {
             options.owner = format!("{}/{index}", options.owner);
         }
         let shutdown = shutdown.clone();
-        loops.spawn(async move { worker_loop(platform, options, shutdown).await });
+        loops.spawn(async move { worker_loop(predictor, options, shutdown).await });
     }
     let mut total = WorkerStats::default();
     while let Some(joined) = loops.join_next().await {
@@ -148,29 +146,34 @@ async fn wait_or_stop(shutdown: &CancellationToken, duration: Duration) {
 }
 
 async fn worker_loop(
-    platform: Platform,
+    predictor: Predictor,
     options: WorkerOptions,
     shutdown: CancellationToken,
 ) -> WorkerStats {
     let mut stats = WorkerStats::default();
     let mut last_model_warning: Option<Instant> = None;
     while !shutdown.is_cancelled() {
-        let classifier = match platform.classifier(&options.model_reference).await {
-            Ok(classifier) => classifier,
-            Err(error) => {
-                if last_model_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
-                    tracing::warn!(
-                        %error,
-                        model = %options.model_reference,
+        let refreshed = predictor.models().refresh().await;
+        if predictor.models().current().is_none() {
+            if last_model_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+                match &refreshed {
+                    Ok(RefreshOutcome::Failed(failure)) => tracing::warn!(
+                        version = %failure.version,
+                        error = %failure.error,
+                        "the model to classify with failed to load; waiting"
+                    ),
+                    Err(error) => tracing::warn!(%error, "no model to classify with yet; waiting"),
+                    Ok(_) => tracing::warn!(
+                        model = %predictor.models().reference(),
                         "no model to classify with yet; waiting"
-                    );
-                    last_model_warning = Some(Instant::now());
+                    ),
                 }
-                wait_or_stop(&shutdown, options.idle_wait.max(Duration::from_secs(1))).await;
-                continue;
+                last_model_warning = Some(Instant::now());
             }
-        };
-        match process_one_batch(&platform, &classifier, &options).await {
+            wait_or_stop(&shutdown, options.idle_wait.max(Duration::from_secs(1))).await;
+            continue;
+        }
+        match process_one_batch(&predictor, &options).await {
             Ok(Some(batch)) => stats.add(&batch),
             Ok(None) => wait_or_stop(&shutdown, options.idle_wait).await,
             Err(error) => {
@@ -185,13 +188,13 @@ async fn worker_loop(
 
 /// Leases, classifies and completes one batch; `None` when there was nothing to do.
 async fn process_one_batch(
-    platform: &Platform,
-    classifier: &ProductClassifier,
+    predictor: &Predictor,
     options: &WorkerOptions,
 ) -> Result<Option<WorkerStats>, JobError> {
-    reclaim_expired(&platform.database, &options.retry).await?;
+    let database = &predictor.models().platform().database;
+    reclaim_expired(database, &options.retry).await?;
     let items = lease_items(
-        &platform.database,
+        database,
         &options.owner,
         options.batch_size,
         options.lease_duration,
@@ -201,12 +204,12 @@ async fn process_one_batch(
         return Ok(None);
     }
     let started = Instant::now();
-    let heartbeat = spawn_heartbeat(platform, &items, options.lease_duration);
-    let outcomes = classify_items(platform, classifier, &items).await;
+    let heartbeat = spawn_heartbeat(database, &items, options.lease_duration);
+    let outcomes = classify_items(predictor, &items).await;
     drop(heartbeat);
     // The heartbeat may have renewed leases: completions are guarded by owner and attempt, and
     // by an expiry that renewals only extend, so the leased items are still the right tokens.
-    let report = complete_items(&platform.database, &outcomes, &options.retry).await?;
+    let report = complete_items(database, &outcomes, &options.retry).await?;
     metrics::counter!("prodcat_job_items_total", "outcome" => "done").increment(report.done as u64);
     metrics::counter!("prodcat_job_items_total", "outcome" => "failed")
         .increment(report.failed as u64);
@@ -242,11 +245,11 @@ impl Drop for Heartbeat {
 }
 
 fn spawn_heartbeat(
-    platform: &Platform,
+    database: &Database,
     items: &[LeasedItem],
     lease_duration: Duration,
 ) -> Heartbeat {
-    let database = platform.database.clone();
+    let database = database.clone();
     let mut held: Vec<LeasedItem> = items.to_vec();
     Heartbeat(tokio::spawn(async move {
         loop {
@@ -266,102 +269,92 @@ fn spawn_heartbeat(
     }))
 }
 
-/// Whether trying again later could help.
-fn retryable(error: &ModelError) -> bool {
-    !error.concerns_the_input()
+/// Reads an item's image from the object store.
+async fn item_image(
+    objects: &ObjectStorage,
+    item: &LeasedItem,
+) -> Result<Option<bytes::Bytes>, String> {
+    let Some(hash) = &item.input.image_hash else {
+        return Ok(None);
+    };
+    let hash = prodcat_domain::ContentHash::parse(hash)
+        .map_err(|error| format!("the item's image hash is invalid: {error}"))?;
+    objects
+        .get(&image_key(&hash))
+        .await
+        .map(Some)
+        .map_err(|error| format!("the item's image could not be read: {error}"))
 }
 
-/// Classifies leased items: images are read from the object store, the model runs on the
-/// blocking pool.
+/// The outcome of an item whose prediction failed: retried when the error's kind says trying
+/// again may help.
+fn failed(error: &PredictError) -> ItemOutcome {
+    ItemOutcome::Failed {
+        retryable: error.kind().is_transient(),
+        error: error.to_string(),
+    }
+}
+
+/// Classifies leased items: images are read from the object store, the predictor runs the
+/// model within the CPU budget and gives each prediction its log row.
 async fn classify_items(
-    platform: &Platform,
-    classifier: &ProductClassifier,
+    predictor: &Predictor,
     items: &[LeasedItem],
 ) -> Vec<(LeasedItem, ItemOutcome)> {
-    let mut images: Vec<Result<Option<bytes::Bytes>, String>> = Vec::with_capacity(items.len());
-    for item in items {
-        images.push(match &item.input.image_hash {
-            None => Ok(None),
-            Some(hash) => match prodcat_domain::ContentHash::parse(hash) {
-                Ok(hash) => platform
-                    .objects
-                    .get(&image_key(&hash))
-                    .await
-                    .map(Some)
-                    .map_err(|error| format!("the item's image could not be read: {error}")),
-                Err(error) => Err(format!("the item's image hash is invalid: {error}")),
+    let objects = &predictor.models().platform().objects;
+    let mut outcomes: Vec<Option<ItemOutcome>> = Vec::with_capacity(items.len());
+    let mut products = Vec::new();
+    let mut requesters = Vec::new();
+    let mut positions = Vec::new();
+    for (position, item) in items.iter().enumerate() {
+        match item_image(objects, item).await {
+            Ok(image) => {
+                outcomes.push(None);
+                positions.push(position);
+                requesters.push(Requester::new(PredictionSource::Job));
+                products.push(ProductToClassify {
+                    designation: item.input.designation.clone(),
+                    description: item.input.description.clone(),
+                    image,
+                    explain: false,
+                });
+            }
+            Err(error) => outcomes.push(Some(ItemOutcome::Failed {
+                error,
+                retryable: true,
+            })),
+        }
+    }
+    let predictions = match predictor
+        .predict_batch(products, &requesters, LogMode::Caller)
+        .await
+    {
+        Ok(predictions) => predictions,
+        Err(error) => positions
+            .iter()
+            .map(|_| Err(PredictError::Task(error.to_string())))
+            .collect(),
+    };
+    for (position, prediction) in positions.into_iter().zip(predictions) {
+        outcomes[position] = Some(match prediction {
+            Ok(predicted) => ItemOutcome::Done {
+                result: ItemResult::from_prediction(&predicted.prediction),
+                log: Some(Box::new(predicted.log)),
             },
+            Err(error) => failed(&error),
         });
     }
-    let shared_items: Arc<Vec<LeasedItem>> = Arc::new(items.to_vec());
-    let shared_images = Arc::new(images);
-    let classifier = classifier.clone();
-    let work_items = shared_items.clone();
-    let work_images = shared_images.clone();
-    let predictions = tokio::task::spawn_blocking(move || {
-        let inputs: Vec<ProductInput<'_>> = work_items
-            .iter()
-            .zip(work_images.iter())
-            .map(|(item, image)| ProductInput {
-                designation: &item.input.designation,
-                description: &item.input.description,
-                image: image.as_ref().ok().and_then(|b| b.as_deref()),
-            })
-            .collect();
-        classifier.predict_batch(&inputs)
-    })
-    .await;
-    let predictions = match predictions {
-        Ok(predictions) => predictions,
-        Err(error) => {
-            tracing::error!(%error, "the classification task failed");
-            return items
-                .iter()
-                .map(|item| {
-                    (
-                        item.clone(),
-                        ItemOutcome::Failed {
-                            error: "the classification task failed".to_string(),
-                            retryable: true,
-                        },
-                    )
-                })
-                .collect();
-        }
-    };
     items
         .iter()
-        .zip(shared_images.iter())
-        .zip(predictions)
-        .map(|((item, image), prediction)| {
-            let outcome = match (image, prediction) {
-                (Err(error), _) => ItemOutcome::Failed {
-                    error: error.clone(),
+        .zip(outcomes)
+        .map(|(item, outcome)| {
+            (
+                item.clone(),
+                outcome.unwrap_or(ItemOutcome::Failed {
+                    error: "the item was not classified".to_string(),
                     retryable: true,
-                },
-                (Ok(_), Ok(prediction)) => {
-                    metrics::counter!(
-                        "prodcat_predictions_total",
-                        "category" => prediction.category.value().to_string(),
-                        "source" => "job"
-                    )
-                    .increment(1);
-                    ItemOutcome::Done {
-                        result: ItemResult::from_prediction(&prediction),
-                        log: Some(Box::new(PredictionLogRow::from_prediction(
-                            &prediction,
-                            PredictionSource::Job,
-                            item.input.product_id,
-                            &item.input.description,
-                        ))),
-                    }
-                }
-                (Ok(_), Err(error)) => ItemOutcome::Failed {
-                    retryable: retryable(&error),
-                    error: error.to_string(),
-                },
-            };
-            (item.clone(), outcome)
+                }),
+            )
         })
         .collect()
 }

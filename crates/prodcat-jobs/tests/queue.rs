@@ -5,12 +5,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use prodcat_jobs::testing::TestPlatform;
 use prodcat_jobs::{
     complete_items, create_job, get_job, item_status_counts, job_items, lease_items, queue_depth,
     reclaim_expired, renew_leases, run_worker, ItemInput, ItemOutcome, ItemResult, ItemStatus,
     JobError, JobKind, JobStatus, NewJob, RetryPolicy, WorkerOptions,
 };
+use prodcat_pipelines::testing::TestPlatform;
 use prodcat_storage::{testing, Database};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -111,9 +111,9 @@ async fn enqueue_and_process_with_the_champion() {
             ..WorkerOptions::default()
         };
         let worker = {
-            let platform = platform.platform.clone();
+            let predictor = platform.predictor();
             let shutdown = shutdown.clone();
-            tokio::spawn(async move { run_worker(&platform, &options, shutdown).await })
+            tokio::spawn(async move { run_worker(&predictor, &options, shutdown).await })
         };
         wait_for_completion(database, created.id.as_str(), Duration::from_secs(60)).await;
         shutdown.cancel();
@@ -161,19 +161,21 @@ async fn enqueue_and_process_with_the_champion() {
             .filter(|row| row.result.as_ref().is_some_and(|r| r.category == 2583))
             .count();
         assert!(pools >= 20, "{name}: only {pools} of 24 pools recognised");
-        // One prediction log row per classified item, with the product id and the text profile.
+        // One prediction log row per classified item, with the text profile; a job item's
+        // product id is the client's claim, so it links no log row to a stored product.
         assert_eq!(log_rows(database, "job").await, 119, "{name}");
         let row = sqlx::query(
             "SELECT product_id, text, description_empty, branches FROM prediction_log \
-             WHERE source = 'job' AND product_id = $1",
+             WHERE source = 'job' AND text = $1",
         )
-        .bind(1_003i64)
+        .bind("Manette sans fil pour console de salon n°3")
         .fetch_one(database.pool())
         .await
         .unwrap();
         let text: String = row.try_get("text").unwrap();
         assert!(text.starts_with("Manette sans fil"), "{text}");
         assert_eq!(row.try_get::<i64, _>("description_empty").unwrap(), 1);
+        assert_eq!(row.try_get::<Option<i64>, _>("product_id").unwrap(), None);
         assert_eq!(queue_depth(database).await.unwrap().pending, 0);
     }
 }
@@ -484,9 +486,9 @@ async fn a_killed_worker_loop_leaves_every_item_classified_exactly_once() {
         };
         let doomed_token = CancellationToken::new();
         let doomed = {
-            let platform = platform.platform.clone();
+            let predictor = platform.predictor();
             let options = options("doomed");
-            tokio::spawn(async move { run_worker(&platform, &options, doomed_token).await })
+            tokio::spawn(async move { run_worker(&predictor, &options, doomed_token).await })
         };
         // Wait until the doomed worker has finished some items and holds a lease, then kill it
         // (the task is dropped at its next await point, as a killed process would stop).
@@ -534,10 +536,10 @@ async fn a_killed_worker_loop_leaves_every_item_classified_exactly_once() {
 
         let shutdown = CancellationToken::new();
         let survivor = {
-            let platform = platform.platform.clone();
+            let predictor = platform.predictor();
             let options = options("survivor");
             let shutdown = shutdown.clone();
-            tokio::spawn(async move { run_worker(&platform, &options, shutdown).await })
+            tokio::spawn(async move { run_worker(&predictor, &options, shutdown).await })
         };
         wait_for_completion(database, job.id.as_str(), Duration::from_secs(120)).await;
         shutdown.cancel();
@@ -553,7 +555,7 @@ async fn a_killed_worker_loop_leaves_every_item_classified_exactly_once() {
         // Exactly once: one log row per item, and the orphaned items were retaken.
         assert_eq!(log_rows(database, "job").await, 3000, "{name}");
         let distinct: i64 = sqlx::query(
-            "SELECT COUNT(DISTINCT product_id) AS count FROM prediction_log WHERE source = 'job'",
+            "SELECT COUNT(DISTINCT prediction_id) AS count FROM prediction_log WHERE source = 'job'",
         )
         .fetch_one(database.pool())
         .await

@@ -21,6 +21,108 @@ pub enum Branch {
     Image,
 }
 
+impl Branch {
+    /// `text` or `image`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Branch::Text => "text",
+            Branch::Image => "image",
+        }
+    }
+
+    /// The branches that answered, as one label: `text`, `image` or `text+image`.
+    pub fn label(branches: &[Branch]) -> String {
+        branches
+            .iter()
+            .map(|branch| branch.as_str())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+}
+
+/// The most pixels an image may have before it is refused (a decompression-bomb guard).
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = prodcat_vision::preprocess::DEFAULT_MAX_PIXELS;
+
+/// How much input one product may carry. Checked before any heavy work, so that the time and
+/// memory one product can cost are bounded whatever it contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    /// Bytes of the designation (titles are about 70 characters).
+    pub max_designation_bytes: usize,
+    /// Bytes of the description (HTML included).
+    pub max_description_bytes: usize,
+    /// Pixels of a decoded image.
+    pub max_image_pixels: u64,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        Self {
+            max_designation_bytes: 4 << 10,
+            max_description_bytes: 64 << 10,
+            max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+        }
+    }
+}
+
+impl InputLimits {
+    /// The checks every product passes before any heavy work, whichever way it came in: text
+    /// sizes, something to classify, and for an image its header (nothing is decoded).
+    pub fn check_product(&self, input: &ProductInput<'_>) -> Result<(), ModelError> {
+        self.check(input)?;
+        if let Some(image) = input.image {
+            probe_image(image, self.max_image_pixels)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the text fields' sizes and that there is something to classify.
+    pub fn check(&self, input: &ProductInput<'_>) -> Result<(), ModelError> {
+        let too_long = |field: &'static str, length: usize, limit: usize| {
+            if length > limit {
+                Err(ModelError::TooLong {
+                    field,
+                    length,
+                    limit,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        too_long(
+            "designation",
+            input.designation.len(),
+            self.max_designation_bytes,
+        )?;
+        too_long(
+            "description",
+            input.description.len(),
+            self.max_description_bytes,
+        )?;
+        if input.designation.trim().is_empty()
+            && input.description.trim().is_empty()
+            && input.image.is_none()
+        {
+            return Err(ModelError::EmptyInput);
+        }
+        Ok(())
+    }
+}
+
+/// Checks an image's header (format, dimensions, pixel count) without decoding it; returns
+/// its width and height.
+pub fn probe_image(image: &[u8], max_pixels: u64) -> Result<(u32, u32), ModelError> {
+    let (_, width, height) = prodcat_vision::preprocess::probe_image(image, max_pixels)?;
+    Ok((width, height))
+}
+
+/// Decodes an image fully (a truncated or corrupt file is refused); returns its width and
+/// height.
+pub fn decode_image(image: &[u8], max_pixels: u64) -> Result<(u32, u32), ModelError> {
+    let picture = prodcat_vision::preprocess::decode_image(image, max_pixels)?;
+    Ok((picture.width, picture.height))
+}
+
 /// One product to classify.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProductInput<'a> {
@@ -88,6 +190,7 @@ pub struct ProductClassifier {
     backbone: Option<ImageBackbone>,
     version: ModelVersionId,
     categories: Vec<CategoryCode>,
+    limits: InputLimits,
 }
 
 impl ProductClassifier {
@@ -121,7 +224,25 @@ impl ProductClassifier {
             backbone,
             version,
             categories,
+            limits: InputLimits::default(),
         })
+    }
+
+    /// The same model with other input limits.
+    pub fn with_limits(mut self, limits: InputLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The input limits this model enforces.
+    pub fn limits(&self) -> &InputLimits {
+        &self.limits
+    }
+
+    /// Checks a product before any heavy work: text sizes, something to classify, and for an
+    /// image its header (format and pixel count; nothing is decoded).
+    pub fn check_input(&self, input: &ProductInput<'_>) -> Result<(), ModelError> {
+        self.limits.check_product(input)
     }
 
     pub fn version(&self) -> &ModelVersionId {
@@ -221,6 +342,7 @@ impl ProductClassifier {
         explain: bool,
     ) -> Result<ProductPrediction, ModelError> {
         let started = Instant::now();
+        self.check_input(input)?;
         let text = product_text(input.designation, input.description);
         if text.is_empty() && input.image.is_none() {
             return Err(ModelError::EmptyInput);
@@ -239,17 +361,16 @@ impl ProductClassifier {
                 )
             }
             Some(encoded) => {
-                // A text-only model still checks that the image is an image.
-                let stats = match &self.backbone {
-                    Some(backbone) => {
-                        let options = backbone.preprocessor().options;
-                        let picture =
-                            prodcat_vision::preprocess::decode_image(encoded, options.max_pixels)?;
-                        ImageStats::from_rgb(picture.width, picture.height, &picture.pixels).ok()
-                    }
-                    None => None,
-                };
-                (None, stats)
+                // A model that does not use images still checks that the image is one, the
+                // same way whichever entry point the product came through.
+                let picture = prodcat_vision::preprocess::decode_image(
+                    encoded,
+                    self.limits.max_image_pixels,
+                )?;
+                (
+                    None,
+                    ImageStats::from_rgb(picture.width, picture.height, &picture.pixels).ok(),
+                )
             }
             None => (None, None),
         };

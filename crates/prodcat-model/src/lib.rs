@@ -13,25 +13,26 @@ mod fusion;
 mod profile;
 mod training;
 
+use prodcat_domain::ErrorKind;
+use prodcat_vision::VisionError;
+
 pub use bundle::{
     load_bundle, write_bundle, BundleFile, BundleManifest, FusionSettings, ImageBranch,
     ModelBundle, BUNDLE_FORMAT_VERSION,
 };
 pub use classifier::{
-    Branch, Combined, ProductClassifier, ProductInput, ProductPrediction, ScoredCode,
+    decode_image, probe_image, Branch, Combined, InputLimits, ProductClassifier, ProductInput,
+    ProductPrediction, ScoredCode, DEFAULT_MAX_IMAGE_PIXELS,
 };
 pub use evaluation::{evaluate_rows, BranchEvaluation, EvaluationReport, LabelledProduct};
 pub use features::{FeatureCache, ImageBackbone};
 pub use fusion::{
     automation_threshold, fit_fused_temperature, fuse, tune_fusion_weight, ThresholdChoice,
 };
-use prodcat_domain::ErrorKind;
-use prodcat_vision::VisionError;
 pub use profile::{
     observation_for, out_of_vocabulary_share, reference_profile, ObservationBasis, ObservedProduct,
     ReferenceRow, StoredProfile, PROFILE_COMPONENTS,
 };
-
 pub use training::{
     BranchSelection, TrainOptions, Trainer, TrainingOutcome, TrainingProgress, TrainingResources,
 };
@@ -56,6 +57,12 @@ pub enum ModelError {
     MissingBranch(&'static str),
     #[error("the image branch needs the pretrained image backbone, which is not loaded (run scripts/setup)")]
     BackboneUnavailable,
+    #[error("the {field} is {length} bytes long; at most {limit} bytes are accepted")]
+    TooLong {
+        field: &'static str,
+        length: usize,
+        limit: usize,
+    },
     #[error("image: {0}")]
     Image(#[from] prodcat_vision::VisionError),
     #[error("text model: {0}")]
@@ -77,8 +84,8 @@ pub enum ModelError {
 impl ModelError {
     /// Whose fault the error is.
     ///
-    /// - `Input`: nothing to classify, a branch the model lacks, an image that cannot be
-    ///   decoded or is too large.
+    /// - `Input`: nothing to classify, a branch the model lacks, a text over its length limit,
+    ///   an image that cannot be decoded or is too large.
     /// - `Unavailable`: the image backbone is not loaded; storage that cannot be reached now.
     /// - `Internal`: everything about the model itself. A bundle (or a file of one) missing from
     ///   the object store is not the caller's `NotFound`: the registry named a version whose
@@ -89,7 +96,9 @@ impl ModelError {
     ///   times out while rows load is `Unavailable` and the training can be retried.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ModelError::EmptyInput | ModelError::MissingBranch(_) => ErrorKind::Input,
+            ModelError::EmptyInput | ModelError::MissingBranch(_) | ModelError::TooLong { .. } => {
+                ErrorKind::Input
+            }
             ModelError::BackboneUnavailable => ErrorKind::Unavailable,
             ModelError::Image(error) => vision_error_kind(error),
             ModelError::Storage(error) => match error.kind() {
@@ -109,6 +118,23 @@ impl ModelError {
             | ModelError::TrainingData(_)
             | ModelError::Json(_) => ErrorKind::Internal,
         }
+    }
+
+    /// Whether this is an image refused for its size (bytes or pixels).
+    pub fn is_image_too_large(&self) -> bool {
+        matches!(
+            self,
+            ModelError::Image(
+                VisionError::EncodedImageTooLarge { .. } | VisionError::ImageTooLarge { .. }
+            )
+        )
+    }
+
+    /// Whether this is an image that cannot be read (empty, unknown format, corrupt).
+    pub fn is_unreadable_image(&self) -> bool {
+        matches!(self, ModelError::Image(_))
+            && self.kind() == ErrorKind::Input
+            && !self.is_image_too_large()
     }
 
     /// Whether the product itself is the problem (nothing to classify, an unusable image, a

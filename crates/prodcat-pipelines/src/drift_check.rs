@@ -15,16 +15,17 @@ use prodcat_drift::{
     DEFAULT_PROFILE_ROWS,
 };
 use prodcat_model::{
-    observation_for, reference_profile, ProductClassifier, ProductInput, ReferenceRow,
-    StoredProfile, PROFILE_COMPONENTS,
+    observation_for, reference_profile, ProductClassifier, ReferenceRow, StoredProfile,
+    PROFILE_COMPONENTS,
 };
 use prodcat_storage::{now_ms, Database};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::platform::Platform;
 use crate::window::{format_ms, DriftWindow};
 use crate::PipelineError;
+use prodcat_catalogue::PredictionSource;
+use prodcat_platform::{LogMode, Platform, Predictor, ProductToClassify, Requester};
 
 /// Settings of a drift check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,23 +285,22 @@ async fn logged_predictions(
     model: &ModelVersionId,
     window: &DriftWindow,
 ) -> Result<Vec<LoggedPrediction>, PipelineError> {
-    let rows = sqlx::query(
-        "SELECT text, description_empty, image_width, image_height, image_brightness, \
-         image_border_ratio, predicted_code, confidence, label_code FROM prediction_log \
-         WHERE model_version = $1 AND at_ms >= $2 AND at_ms < $3 ORDER BY at_ms, id",
+    let rows = prodcat_catalogue::prediction_log::served_predictions(
+        database,
+        model.as_str(),
+        window.start_ms,
+        window.end_ms,
     )
-    .bind(model.as_str().to_string())
-    .bind(window.start_ms)
-    .bind(window.end_ms)
-    .fetch_all(database.pool())
     .await?;
-    rows.iter()
+    Ok(rows
+        .into_iter()
         .map(|row| {
-            let width: Option<i64> = row.try_get("image_width")?;
-            let height: Option<i64> = row.try_get("image_height")?;
-            let brightness: Option<f64> = row.try_get("image_brightness")?;
-            let border: Option<f64> = row.try_get("image_border_ratio")?;
-            let image = match (width, height, brightness, border) {
+            let image = match (
+                row.image_width,
+                row.image_height,
+                row.image_brightness,
+                row.image_border_ratio,
+            ) {
                 (Some(width), Some(height), Some(brightness), Some(border)) => Some(ImageStats {
                     width: u32::try_from(width).unwrap_or(0),
                     height: u32::try_from(height).unwrap_or(0),
@@ -309,20 +309,16 @@ async fn logged_predictions(
                 }),
                 _ => None,
             };
-            let predicted: i64 = row.try_get("predicted_code")?;
-            let label: Option<i64> = row.try_get("label_code")?;
-            let description_empty: i64 = row.try_get("description_empty")?;
-            let text: String = row.try_get("text")?;
-            Ok(LoggedPrediction {
-                text: normalize_text(&text),
-                description_empty: description_empty != 0,
+            LoggedPrediction {
+                text: normalize_text(&row.text),
+                description_empty: row.description_empty,
                 image,
-                predicted: u16::try_from(predicted).ok(),
-                confidence: row.try_get("confidence")?,
-                label: label.and_then(|l| u16::try_from(l).ok()),
-            })
+                predicted: u16::try_from(row.predicted_code).ok(),
+                confidence: row.confidence,
+                label: row.label_code.and_then(|l| u16::try_from(l).ok()),
+            }
         })
-        .collect()
+        .collect())
 }
 
 fn reference_f1(classifier: &ProductClassifier) -> Option<f64> {
@@ -621,43 +617,52 @@ fn read_labels(path: &Path) -> Result<HashMap<String, u16>, PipelineError> {
     Ok(labels)
 }
 
-/// Runs the model over products and measures them the way the prediction log records them.
+/// Runs the model over products (through the predictor, as every prediction is made) and
+/// measures them the way the prediction log records them.
 async fn predict_products(
-    classifier: &ProductClassifier,
+    predictor: &Predictor,
     products: Vec<FileProduct>,
 ) -> Result<Vec<(String, LoggedPrediction)>, PipelineError> {
-    let classifier = classifier.clone();
-    tokio::task::spawn_blocking(move || {
-        let inputs: Vec<ProductInput<'_>> = products
-            .iter()
-            .map(|p| ProductInput {
-                designation: &p.designation,
-                description: &p.description,
-                image: p.image.as_deref(),
-            })
-            .collect();
-        let predictions = classifier.predict_batch(&inputs);
-        products
-            .iter()
-            .zip(predictions)
-            .filter_map(|(product, prediction)| {
-                let prediction = prediction.ok()?;
-                Some((
-                    product.index.clone(),
-                    LoggedPrediction {
-                        text: prediction.normalized_text.clone(),
-                        description_empty: normalize_text(&product.description).is_empty(),
-                        image: prediction.image_stats,
-                        predicted: Some(prediction.category.value()),
-                        confidence: f64::from(prediction.confidence),
-                        label: None,
-                    },
-                ))
-            })
-            .collect()
-    })
-    .await
-    .map_err(|error| PipelineError::Invalid(format!("prediction failed: {error}")))
+    let indexes: Vec<String> = products.iter().map(|p| p.index.clone()).collect();
+    let descriptions_empty: Vec<bool> = products
+        .iter()
+        .map(|p| normalize_text(&p.description).is_empty())
+        .collect();
+    let inputs: Vec<ProductToClassify> = products
+        .into_iter()
+        .map(|p| ProductToClassify {
+            designation: p.designation,
+            description: p.description,
+            image: p.image.map(bytes::Bytes::from),
+            explain: false,
+        })
+        .collect();
+    let predictions = predictor
+        .predict_batch(
+            inputs,
+            &[Requester::new(PredictionSource::Batch)],
+            LogMode::Caller,
+        )
+        .await?;
+    Ok(indexes
+        .into_iter()
+        .zip(descriptions_empty)
+        .zip(predictions)
+        .filter_map(|((index, description_empty), predicted)| {
+            let prediction = predicted.ok()?.prediction;
+            Some((
+                index,
+                LoggedPrediction {
+                    text: prediction.normalized_text.clone(),
+                    description_empty,
+                    image: prediction.image_stats,
+                    predicted: Some(prediction.category.value()),
+                    confidence: f64::from(prediction.confidence),
+                    label: None,
+                },
+            ))
+        })
+        .collect())
 }
 
 /// Checks drift between two CSV files in the challenge format: the model is run over both (with
@@ -673,12 +678,13 @@ pub async fn check_files(
     options: &DriftCheckOptions,
 ) -> Result<DriftCheck, PipelineError> {
     let version = prodcat_registry::resolve(&platform.database, model).await?;
-    let classifier = platform.classifier_for(&version).await?;
+    let predictor = Predictor::for_reference(platform, version.id.as_str()).await?;
+    let classifier = predictor.served()?.classifier.clone();
     let reference_products = read_products(reference_file, images)?;
     let current_products = read_products(current_file, images)?;
     let labels = current_labels.map(read_labels).transpose()?;
-    let reference = predict_products(&classifier, reference_products).await?;
-    let mut current = predict_products(&classifier, current_products).await?;
+    let reference = predict_products(&predictor, reference_products).await?;
+    let mut current = predict_products(&predictor, current_products).await?;
     if reference.len() < 2 || current.len() < 2 {
         return Err(PipelineError::Invalid(format!(
             "too few classifiable rows to compare ({} in the reference file, {} in the current file)",

@@ -14,8 +14,8 @@ use prodcat_registry::{
     fail_run, finish_run, log_metrics, log_params, start_run, store_artifact, NewRun, Run, RunKind,
 };
 
-use crate::platform::Platform;
 use crate::PipelineError;
+use prodcat_platform::Platform;
 
 /// What to evaluate on.
 #[derive(Debug, Clone)]

@@ -3,16 +3,18 @@
 //! checks over the prediction log, notifications, and the scheduled pipelines (weekly drift
 //! check, retraining) with recorded, resumable steps, their scheduler, and the drift simulation.
 
+use prodcat_domain::ErrorKind;
+
 mod drift_check;
 mod evaluation_run;
 mod notify;
 mod pipeline_run;
 mod pipelines;
-mod platform;
 mod rescore;
 mod retrain;
 mod scheduler;
 mod simulate;
+pub mod testing;
 mod training_run;
 mod weekly_check;
 mod window;
@@ -27,14 +29,13 @@ pub use evaluation_run::{
 };
 pub use notify::{
     list_notifications, redacted_destination, Delivery, DeliveryStatus, Notification,
-    NotificationRecord, Notifier, WEBHOOK_ENVIRONMENT_VARIABLE,
+    NotificationRecord, Notifier,
 };
 pub use pipeline_run::{
     get_pipeline_run, list_pipeline_runs, pipeline_steps, PipelineExecution, PipelineRun,
     PipelineStep, RetryPolicy, RunStatus, ABANDONED_AFTER_MS,
 };
 pub use pipelines::{run_pipeline, PipelineName, PipelineRequest, StartMode};
-pub use platform::Platform;
 pub use rescore::PlatformRescorer;
 pub use retrain::{
     training_options_from_manifest, ChallengerOutput, EvaluationOutput, PromotionOutput,
@@ -65,6 +66,12 @@ pub enum PipelineError {
     Dataset(#[from] prodcat_dataset::DatasetError),
     #[error(transparent)]
     Storage(#[from] prodcat_storage::StorageError),
+    #[error(transparent)]
+    Platform(#[from] prodcat_platform::PlatformError),
+    #[error(transparent)]
+    Predict(#[from] prodcat_platform::PredictError),
+    #[error(transparent)]
+    Catalogue(#[from] prodcat_catalogue::CatalogueError),
     #[error("text embedding model: {0}")]
     Embed(#[from] prodcat_embed::EmbedError),
     #[error(transparent)]
@@ -100,33 +107,56 @@ impl From<sqlx::Error> for PipelineError {
 }
 
 impl PipelineError {
+    /// Whose fault the error is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PipelineError::Model(error) => error.kind(),
+            PipelineError::Registry(error) => registry_kind(error),
+            PipelineError::Dataset(prodcat_dataset::DatasetError::Storage(error))
+            | PipelineError::Storage(error) => error.kind(),
+            PipelineError::Platform(error) => error.kind(),
+            PipelineError::Predict(error) => error.kind(),
+            PipelineError::Catalogue(error) => error.kind(),
+            PipelineError::Domain(_)
+            | PipelineError::Input { .. }
+            | PipelineError::Invalid(_)
+            | PipelineError::NoTraffic { .. }
+            | PipelineError::Schedule { .. } => ErrorKind::Input,
+            PipelineError::UnknownPipeline(_) | PipelineError::UnknownPipelineRun(_) => {
+                ErrorKind::NotFound
+            }
+            PipelineError::Dataset(_)
+            | PipelineError::Embed(_)
+            | PipelineError::Drift(_)
+            | PipelineError::Json(_)
+            | PipelineError::StepFailed { .. } => ErrorKind::Internal,
+        }
+    }
+
     /// Whether trying again may help (storage, network and registry races), as opposed to a
     /// mistake in the input or the setup that a retry would only repeat.
     pub fn is_transient(&self) -> bool {
         match self {
-            PipelineError::Storage(_) => true,
-            PipelineError::Registry(error) => matches!(
-                error,
-                prodcat_registry::RegistryError::Storage(_)
-                    | prodcat_registry::RegistryError::AliasMovedMeanwhile { .. }
-                    | prodcat_registry::RegistryError::Rescore { .. }
-                    | prodcat_registry::RegistryError::MlflowRequest { .. }
-            ),
-            PipelineError::Dataset(prodcat_dataset::DatasetError::Storage(_)) => true,
-            PipelineError::Model(prodcat_model::ModelError::Storage(_)) => true,
-            PipelineError::StepFailed { .. } => false,
-            PipelineError::Model(_)
-            | PipelineError::Dataset(_)
-            | PipelineError::Embed(_)
-            | PipelineError::Domain(_)
-            | PipelineError::Drift(_)
-            | PipelineError::Input { .. }
-            | PipelineError::Invalid(_)
-            | PipelineError::Json(_)
-            | PipelineError::NoTraffic { .. }
-            | PipelineError::UnknownPipeline(_)
-            | PipelineError::UnknownPipelineRun(_)
-            | PipelineError::Schedule { .. } => false,
+            PipelineError::Registry(
+                prodcat_registry::RegistryError::AliasMovedMeanwhile { .. }
+                | prodcat_registry::RegistryError::Rescore { .. }
+                | prodcat_registry::RegistryError::MlflowRequest { .. },
+            ) => true,
+            _ => self.kind().is_transient(),
         }
+    }
+}
+
+/// The kind of a registry error (until the registry says so itself).
+fn registry_kind(error: &prodcat_registry::RegistryError) -> ErrorKind {
+    use prodcat_registry::RegistryError;
+    match error {
+        RegistryError::UnknownRun(_)
+        | RegistryError::UnknownModelReference { .. }
+        | RegistryError::UnknownModelVersion(_)
+        | RegistryError::UnknownAlias(_) => ErrorKind::NotFound,
+        RegistryError::Storage(storage) => storage.kind(),
+        RegistryError::AliasMovedMeanwhile { .. } => ErrorKind::Conflict,
+        _ => ErrorKind::Internal,
     }
 }

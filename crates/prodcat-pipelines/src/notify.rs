@@ -10,10 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::PipelineError;
+use prodcat_platform::Platform;
 
-/// The environment variable holding the webhook URL.
-pub const WEBHOOK_ENVIRONMENT_VARIABLE: &str = "PRODCAT_WEBHOOK_URL";
+use crate::PipelineError;
 
 /// Something worth telling the team.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,9 +247,9 @@ impl Notifier {
         }
     }
 
-    /// A notifier for the URL in `PRODCAT_WEBHOOK_URL`, if set.
-    pub fn from_environment() -> Self {
-        Self::new(std::env::var(WEBHOOK_ENVIRONMENT_VARIABLE).ok())
+    /// A notifier for the platform's configured webhook, if any.
+    pub fn for_platform(platform: &Platform) -> Self {
+        Self::new(platform.webhook_url().map(str::to_string))
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {

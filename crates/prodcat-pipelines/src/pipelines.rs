@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::pipeline_run::{
     get_pipeline_run, list_pipeline_runs, PipelineExecution, PipelineRun, RetryPolicy,
 };
-use crate::platform::Platform;
 use crate::retrain::{run_retrain, RetrainParameters};
 use crate::weekly_check::{run_weekly_check, WeeklyCheckParameters};
 use crate::PipelineError;
+use prodcat_platform::Platform;
 
 /// The pipelines prodcat knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

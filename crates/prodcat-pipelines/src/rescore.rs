@@ -7,8 +7,8 @@ use prodcat_dataset::Split;
 use prodcat_registry::{EvaluationSummary, ModelVersion, RescoreError, Rescorer, ScoreFuture};
 
 use crate::evaluation_run::evaluate_on_split;
-use crate::platform::Platform;
 use crate::PipelineError;
+use prodcat_platform::Platform;
 
 /// A [`Rescorer`] over the platform's models and datasets.
 pub struct PlatformRescorer<'a> {

@@ -19,7 +19,9 @@ use sqlx::Row;
 use crate::evaluation_run::{record_evaluation_run, EvaluationInput};
 use crate::notify::{Delivery, Notification};
 use crate::pipeline_run::{PipelineExecution, RetryPolicy};
-use crate::platform::Platform;
+use prodcat_platform::Platform;
+
+use crate::notify::Notifier;
 use crate::rescore::PlatformRescorer;
 use crate::training_run::{run_training, TrainingRequest};
 use crate::PipelineError;
@@ -495,7 +497,7 @@ pub async fn run_retrain(
         promoted: output.promoted,
         reasons: output.reasons.clone(),
     };
-    let notifier = platform.notifier();
+    let notifier = Notifier::for_platform(platform);
     let delivery: Delivery = execution
         .step_with("notify", RetryPolicy::once(), |_| {
             let notifier = notifier.clone();

@@ -24,8 +24,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::pipelines::{run_pipeline, PipelineName, PipelineRequest, StartMode};
-use crate::platform::Platform;
 use crate::PipelineError;
+use prodcat_platform::Platform;
 
 /// The lease row all schedulers compete for.
 pub const LEASE_NAME: &str = "scheduler";
@@ -124,10 +124,7 @@ pub struct SchedulerOptions {
 
 impl Default for SchedulerOptions {
     fn default() -> Self {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.trim().is_empty())
-            .unwrap_or_else(|| "host".to_string());
+        let host = prodcat_platform::host_name();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())

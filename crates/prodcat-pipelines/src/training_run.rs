@@ -12,8 +12,8 @@ use prodcat_registry::{
 };
 
 use crate::evaluation_run::evaluation_metrics;
-use crate::platform::Platform;
 use crate::PipelineError;
+use prodcat_platform::Platform;
 
 /// What to train.
 #[derive(Debug, Clone)]

@@ -8,7 +8,9 @@ use crate::drift_check::{check_prediction_log, DriftCheckOptions};
 use crate::notify::{Delivery, Notification};
 use crate::pipeline_run::{list_pipeline_runs, PipelineExecution, RetryPolicy, RunStatus};
 use crate::pipelines::{run_retrain_pipeline, PipelineName, PipelineRequest, StartMode};
-use crate::platform::Platform;
+use prodcat_platform::Platform;
+
+use crate::notify::Notifier;
 use crate::retrain::RetrainOutput;
 use crate::window::{format_ms, parse_duration_ms, DriftWindow};
 use crate::PipelineError;
@@ -281,7 +283,7 @@ pub async fn run_weekly_check(
                 "retraining is disabled; no action taken".to_string()
             },
         };
-        let notifier = platform.notifier();
+        let notifier = Notifier::for_platform(platform);
         let delivery: Delivery = execution
             .step_with("notify", RetryPolicy::once(), |_| {
                 let notifier = notifier.clone();

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 
 use prodcat_domain::CategoryCode;
 use prodcat_model::ProductPrediction;
+use prodcat_platform::Predicted;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::catalogue::Product;
 use crate::error::ErrorBody;
+use prodcat_catalogue::Product;
 
 /// A category with its name.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -87,6 +88,8 @@ pub struct PredictionBody {
     /// Weight of the image branch in the fused probabilities, when both answered.
     pub fusion_weight: Option<f32>,
     pub model_version: String,
+    /// This prediction's id (`GET /v1/predictions/{id}` shows what answered, and how).
+    pub prediction_id: Option<String>,
     /// Time the model took.
     pub model_microseconds: u64,
     /// Time the server took for this product, decoding included.
@@ -107,6 +110,17 @@ fn scores(categories: &[CategoryCode], probabilities: &[f32]) -> Vec<CategorySco
 }
 
 impl PredictionBody {
+    /// The answer for a prediction made through the predictor.
+    pub fn from_predicted(predicted: &Predicted, elapsed_microseconds: u64) -> Self {
+        let mut body = Self::from_prediction(
+            &predicted.prediction,
+            &predicted.categories,
+            elapsed_microseconds,
+        );
+        body.prediction_id = Some(predicted.prediction_id.clone());
+        body
+    }
+
     pub fn from_prediction(
         prediction: &ProductPrediction,
         categories: &[CategoryCode],
@@ -134,10 +148,7 @@ impl PredictionBody {
             branches: prediction
                 .branches
                 .iter()
-                .map(|branch| match branch {
-                    prodcat_model::Branch::Text => "text".to_string(),
-                    prodcat_model::Branch::Image => "image".to_string(),
-                })
+                .map(|branch| branch.as_str().to_string())
                 .collect(),
             text_probabilities: prediction
                 .text_probabilities
@@ -149,6 +160,7 @@ impl PredictionBody {
                 .map(|p| scores(categories, p)),
             fusion_weight: prediction.fusion_weight,
             model_version: prediction.model_version.to_string(),
+            prediction_id: None,
             model_microseconds: prediction.elapsed_microseconds,
             elapsed_microseconds,
             explanation: prediction.explanation.as_ref().map(|explanation| {

@@ -1,17 +1,9 @@
-//! Who may do what: roles and the permission each route needs, signed expiring access tokens
-//! (JWT, HS256), argon2 password hashes, and the [`Caller`] extractor that routes use.
-//!
-//! | role | may |
-//! |---|---|
-//! | `admin` | everything |
-//! | `reviewer` | read and write products, the review queue, search |
-//! | `service` | predict, classification jobs |
-//! | `viewer` | read products, search, similar products |
+//! Signed expiring access tokens (JWT, HS256, keys named by id so they can be rotated), and the
+//! [`Caller`] extractor through which routes check the caller's role (roles and permissions
+//! are the catalogue's: [`prodcat_catalogue::access`]).
 
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,113 +12,10 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use prodcat_catalogue::{Permission, Role};
+
 use crate::error::ApiError;
-use crate::ServerError;
-
-/// A role given to a user or a service client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Reviewer,
-    Service,
-    Viewer,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Reviewer, Role::Service, Role::Viewer];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Reviewer => "reviewer",
-            Role::Service => "service",
-            Role::Viewer => "viewer",
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Self, ServerError> {
-        match text.trim() {
-            "admin" => Ok(Role::Admin),
-            "reviewer" => Ok(Role::Reviewer),
-            "service" => Ok(Role::Service),
-            "viewer" => Ok(Role::Viewer),
-            other => Err(ServerError::InvalidInput(format!(
-                "unknown role {other:?}: expected admin, reviewer, service or viewer"
-            ))),
-        }
-    }
-
-    /// Whether this role has `permission`.
-    pub fn allows(self, permission: Permission) -> bool {
-        match self {
-            Role::Admin => true,
-            Role::Reviewer => match permission {
-                Permission::ProductsRead
-                | Permission::ProductsWrite
-                | Permission::Review
-                | Permission::Search => true,
-                Permission::Predict | Permission::Jobs | Permission::Models | Permission::Audit => {
-                    false
-                }
-            },
-            Role::Service => match permission {
-                Permission::Predict | Permission::Jobs => true,
-                Permission::ProductsRead
-                | Permission::ProductsWrite
-                | Permission::Review
-                | Permission::Search
-                | Permission::Models
-                | Permission::Audit => false,
-            },
-            Role::Viewer => match permission {
-                Permission::ProductsRead | Permission::Search => true,
-                Permission::Predict
-                | Permission::Jobs
-                | Permission::ProductsWrite
-                | Permission::Review
-                | Permission::Models
-                | Permission::Audit => false,
-            },
-        }
-    }
-}
-
-/// What a route needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    /// `POST /v1/predict`, `POST /v1/predict/batch`.
-    Predict,
-    /// `POST /v1/jobs/classify`, `GET /v1/jobs/{id}`.
-    Jobs,
-    /// `GET /v1/products...`.
-    ProductsRead,
-    /// `POST`, `PATCH`, `DELETE /v1/products...`.
-    ProductsWrite,
-    /// The review queue and decisions.
-    Review,
-    /// Search and similar products.
-    Search,
-    /// The model registry: list, promote, roll back.
-    Models,
-    /// The audit log.
-    Audit,
-}
-
-impl Permission {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Permission::Predict => "predict",
-            Permission::Jobs => "jobs",
-            Permission::ProductsRead => "read products",
-            Permission::ProductsWrite => "change products",
-            Permission::Review => "review",
-            Permission::Search => "search",
-            Permission::Models => "manage models",
-            Permission::Audit => "read the audit log",
-        }
-    }
-}
+use crate::keys::SigningKeys;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,10 +48,11 @@ impl TokenProblem {
     }
 }
 
-/// Signs and verifies access tokens (JWT, HS256).
+/// Signs and verifies access tokens (JWT, HS256, with the signing key's id in the `kid`
+/// header so keys can be rotated).
 #[derive(Clone)]
 pub struct TokenSigner {
-    key: Hmac<Sha256>,
+    keys: SigningKeys,
     lifetime: Duration,
 }
 
@@ -170,22 +60,24 @@ impl std::fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenSigner")
             .field("lifetime", &self.lifetime)
+            .field("signing_key", &self.keys.signing().id)
             .finish_non_exhaustive()
     }
 }
-
-const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
 fn now_seconds() -> i64 {
     prodcat_storage::now_ms() / 1000
 }
 
+fn mac_of(secret: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length; the fallback only satisfies the type.
+    <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()))
+}
+
 impl TokenSigner {
-    pub fn new(secret: &[u8], lifetime: Duration) -> Self {
-        // HMAC takes keys of any length; the fallback only satisfies the type.
-        let key = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-            .unwrap_or_else(|_| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()));
-        Self { key, lifetime }
+    pub fn new(keys: SigningKeys, lifetime: Duration) -> Self {
+        Self { keys, lifetime }
     }
 
     pub fn lifetime(&self) -> Duration {
@@ -204,18 +96,21 @@ impl TokenSigner {
         })
     }
 
-    /// Signs arbitrary claims (tests use it for expired tokens).
+    /// Signs arbitrary claims with the signing key (tests use it for expired tokens).
     pub fn issue_claims(&self, claims: &TokenClaims) -> String {
-        let header = URL_SAFE_NO_PAD.encode(HEADER);
+        let key = self.keys.signing();
+        let header = serde_json::json!({ "alg": "HS256", "typ": "JWT", "kid": key.id });
+        let header = URL_SAFE_NO_PAD.encode(header.to_string());
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
         let signing_input = format!("{header}.{payload}");
-        let mut mac = self.key.clone();
+        let mut mac = mac_of(&key.secret);
         mac.update(signing_input.as_bytes());
         let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         format!("{signing_input}.{signature}")
     }
 
-    /// Checks the signature (constant time), the algorithm, the issuer and the expiry.
+    /// Checks the key id, the signature (constant time), the algorithm, the issuer and the
+    /// expiry. A token without a key id is checked with the signing key.
     pub fn verify(&self, token: &str) -> Result<TokenClaims, TokenProblem> {
         let mut parts = token.trim().split('.');
         let (Some(header), Some(payload), Some(signature), None) =
@@ -231,10 +126,17 @@ impl TokenSigner {
         if header_json.get("alg").and_then(|v| v.as_str()) != Some("HS256") {
             return Err(TokenProblem::BadSignature);
         }
+        let key = match header_json.get("kid") {
+            None => self.keys.signing(),
+            Some(kid) => kid
+                .as_str()
+                .and_then(|kid| self.keys.by_id(kid))
+                .ok_or(TokenProblem::BadSignature)?,
+        };
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
             .map_err(|_| TokenProblem::Malformed)?;
-        let mut mac = self.key.clone();
+        let mut mac = mac_of(&key.secret);
         mac.update(header.as_bytes());
         mac.update(b".");
         mac.update(payload.as_bytes());
@@ -253,40 +155,6 @@ impl TokenSigner {
         }
         Ok(claims)
     }
-}
-
-/// An argon2id hash (PHC string) of a password or client secret.
-pub fn hash_password(password: &str) -> Result<String, ServerError> {
-    let salt_bytes: [u8; 16] = rand::random();
-    let salt = SaltString::encode_b64(&salt_bytes)
-        .map_err(|error| ServerError::PasswordHash(error.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|error| ServerError::PasswordHash(error.to_string()))
-}
-
-/// Whether `password` matches the stored hash (false for an unreadable hash).
-pub fn verify_password(password: &str, stored_hash: &str) -> bool {
-    match PasswordHash::new(stored_hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// A hash that matches nothing, verified for unknown users so that a wrong name takes as long
-/// as a wrong password.
-pub fn decoy_hash() -> &'static str {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| hash_password("decoy password that matches no user").unwrap_or_default())
-}
-
-/// A random secret for generated passwords and client secrets (URL-safe, 32 characters).
-pub fn generate_secret() -> String {
-    let bytes: [u8; 24] = rand::random();
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The authenticated caller of a request.
@@ -372,14 +240,20 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_refuse_tampering() {
-        let signer = TokenSigner::new(&[1; 32], Duration::from_secs(60));
+        let signer = TokenSigner::new(
+            SigningKeys::single(&[1; 32]).unwrap(),
+            Duration::from_secs(60),
+        );
         let token = signer.issue("alice", Role::Reviewer);
         let claims = signer.verify(&token).unwrap();
         assert_eq!(claims.sub, "alice");
         assert_eq!(claims.role, Role::Reviewer);
 
         // Another key, a changed payload, the "none" algorithm, garbage: all refused.
-        let other = TokenSigner::new(&[2; 32], Duration::from_secs(60));
+        let other = TokenSigner::new(
+            SigningKeys::single(&[2; 32]).unwrap(),
+            Duration::from_secs(60),
+        );
         assert_eq!(other.verify(&token), Err(TokenProblem::BadSignature));
         let parts: Vec<&str> = token.split('.').collect();
         let forged_claims = URL_SAFE_NO_PAD
@@ -403,60 +277,27 @@ mod tests {
     }
 
     #[test]
-    fn passwords_hash_with_a_salt_and_verify() {
-        let first = hash_password("correct horse").unwrap();
-        let second = hash_password("correct horse").unwrap();
-        assert_ne!(first, second, "salted");
-        assert!(first.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &first));
-        assert!(!verify_password("wrong", &first));
-        assert!(!verify_password("correct horse", "not a hash"));
-        assert!(!verify_password("anything", decoy_hash()));
-        assert_eq!(generate_secret().len(), 32);
-    }
-
-    #[test]
-    fn role_matrix() {
-        use Permission::*;
-        let table = [
-            (
-                Role::Admin,
-                vec![
-                    Predict,
-                    Jobs,
-                    ProductsRead,
-                    ProductsWrite,
-                    Review,
-                    Search,
-                    Models,
-                    Audit,
-                ],
-            ),
-            (
-                Role::Reviewer,
-                vec![ProductsRead, ProductsWrite, Review, Search],
-            ),
-            (Role::Service, vec![Predict, Jobs]),
-            (Role::Viewer, vec![ProductsRead, Search]),
-        ];
-        let all = [
-            Predict,
-            Jobs,
-            ProductsRead,
-            ProductsWrite,
-            Review,
-            Search,
-            Models,
-            Audit,
-        ];
-        for (role, allowed) in table {
-            for permission in all {
-                assert_eq!(
-                    role.allows(permission),
-                    allowed.contains(&permission),
-                    "{role:?} {permission:?}"
-                );
-            }
-        }
+    fn rotated_keys_keep_old_tokens_valid_until_removed() {
+        let old = crate::keys::SigningKey {
+            id: "k1".to_string(),
+            secret: vec![1; 32],
+        };
+        let new = crate::keys::SigningKey {
+            id: "k2".to_string(),
+            secret: vec![2; 32],
+        };
+        let lifetime = Duration::from_secs(60);
+        let before = TokenSigner::new(SigningKeys::new(vec![old.clone()]).unwrap(), lifetime);
+        let during = TokenSigner::new(
+            SigningKeys::new(vec![new.clone(), old.clone()]).unwrap(),
+            lifetime,
+        );
+        let after = TokenSigner::new(SigningKeys::new(vec![new]).unwrap(), lifetime);
+        let old_token = before.issue("alice", Role::Viewer);
+        let new_token = during.issue("alice", Role::Viewer);
+        assert!(during.verify(&old_token).is_ok());
+        assert!(after.verify(&new_token).is_ok());
+        assert_eq!(after.verify(&old_token), Err(TokenProblem::BadSignature));
+        assert_eq!(before.verify(&new_token), Err(TokenProblem::BadSignature));
     }
 }

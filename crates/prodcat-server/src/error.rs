@@ -1,17 +1,21 @@
 //! Every error the service answers with: a status and `{"error": "...", "errorType": "..."}`.
 //!
-//! Library errors are mapped variant by variant with exhaustive matches (a new variant does not
-//! compile until it is given a status). A 5xx answer says nothing internal: the details go to
-//! the log with an incident id the body repeats.
+//! Every library error says whose fault it is with its `kind()`
+//! ([`prodcat_domain::ErrorKind`]); the status comes from the kind alone, so the service and
+//! the job worker (which retries or fails an item by the same kind) can never disagree. A 5xx
+//! answer says nothing internal: the details go to the log with an incident id the body
+//! repeats.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use prodcat_catalogue::CatalogueError;
+use prodcat_domain::ErrorKind;
 use prodcat_jobs::JobError;
 use prodcat_model::ModelError;
 use prodcat_pipelines::PipelineError;
+use prodcat_platform::{PlatformError, PredictError};
 use prodcat_registry::RegistryError;
 use prodcat_storage::StorageError;
-use prodcat_vision::VisionError;
 use serde::Serialize;
 
 use crate::ServerError;
@@ -99,7 +103,8 @@ impl ApiError {
         )
     }
 
-    fn unavailable(detail: &dyn std::fmt::Display) -> Self {
+    /// A 503 whose details are logged, not returned.
+    pub fn unavailable(detail: &dyn std::fmt::Display) -> Self {
         let incident = incident_id();
         tracing::error!(incident = %incident, error = %detail, "dependency unavailable");
         let mut error = Self::new(
@@ -141,44 +146,51 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<VisionError> for ApiError {
-    fn from(error: VisionError) -> Self {
-        match &error {
-            VisionError::EmptyImage
-            | VisionError::UnrecognisedImageFormat { .. }
-            | VisionError::ImageDimensionZero { .. }
-            | VisionError::ImageDecode { .. } => ApiError::invalid_image(error.to_string()),
-            VisionError::EncodedImageTooLarge { .. } | VisionError::ImageTooLarge { .. } => {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "image_too_large",
-                    error.to_string(),
-                )
-            }
-            VisionError::ModelFileMissing { .. }
-            | VisionError::FileUnreadable { .. }
-            | VisionError::ManifestInvalid { .. }
-            | VisionError::ChecksumMismatch { .. }
-            | VisionError::WeightsUnreadable { .. }
-            | VisionError::TensorMissing { .. }
-            | VisionError::TensorShapeMismatch { .. }
-            | VisionError::TensorDtypeUnsupported { .. }
-            | VisionError::GraphConstruction { .. }
-            | VisionError::Inference { .. }
-            | VisionError::InputSizeMismatch { .. }
-            | VisionError::Resize { .. }
-            | VisionError::HeadTrainingData { .. }
-            | VisionError::HeadParameters { .. }
-            | VisionError::HeadFormat { .. }
-            | VisionError::HeadVersionUnsupported { .. }
-            | VisionError::FeatureSizeMismatch { .. } => ApiError::internal(&error),
+impl ApiError {
+    /// The answer for an error of `kind`: the status comes from the kind alone (the same kind
+    /// decides retry-or-fail in the worker), `error_type` names it for machines, and a 5xx
+    /// hides the details (logged with the incident id the body repeats).
+    pub fn of_kind(
+        kind: ErrorKind,
+        error_type: Option<&'static str>,
+        error: &dyn std::fmt::Display,
+    ) -> Self {
+        match kind {
+            ErrorKind::Input => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                error_type.unwrap_or("invalid_request"),
+                error.to_string(),
+            ),
+            ErrorKind::NotFound => Self::new(
+                StatusCode::NOT_FOUND,
+                error_type.unwrap_or("not_found"),
+                error.to_string(),
+            ),
+            ErrorKind::Conflict => Self::new(
+                StatusCode::CONFLICT,
+                error_type.unwrap_or("conflict"),
+                error.to_string(),
+            ),
+            ErrorKind::Unavailable => Self::unavailable(error),
+            ErrorKind::Internal => Self::internal(error),
         }
+    }
+}
+
+/// A finer machine-readable type for image problems.
+fn model_error_type(error: &ModelError) -> Option<&'static str> {
+    match error {
+        _ if error.is_image_too_large() => Some("image_too_large"),
+        _ if error.is_unreadable_image() => Some("invalid_image"),
+        ModelError::TooLong { .. } => Some("input_too_long"),
+        ModelError::BackboneUnavailable => Some("model_unavailable"),
+        _ => None,
     }
 }
 
 impl From<ModelError> for ApiError {
     fn from(error: ModelError) -> Self {
-        match error {
+        match &error {
             ModelError::EmptyInput => ApiError::invalid(
                 "nothing to classify: give a designation, a description or an image",
             ),
@@ -190,145 +202,82 @@ impl From<ModelError> for ApiError {
                 "the image branch needs the pretrained image backbone, which this server has not \
                  loaded",
             ),
-            ModelError::Image(vision) => ApiError::from(vision),
-            ModelError::Storage(storage) => ApiError::from(storage),
-            error @ (ModelError::CorruptBundle { .. }
-            | ModelError::InvalidBundle { .. }
-            | ModelError::MissingBundle(_)
-            | ModelError::Text(_)
-            | ModelError::Metrics(_)
-            | ModelError::Profile(_)
-            | ModelError::TrainingData(_)
-            | ModelError::Dataset(_)
-            | ModelError::Json(_)) => ApiError::internal(&error),
+            _ => ApiError::of_kind(error.kind(), model_error_type(&error), &error),
         }
     }
 }
 
-impl From<StorageError> for ApiError {
-    fn from(error: StorageError) -> Self {
-        match &error {
-            StorageError::Connect { .. } => ApiError::unavailable(&error),
-            StorageError::InvalidDatabaseUrl { .. }
-            | StorageError::Migrate(_)
-            | StorageError::Sql(_)
-            | StorageError::InvalidObjectStore { .. }
-            | StorageError::ObjectNotFound { .. }
-            | StorageError::Object { .. }
-            | StorageError::Io { .. } => ApiError::internal(&error),
+impl From<PredictError> for ApiError {
+    fn from(error: PredictError) -> Self {
+        match error {
+            PredictError::NoModel => ApiError::model_unavailable(error.to_string()),
+            PredictError::Model(model) => ApiError::from(model),
+            PredictError::Task(_) => ApiError::internal(&error),
         }
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
-        ApiError::from(StorageError::Sql(error))
-    }
+macro_rules! from_kind {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for ApiError {
+            fn from(error: $error) -> Self {
+                ApiError::of_kind(error.kind(), None, &error)
+            }
+        })*
+    };
 }
+
+from_kind!(
+    StorageError,
+    CatalogueError,
+    JobError,
+    PipelineError,
+    PlatformError,
+    ServerError
+);
 
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
-        match error {
-            RegistryError::UnknownRun(_)
-            | RegistryError::UnknownModelReference { .. }
-            | RegistryError::UnknownModelVersion(_)
-            | RegistryError::UnknownAlias(_) => ApiError::not_found(error.to_string()),
-            RegistryError::AmbiguousRun { .. }
-            | RegistryError::InvalidRunId(_)
-            | RegistryError::InvalidName { .. }
-            | RegistryError::NonFiniteMetric { .. }
-            | RegistryError::AmbiguousModelReference { .. }
-            | RegistryError::ReasonRequired(_)
-            | RegistryError::EvaluationSetMismatch { .. }
-            | RegistryError::InvalidPolicy(_)
-            | RegistryError::EvaluationSetRequired { .. }
-            | RegistryError::Rescore { .. }
-            | RegistryError::Domain(_) => ApiError::invalid(error.to_string()),
-            RegistryError::RunClosed { .. }
-            | RegistryError::ParameterChanged { .. }
-            | RegistryError::ArtifactConflict { .. }
-            | RegistryError::VersionConflict { .. }
-            | RegistryError::VersionArchived { .. }
-            | RegistryError::VersionInUse { .. }
-            | RegistryError::AliasMovedMeanwhile { .. }
-            | RegistryError::AliasUnchanged { .. }
-            | RegistryError::NothingToRollBack { .. }
-            | RegistryError::AlreadyPromoted { .. } => ApiError::conflict(error.to_string()),
-            RegistryError::Storage(storage) => ApiError::from(storage),
-            error @ (RegistryError::InvalidManifest { .. }
-            | RegistryError::ScoreForWrongVersion { .. }
-            | RegistryError::InvalidSummary { .. }
-            | RegistryError::Corrupt { .. }
-            | RegistryError::InvalidTrackingUri { .. }
-            | RegistryError::MlflowRequest { .. }
-            | RegistryError::MlflowStatus { .. }) => ApiError::internal(&error),
-        }
+        ApiError::of_kind(registry_error_kind(&error), None, &error)
     }
 }
 
-impl From<PipelineError> for ApiError {
-    fn from(error: PipelineError) -> Self {
-        match error {
-            PipelineError::Model(model) => ApiError::from(model),
-            PipelineError::Registry(registry) => ApiError::from(registry),
-            PipelineError::Storage(storage) => ApiError::from(storage),
-            PipelineError::Domain(domain) => ApiError::invalid(domain.to_string()),
-            PipelineError::Invalid(message) => ApiError::invalid(message),
-            PipelineError::Input { file, message } => {
-                ApiError::invalid(format!("{file}: {message}"))
-            }
-            PipelineError::UnknownPipeline(_) | PipelineError::UnknownPipelineRun(_) => {
-                ApiError::not_found(error.to_string())
-            }
-            PipelineError::NoTraffic { .. } | PipelineError::Schedule { .. } => {
-                ApiError::invalid(error.to_string())
-            }
-            error @ (PipelineError::Dataset(_)
-            | PipelineError::Embed(_)
-            | PipelineError::Drift(_)
-            | PipelineError::StepFailed { .. }
-            | PipelineError::Json(_)) => ApiError::internal(&error),
-        }
-    }
-}
-
-impl From<JobError> for ApiError {
-    fn from(error: JobError) -> Self {
-        match error {
-            JobError::UnknownJob(_) => ApiError::not_found(error.to_string()),
-            JobError::InvalidJobId(_)
-            | JobError::EmptyJob
-            | JobError::InvalidIdempotencyKey { .. } => ApiError::invalid(error.to_string()),
-            JobError::IdempotencyConflict { .. } => ApiError::conflict(error.to_string()),
-            JobError::Storage(storage) => ApiError::from(storage),
-            error @ (JobError::InvalidOption { .. }
-            | JobError::Corrupt { .. }
-            | JobError::Json(_)) => ApiError::internal(&error),
-        }
-    }
-}
-
-impl From<ServerError> for ApiError {
-    fn from(error: ServerError) -> Self {
-        match error {
-            ServerError::UnknownProduct(_) | ServerError::UnknownUser(_) => {
-                ApiError::not_found(error.to_string())
-            }
-            ServerError::ProductExists(_)
-            | ServerError::NotClassifiedYet(_)
-            | ServerError::UserExists(_) => ApiError::conflict(error.to_string()),
-            ServerError::InvalidInput(message) => ApiError::invalid(message),
-            ServerError::Model(model) => ApiError::from(model),
-            ServerError::Pipeline(pipeline) => ApiError::from(pipeline),
-            ServerError::Registry(registry) => ApiError::from(registry),
-            ServerError::Jobs(jobs) => ApiError::from(jobs),
-            ServerError::Storage(storage) => ApiError::from(storage),
-            error @ (ServerError::InvalidSetting { .. }
-            | ServerError::Listen { .. }
-            | ServerError::Io { .. }
-            | ServerError::PasswordHash(_)
-            | ServerError::Corrupt { .. }) => ApiError::internal(&error),
-        }
+/// The kind of a registry error.
+fn registry_error_kind(error: &RegistryError) -> ErrorKind {
+    match error {
+        RegistryError::UnknownRun(_)
+        | RegistryError::UnknownModelReference { .. }
+        | RegistryError::UnknownModelVersion(_)
+        | RegistryError::UnknownAlias(_) => ErrorKind::NotFound,
+        RegistryError::AmbiguousRun { .. }
+        | RegistryError::InvalidRunId(_)
+        | RegistryError::InvalidName { .. }
+        | RegistryError::NonFiniteMetric { .. }
+        | RegistryError::AmbiguousModelReference { .. }
+        | RegistryError::ReasonRequired(_)
+        | RegistryError::EvaluationSetMismatch { .. }
+        | RegistryError::InvalidPolicy(_)
+        | RegistryError::EvaluationSetRequired { .. }
+        | RegistryError::Rescore { .. }
+        | RegistryError::Domain(_) => ErrorKind::Input,
+        RegistryError::RunClosed { .. }
+        | RegistryError::ParameterChanged { .. }
+        | RegistryError::ArtifactConflict { .. }
+        | RegistryError::VersionConflict { .. }
+        | RegistryError::VersionArchived { .. }
+        | RegistryError::VersionInUse { .. }
+        | RegistryError::AliasMovedMeanwhile { .. }
+        | RegistryError::AliasUnchanged { .. }
+        | RegistryError::NothingToRollBack { .. }
+        | RegistryError::AlreadyPromoted { .. } => ErrorKind::Conflict,
+        RegistryError::Storage(storage) => storage.kind(),
+        RegistryError::MlflowRequest { .. } => ErrorKind::Unavailable,
+        RegistryError::InvalidManifest { .. }
+        | RegistryError::ScoreForWrongVersion { .. }
+        | RegistryError::InvalidSummary { .. }
+        | RegistryError::Corrupt { .. }
+        | RegistryError::InvalidTrackingUri { .. }
+        | RegistryError::MlflowStatus { .. } => ErrorKind::Internal,
     }
 }
 
@@ -349,12 +298,14 @@ mod tests {
 
     #[test]
     fn input_errors_say_what_is_wrong() {
-        let error = ApiError::from(ModelError::Image(VisionError::ImageTooLarge {
-            width: 20_000,
-            height: 20_000,
-            pixels: 400_000_000,
-            limit: 40_000_000,
-        }));
+        // A PNG whose header says 20000x20000 pixels.
+        let huge_png: [u8; 53] = [
+            137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 78, 32, 0, 0, 78,
+            32, 8, 2, 0, 0, 0, 108, 18, 209, 110, 0, 0, 0, 8, 73, 68, 65, 84, 120, 156, 3, 0, 0, 0,
+            0, 1, 72, 6, 137, 210,
+        ];
+        let refused = prodcat_model::probe_image(&huge_png, 40_000_000).unwrap_err();
+        let error = ApiError::from(refused);
         assert_eq!(error.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(error.error_type, "image_too_large");
         assert!(error.message.contains("20000x20000"));
@@ -365,5 +316,9 @@ mod tests {
             version: "mv-1".to_string(),
         });
         assert_eq!(error.status, StatusCode::CONFLICT);
+        let unreadable = prodcat_model::probe_image(b"not an image", 40_000_000).unwrap_err();
+        let error = ApiError::from(unreadable);
+        assert_eq!(error.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error.error_type, "invalid_image");
     }
 }

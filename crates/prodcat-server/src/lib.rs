@@ -4,54 +4,37 @@
 //! rate limits, body limits, timeouts) and operations (Prometheus metrics, health and readiness,
 //! OpenAPI document and Swagger UI).
 //!
-//! Only this crate knows HTTP and JSON request shapes: the request and response types in
-//! [`api`] are converted by hand from the library types, and every library error is mapped to a
-//! status in [`error`].
+//! This crate speaks HTTP and JSON and nothing else: predictions go through the platform's
+//! [`prodcat_platform::Predictor`], the catalogue's tables through [`prodcat_catalogue`]; the
+//! request and response types in [`api`] are converted by hand from the library types, and
+//! every library error is mapped to a status by its kind in [`error`].
 //!
 //! Start it with [`start`] (returns a [`RunningServer`] handle) or [`serve_until_signal`]
 //! (returns after SIGTERM/SIGINT, once in-flight requests are finished).
 
 pub mod api;
-pub mod audit;
 pub mod auth;
-pub mod catalogue;
 pub mod error;
 mod handlers;
+pub mod keys;
 mod metrics_export;
 mod middleware;
-pub mod model_service;
 mod openapi;
 pub mod search_service;
 mod server;
-pub mod settings;
 mod state;
 mod swagger;
-pub mod users;
 
-pub use auth::{Caller, Permission, Role, TokenClaims, TokenSigner};
+pub use auth::{Caller, TokenClaims, TokenSigner};
+pub use keys::{load_or_create_secret, SigningKey, SigningKeys};
 pub use openapi::openapi_document;
+pub use prodcat_platform::ServerSettings;
 pub use server::{router, serve_until_signal, shutdown_signal, start, RunningServer};
-pub use settings::{load_or_create_secret, ServerSettings};
 pub use state::AppState;
-pub use users::{add_user, get_user, list_users, set_disabled, NewUser, UserKind, UserRecord};
 
-/// Errors of the service's own operations (catalogue, users, configuration, start-up).
+/// Errors of the service's own start-up and configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("product {0} does not exist")]
-    UnknownProduct(i64),
-    #[error("product {0} already exists")]
-    ProductExists(i64),
-    #[error(
-        "product {0} is not classified yet; it can be reviewed once a model has classified it"
-    )]
-    NotClassifiedYet(i64),
-    #[error("{0}")]
-    InvalidInput(String),
-    #[error("user {0:?} does not exist")]
-    UnknownUser(String),
-    #[error("user {0:?} already exists")]
-    UserExists(String),
     #[error("invalid setting {name}: {reason}")]
     InvalidSetting { name: &'static str, reason: String },
     #[error("cannot listen on {address}: {source}")]
@@ -66,24 +49,28 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("password hashing failed: {0}")]
-    PasswordHash(String),
-    #[error("stored data of {what} is corrupt: {reason}")]
-    Corrupt { what: String, reason: String },
+    #[error("{what} failed: {reason}")]
+    Task { what: String, reason: String },
     #[error(transparent)]
-    Model(#[from] prodcat_model::ModelError),
+    Platform(#[from] prodcat_platform::PlatformError),
     #[error(transparent)]
-    Pipeline(#[from] prodcat_pipelines::PipelineError),
-    #[error(transparent)]
-    Registry(#[from] prodcat_registry::RegistryError),
-    #[error(transparent)]
-    Jobs(#[from] prodcat_jobs::JobError),
+    Catalogue(#[from] prodcat_catalogue::CatalogueError),
     #[error(transparent)]
     Storage(#[from] prodcat_storage::StorageError),
 }
 
-impl From<sqlx::Error> for ServerError {
-    fn from(error: sqlx::Error) -> Self {
-        ServerError::Storage(prodcat_storage::StorageError::Sql(error))
+impl ServerError {
+    /// Whose fault the error is.
+    pub fn kind(&self) -> prodcat_domain::ErrorKind {
+        use prodcat_domain::ErrorKind;
+        match self {
+            ServerError::InvalidSetting { .. } => ErrorKind::Input,
+            ServerError::Listen { .. } | ServerError::Io { .. } | ServerError::Task { .. } => {
+                ErrorKind::Internal
+            }
+            ServerError::Platform(error) => error.kind(),
+            ServerError::Catalogue(error) => error.kind(),
+            ServerError::Storage(error) => error.kind(),
+        }
     }
 }

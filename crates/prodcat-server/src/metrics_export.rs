@@ -7,8 +7,9 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::catalogue::{self, ProductStatus};
 use crate::state::AppState;
+use prodcat_catalogue::products as catalogue;
+use prodcat_catalogue::ProductStatus;
 
 const LATENCY_BUCKETS: [f64; 16] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,

@@ -12,10 +12,10 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::audit::{self, AuditEntry};
 use crate::auth::Authentication;
 use crate::error::ApiError;
 use crate::state::AppState;
+use prodcat_catalogue::audit::{self, AuditEntry};
 
 /// Per-client token buckets.
 pub struct RateLimiter {

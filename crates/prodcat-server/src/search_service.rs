@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prodcat_domain::CategoryCode;
+use prodcat_catalogue::products::IndexedProduct;
 use prodcat_model::FeatureCache;
-use prodcat_pipelines::Platform;
+use prodcat_platform::Platform;
 use prodcat_search::{
     BuildStage, CatalogueSearch, E5Embedder, SearchDocument, SearchOptions, SentenceEmbedder,
 };
-use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -32,18 +31,6 @@ pub struct SearchService {
     synced_until_ms: AtomicI64,
     built: AtomicBool,
     wakeup: Notify,
-}
-
-/// A products-table row as the indexes need it.
-struct ProductRow {
-    id: i64,
-    designation: String,
-    description: String,
-    image_hash: Option<String>,
-    category: Option<CategoryCode>,
-    popularity: f64,
-    updated_at_ms: i64,
-    deleted: bool,
 }
 
 impl SearchService {
@@ -112,53 +99,14 @@ impl SearchService {
         &self,
         platform: &Platform,
         since_ms: Option<i64>,
-    ) -> Result<Vec<ProductRow>, ServerError> {
-        let columns = "id, designation, description, image_hash, category_code, predicted_code, \
-                       view_count, updated_at_ms, deleted_at_ms";
-        let rows = match since_ms {
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {columns} FROM products WHERE deleted_at_ms IS NULL"
-                ))
-                .fetch_all(platform.database.pool())
-                .await?
-            }
-            Some(since) => {
-                sqlx::query(&format!(
-                    "SELECT {columns} FROM products WHERE updated_at_ms >= $1"
-                ))
-                .bind(since)
-                .fetch_all(platform.database.pool())
-                .await?
-            }
-        };
-        rows.iter()
-            .map(|row| {
-                let code = row
-                    .try_get::<Option<i64>, _>("category_code")?
-                    .or(row.try_get::<Option<i64>, _>("predicted_code")?);
-                let category = code
-                    .and_then(|code| u16::try_from(code).ok())
-                    .and_then(|code| CategoryCode::try_from(code).ok());
-                Ok(ProductRow {
-                    id: row.try_get("id")?,
-                    designation: row.try_get("designation")?,
-                    description: row.try_get("description")?,
-                    image_hash: row.try_get("image_hash")?,
-                    category,
-                    popularity: row.try_get::<i64, _>("view_count")? as f64,
-                    updated_at_ms: row.try_get("updated_at_ms")?,
-                    deleted: row.try_get::<Option<i64>, _>("deleted_at_ms")?.is_some(),
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(ServerError::from)
+    ) -> Result<Vec<IndexedProduct>, ServerError> {
+        Ok(prodcat_catalogue::products::products_for_index(&platform.database, since_ms).await?)
     }
 
     /// Search documents for live rows, with image features where the backbone is installed
     /// (computed once per image and cached in the object store).
-    async fn documents(&self, rows: &[ProductRow]) -> Vec<SearchDocument> {
-        let live: Vec<&ProductRow> = rows.iter().filter(|row| !row.deleted).collect();
+    async fn documents(&self, rows: &[IndexedProduct]) -> Vec<SearchDocument> {
+        let live: Vec<&IndexedProduct> = rows.iter().filter(|row| !row.deleted).collect();
         let mut image_features: Vec<Option<Vec<f32>>> = vec![None; live.len()];
         if let Some(cache) = &self.features {
             let with_image: Vec<(usize, String)> = live
@@ -193,7 +141,7 @@ impl SearchService {
                 description: row.description.clone(),
                 category: row.category,
                 image_features,
-                popularity: row.popularity,
+                popularity: row.view_count as f64,
             })
             .collect()
     }
@@ -212,11 +160,11 @@ impl SearchService {
             })
         })
         .await
-        .map_err(|error| ServerError::Corrupt {
+        .map_err(|error| ServerError::Task {
             what: "search index build".to_string(),
             reason: error.to_string(),
         })?
-        .map_err(|error| ServerError::Corrupt {
+        .map_err(|error| ServerError::Task {
             what: "search index".to_string(),
             reason: error.to_string(),
         })?;
@@ -260,11 +208,11 @@ impl SearchService {
             index.upsert_many(documents)
         })
         .await
-        .map_err(|error| ServerError::Corrupt {
+        .map_err(|error| ServerError::Task {
             what: "search index update".to_string(),
             reason: error.to_string(),
         })?
-        .map_err(|error| ServerError::Corrupt {
+        .map_err(|error| ServerError::Task {
             what: "search index".to_string(),
             reason: error.to_string(),
         })?;

@@ -12,9 +12,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use prodcat_jobs::PredictionLogWriter;
-use prodcat_pipelines::Platform;
-use tokio::sync::Semaphore;
+use prodcat_catalogue::PredictionLogWriter;
+use prodcat_jobs::{classify_pending, PendingPolicy};
+use prodcat_platform::{ModelService, Platform, Predictor, RefreshOutcome, ServerSettings};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -23,13 +23,12 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::auth::TokenSigner;
 use crate::error::ApiError;
 use crate::handlers::{auth, jobs, models, operations, predict, products, search};
+use crate::keys::SigningKeys;
 use crate::middleware::{self, RateLimiter};
-use crate::model_service::{ModelService, RefreshOutcome};
 use crate::search_service::SearchService;
-use crate::settings::ServerSettings;
 use crate::state::{AppState, StateInner};
 use crate::swagger::SwaggerAssets;
-use crate::{catalogue, metrics_export, ServerError};
+use crate::{metrics_export, ServerError};
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
     ApiError::internal(&"a request handler panicked").into_response()
@@ -125,7 +124,7 @@ impl RunningServer {
     pub async fn wait(self) -> Result<(), ServerError> {
         match self.task.await {
             Ok(result) => result,
-            Err(error) => Err(ServerError::Corrupt {
+            Err(error) => Err(ServerError::Task {
                 what: "server task".to_string(),
                 reason: error.to_string(),
             }),
@@ -140,8 +139,18 @@ fn spawn_model_poller(state: AppState, shutdown: CancellationToken) -> JoinHandl
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(state.settings.model_poll_interval) => {}
             }
-            match state.models.refresh().await {
-                Ok(RefreshOutcome::Swapped { .. }) => state.pending_wakeup.notify_one(),
+            match state.model_service().refresh().await {
+                Ok(RefreshOutcome::Swapped { .. }) => {
+                    // A new model may classify what the previous one could not.
+                    if let Err(error) = prodcat_catalogue::products::retry_given_up_products(
+                        &state.platform.database,
+                    )
+                    .await
+                    {
+                        tracing::warn!(%error, "re-queueing pending products failed");
+                    }
+                    state.pending_wakeup.notify_one()
+                }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "checking the champion alias failed"),
             }
@@ -157,13 +166,12 @@ fn spawn_pending_classifier(state: AppState, shutdown: CancellationToken) -> Joi
                 _ = tokio::time::sleep(state.settings.pending_poll_interval) => {}
                 _ = state.pending_wakeup.notified() => {}
             }
-            let Some(model) = state.models.current() else {
-                continue;
-            };
+            let policy = PendingPolicy::default();
             loop {
-                match catalogue::classify_pending(&state.platform, &model.classifier, 64).await {
-                    Ok(0) => break,
+                match classify_pending(&state.predictor, &policy).await {
+                    Ok(report) if report.seen == 0 => break,
                     Ok(_) if shutdown.is_cancelled() => break,
+                    Ok(report) if report.classified == 0 => break,
                     Ok(_) => {}
                     Err(error) => {
                         tracing::warn!(%error, "classifying pending products failed");
@@ -191,24 +199,23 @@ fn spawn_gauges(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> 
 pub async fn start(
     platform: Platform,
     settings: ServerSettings,
+    keys: SigningKeys,
 ) -> Result<RunningServer, ServerError> {
-    settings.validate()?;
     let metrics = metrics_export::install();
     let (log, log_task) = PredictionLogWriter::start(platform.database.clone());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
     let search = std::sync::Arc::new(SearchService::open(
         &platform,
         settings.search_cache_dir.clone(),
     )?);
+    let models = std::sync::Arc::new(ModelService::new(
+        platform.clone(),
+        prodcat_registry::CHAMPION,
+    ));
     let state = AppState::new(StateInner {
         search,
-        signer: TokenSigner::new(&settings.jwt_secret, settings.token_lifetime),
-        models: ModelService::new(platform.clone(), prodcat_registry::CHAMPION),
-        log,
+        signer: TokenSigner::new(keys, settings.token_lifetime),
+        predictor: Predictor::new(models, Some(log.clone())),
         limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
-        cpu: Semaphore::new(cores),
         swagger: SwaggerAssets::load(settings.swagger_ui_dir.as_deref()),
         metrics,
         started: Instant::now(),
@@ -216,7 +223,7 @@ pub async fn start(
         platform,
         settings,
     });
-    match state.models.refresh().await {
+    match state.model_service().refresh().await {
         Ok(RefreshOutcome::Swapped { to, .. }) => tracing::info!(version = %to, "serving model"),
         Ok(RefreshOutcome::NoChampion) => {
             tracing::warn!("no champion model yet: predictions answer 503 until one is promoted")
@@ -254,7 +261,6 @@ pub async fn start(
     ];
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let serve_shutdown = shutdown.clone();
-    let serve_state = state.clone();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
@@ -263,7 +269,9 @@ pub async fn start(
         for task in tasks {
             let _ = task.await;
         }
-        serve_state.log.flush().await;
+        // Everything answered so far is in the log; the writer itself stops once the last
+        // handle (held by the state) is dropped.
+        log.flush().await;
         drop(log_task);
         tracing::info!("server stopped");
         served.map_err(|source| ServerError::Listen {
@@ -313,9 +321,10 @@ pub async fn shutdown_signal() {
 pub async fn serve_until_signal(
     platform: Platform,
     settings: ServerSettings,
+    keys: SigningKeys,
     on_ready: impl FnOnce(&RunningServer),
 ) -> Result<(), ServerError> {
-    let server = start(platform, settings).await?;
+    let server = start(platform, settings, keys).await?;
     on_ready(&server);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");

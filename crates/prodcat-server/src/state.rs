@@ -1,19 +1,17 @@
-//! What every handler shares: the platform (database, object store, models), the model in
-//! service, the token signer, the prediction log writer, the rate limiter and the CPU pool.
+//! What every handler shares: the platform (database, object store), the predictor (the model
+//! in service, the CPU budget, the prediction log), the token signer, the rate limiter and the
+//! search indexes.
 
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
-use prodcat_jobs::PredictionLogWriter;
-use prodcat_pipelines::Platform;
-use tokio::sync::{Notify, Semaphore};
+use prodcat_platform::{ModelService, Platform, Predictor, ServerSettings};
+use tokio::sync::Notify;
 
 use crate::auth::TokenSigner;
 use crate::middleware::RateLimiter;
-use crate::model_service::ModelService;
 use crate::search_service::SearchService;
-use crate::settings::ServerSettings;
 use crate::swagger::SwaggerAssets;
 
 /// Shared state of the service (cheap to clone).
@@ -27,11 +25,9 @@ pub struct StateInner {
     pub platform: Platform,
     pub settings: ServerSettings,
     pub signer: TokenSigner,
-    pub models: ModelService,
-    pub log: PredictionLogWriter,
+    /// The one way to predict; its model service follows the champion.
+    pub predictor: Predictor,
     pub limiter: RateLimiter,
-    /// Bounds model work on the blocking pool to the number of cores.
-    pub cpu: Semaphore,
     pub swagger: SwaggerAssets,
     /// Keyword and meaning search, similar products.
     pub search: Arc<SearchService>,
@@ -61,7 +57,19 @@ impl AppState {
     }
 
     /// The model service (for callers that promote outside the API).
-    pub fn model_service(&self) -> &ModelService {
-        &self.inner.models
+    pub fn model_service(&self) -> &Arc<ModelService> {
+        self.inner.predictor.models()
+    }
+
+    /// Waits until every prediction-log row queued so far is written.
+    pub async fn flush_prediction_log(&self) {
+        if let Some(writer) = self.inner.predictor.log_writer() {
+            writer.flush().await;
+        }
+    }
+
+    /// The predictor of this service.
+    pub fn predictor(&self) -> &Predictor {
+        &self.inner.predictor
     }
 }

@@ -35,17 +35,7 @@ fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
     if let Some(folder) = configured {
         folders.push(folder.to_path_buf());
     }
-    if let Ok(folder) = std::env::var("PRODCAT_SWAGGER_UI_DIR") {
-        folders.push(PathBuf::from(folder));
-    }
     folders.push(PathBuf::from("node_modules/swagger-ui-dist"));
-    folders.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("..")
-            .join("node_modules")
-            .join("swagger-ui-dist"),
-    );
     folders
 }
 

@@ -196,7 +196,7 @@ async fn products_review_and_labels() {
 
         // Review decisions: correct one, accept another; the label reaches the prediction log.
         let (reviewed, _) = queued[0];
-        app.server.state.log.flush().await;
+        app.server.state.flush_prediction_log().await;
         let (status, body) = app
             .post(
                 &format!("/v1/review/{reviewed}"),

@@ -118,7 +118,7 @@ async fn classification_jobs_over_http() {
         // A worker runs them.
         let shutdown = CancellationToken::new();
         let worker = {
-            let platform = app.platform.platform.clone();
+            let predictor = app.platform.predictor();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let options = WorkerOptions {
@@ -126,7 +126,7 @@ async fn classification_jobs_over_http() {
                     idle_wait: Duration::from_millis(50),
                     ..WorkerOptions::default()
                 };
-                run_worker(&platform, &options, shutdown).await
+                run_worker(&predictor, &options, shutdown).await
             })
         };
         eventually(Duration::from_secs(60), "the job to complete", || async {
@@ -308,7 +308,7 @@ async fn hot_swap_under_load_and_a_failed_load_keeps_serving() {
             .post(
                 &format!(
                     "/v1/models/{}/promote",
-                    app.server.state.models.current().unwrap().version
+                    app.server.state.model_service().current().unwrap().version
                 ),
                 &app.admin,
                 json!({}),
@@ -336,7 +336,7 @@ async fn hot_swap_under_load_and_a_failed_load_keeps_serving() {
         let serving_before = app
             .server
             .state
-            .models
+            .model_service()
             .current()
             .unwrap()
             .version
@@ -359,7 +359,7 @@ async fn hot_swap_under_load_and_a_failed_load_keeps_serving() {
         let serving = app
             .server
             .state
-            .models
+            .model_service()
             .current()
             .unwrap()
             .version
@@ -456,7 +456,7 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
         (status, body, started.elapsed())
     });
     // Wait until the server is working on it, then ask it to stop.
-    let log = app.server.state.log.clone();
+    let log = app.server.state.predictor().clone();
     let address = app.server.address;
     tokio::time::sleep(Duration::from_millis(150)).await;
     let stopping = tokio::spawn(async move { app.stop().await });

@@ -97,7 +97,7 @@ async fn predict_single_batch_and_multipart() {
         assert_error(status, &body, 422, "1001 items");
 
         // Served predictions reach the prediction log (written off the request path).
-        app.server.state.log.flush().await;
+        app.server.state.flush_prediction_log().await;
         let counts = sqlx::query(
             "SELECT source, COUNT(*) AS count FROM prediction_log GROUP BY source ORDER BY source",
         )
@@ -118,9 +118,16 @@ async fn predict_single_batch_and_multipart() {
             vec![("batch".to_string(), 2), ("predict".to_string(), 2)],
             "{name}"
         );
+        // A client's productId links no log row to a stored product (only the catalogue does).
+        let linked: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM prediction_log WHERE product_id IS NOT NULL")
+                .fetch_one(app.database().pool())
+                .await
+                .unwrap();
+        assert_eq!(linked, 0, "{name}");
         let row = sqlx::query(
             "SELECT text, description_empty, model_version, branches FROM prediction_log \
-             WHERE product_id = 42",
+             WHERE text LIKE '%Piscine hors-sol%' AND source = 'predict'",
         )
         .fetch_one(app.database().pool())
         .await
@@ -262,7 +269,7 @@ async fn bad_input_is_refused_clearly() {
         assert_error(status, &body, 404, "unknown route");
 
         // Nothing of the refused requests reached the prediction log.
-        app.server.state.log.flush().await;
+        app.server.state.flush_prediction_log().await;
         let logged: i64 = sqlx::query("SELECT COUNT(*) AS count FROM prediction_log")
             .fetch_one(app.database().pool())
             .await
@@ -289,7 +296,7 @@ async fn images_are_classified_when_the_backbone_is_installed() {
         return;
     }
     let test_database = testing::sqlite_database().await;
-    let platform = prodcat_jobs::testing::TestPlatform::new(
+    let platform = prodcat_pipelines::testing::TestPlatform::new(
         test_database.database.clone(),
         324,
         true,
@@ -351,7 +358,7 @@ async fn images_are_classified_when_the_backbone_is_installed() {
     assert_eq!(body["branches"], json!(["text", "image"]));
 
     // The image's statistics (never the image) reach the prediction log.
-    app.server.state.log.flush().await;
+    app.server.state.flush_prediction_log().await;
     let row = sqlx::query(
         "SELECT image_width, image_height, image_brightness, branches FROM prediction_log \
          WHERE branches = 'image'",

@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::{assert_error, base64, eventually, model_dir, product_jpeg, settings, TestApp};
-use prodcat_jobs::testing::TestPlatform;
 use prodcat_model::BranchSelection;
+use prodcat_pipelines::testing::TestPlatform;
 use prodcat_storage::testing;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -53,13 +53,13 @@ async fn search_and_similar_products() {
     platform.make_champion(&version).await;
     let dataset = prodcat_domain::DatasetVersionId::parse(&platform.dataset).unwrap();
     let added =
-        prodcat_server::catalogue::load_dataset(&platform.platform.database, &dataset, "test")
+        prodcat_catalogue::products::load_dataset(&platform.platform.database, &dataset, "test")
             .await
             .unwrap();
     assert_eq!(added, 300);
     // Loading again adds nothing.
     let again =
-        prodcat_server::catalogue::load_dataset(&platform.platform.database, &dataset, "test")
+        prodcat_catalogue::products::load_dataset(&platform.platform.database, &dataset, "test")
             .await
             .unwrap();
     assert_eq!(again, 0);

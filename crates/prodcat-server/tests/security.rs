@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{assert_error, TestApp, PASSWORD};
-use prodcat_server::{add_user, set_disabled, NewUser, Role, TokenClaims, TokenSigner, UserKind};
+use prodcat_catalogue::users::{add_user, set_disabled};
+use prodcat_catalogue::{NewUser, Role, UserKind};
+use prodcat_server::{SigningKeys, TokenClaims, TokenSigner};
 use prodcat_storage::testing;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -167,10 +169,7 @@ async fn tokens_are_issued_checked_and_refused() {
         let forged = format!("{}.{}.{}", parts[0], forged_claims, parts[2]);
         let (status, body) = app.get("/v1/models", &forged).await;
         assert_error(status, &body, 401, "forged token");
-        let signer = TokenSigner::new(
-            b"test secret of at least thirty-two bytes",
-            Duration::from_secs(60),
-        );
+        let signer = TokenSigner::new(common::test_keys(), Duration::from_secs(60));
         let expired = signer.issue_claims(&TokenClaims {
             sub: "ada".to_string(),
             role: Role::Admin,
@@ -181,8 +180,11 @@ async fn tokens_are_issued_checked_and_refused() {
         let (status, body) = app.get("/v1/models", &expired).await;
         assert_error(status, &body, 401, "expired token");
         assert!(body["error"].as_str().unwrap().contains("expired"));
-        let stranger =
-            TokenSigner::new(&[9u8; 40], Duration::from_secs(60)).issue("ada", Role::Admin);
+        let stranger = TokenSigner::new(
+            SigningKeys::single(&[9u8; 40]).unwrap(),
+            Duration::from_secs(60),
+        )
+        .issue("ada", Role::Admin);
         let (status, body) = app.get("/v1/models", &stranger).await;
         assert_error(status, &body, 401, "other key");
         let (status, body) = app.get("/v1/models", "not-a-jwt").await;
@@ -331,7 +333,7 @@ async fn every_route_refuses_the_roles_it_does_not_allow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_answers_429_with_retry_after() {
     let test_database = testing::sqlite_database().await;
-    let (platform, version) = prodcat_jobs::testing::TestPlatform::with_text_champion(
+    let (platform, version) = prodcat_pipelines::testing::TestPlatform::with_text_champion(
         test_database.database.clone(),
         540,
     )

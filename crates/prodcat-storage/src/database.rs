@@ -13,8 +13,30 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 use crate::StorageError;
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
+/// The migrator of one dialect's embedded migrations (checksums as sqlx computes them, so
+/// databases migrated by earlier builds validate).
+fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    let migrations: Vec<sqlx::migrate::Migration> = migrations
+        .iter()
+        .map(|(version, description, sql)| {
+            sqlx::migrate::Migration::new(
+                *version,
+                std::borrow::Cow::Borrowed(*description),
+                sqlx::migrate::MigrationType::Simple,
+                std::borrow::Cow::Borrowed(*sql),
+                sql.starts_with("-- no-transaction"),
+            )
+        })
+        .collect();
+    sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(migrations),
+        ..sqlx::migrate::Migrator::DEFAULT
+    }
+}
 
 /// Which SQL engine is behind a [`Database`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +117,8 @@ impl Database {
                 .await?;
         }
         match backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
-            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+            Backend::Sqlite => migrator(embedded::SQLITE).run(&pool).await?,
+            Backend::Postgres => migrator(embedded::POSTGRES).run(&pool).await?,
         }
         tracing::debug!(url = %display_url, backend = backend.name(), "database ready");
         Ok(Self {

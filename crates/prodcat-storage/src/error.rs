@@ -63,13 +63,18 @@ impl StorageError {
     }
 }
 
-/// The kind of an `sqlx` error (its enum is not exhaustive, hence the fallback arm).
-fn sql_error_kind(error: &sqlx::Error) -> ErrorKind {
+/// The kind of an `sqlx` error: `Unavailable` when the database cannot answer now (connection
+/// lost or broken mid-protocol, pool exhausted or closed, SQLite's worker gone, a transient
+/// server state, see [`StorageError::kind`]); `Internal` otherwise. (The enum is not
+/// exhaustive, hence the fallback arm.)
+pub fn sql_error_kind(error: &sqlx::Error) -> ErrorKind {
     match error {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => ErrorKind::Unavailable,
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => ErrorKind::Unavailable,
         sqlx::Error::Database(database) if database_error_is_transient(database.as_ref()) => {
             ErrorKind::Unavailable
         }
@@ -78,9 +83,12 @@ fn sql_error_kind(error: &sqlx::Error) -> ErrorKind {
 }
 
 /// PostgreSQL SQLSTATEs that say "not now": connection exceptions (class 08), too many
-/// connections, the server shutting down or starting up, and a transaction that lost a
-/// serialisation or deadlock race (retrying it is the documented remedy).
-const POSTGRES_TRANSIENT_STATES: [&str; 6] = ["53300", "57P01", "57P02", "57P03", "40001", "40P01"];
+/// connections, the server shutting down, crashed or starting up, an idle session ended, and a
+/// transaction that lost a serialisation or deadlock race (retrying it is the documented
+/// remedy).
+const POSTGRES_TRANSIENT_STATES: [&str; 7] = [
+    "53300", "57P01", "57P02", "57P03", "57P05", "40001", "40P01",
+];
 
 /// SQLite's primary result codes for "the file is locked by another connection".
 const SQLITE_BUSY: i32 = 5;
@@ -105,20 +113,28 @@ fn database_error_is_transient(error: &dyn sqlx::error::DatabaseError) -> bool {
     false
 }
 
-/// The kind of an object store error: a failed or timed-out connection to a remote store is
-/// `Unavailable`, a conditional write that lost is a `Conflict`, the rest `Internal`.
+/// The kind of an object store error. A remote store (S3) that fails to answer after the
+/// client's own retries (network failures, timeouts, 5xx and throttling answers all end as its
+/// generic error) is `Unavailable`, as is a connection failure under a local folder (a network
+/// mount); a conditional write that lost is a `Conflict`; refused credentials, bad paths and a
+/// broken local file system are `Internal`.
 fn object_error_kind(error: &object_store::Error) -> ErrorKind {
     match error {
         object_store::Error::NotFound { .. } => ErrorKind::NotFound,
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
             ErrorKind::Conflict
         }
-        object_store::Error::Generic { .. } if has_connection_failure(error) => {
+        object_store::Error::Generic { store, .. }
+            if !LOCAL_STORES.contains(store) || has_connection_failure(error) =>
+        {
             ErrorKind::Unavailable
         }
         _ => ErrorKind::Internal,
     }
 }
+
+/// The `store` names of object stores that live on this machine.
+const LOCAL_STORES: [&str; 2] = ["LocalFileSystem", "InMemory"];
 
 /// Whether the chain of causes holds a failed connection, request or timeout.
 fn has_connection_failure(error: &(dyn std::error::Error + 'static)) -> bool {
@@ -194,9 +210,14 @@ mod tests {
         );
         let unreachable = object_store::Error::Generic {
             store: "S3",
-            source: Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+            source: Box::new(std::io::Error::other("503 Slow Down, after 10 retries")),
         };
         assert_eq!(object_error_kind(&unreachable), ErrorKind::Unavailable);
+        let mount = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        };
+        assert_eq!(object_error_kind(&mount), ErrorKind::Unavailable);
         let denied = object_store::Error::Generic {
             store: "LocalFileSystem",
             source: Box::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),

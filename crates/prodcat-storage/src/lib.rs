@@ -11,5 +11,5 @@ mod objects;
 pub mod testing;
 
 pub use database::{now_ms, Backend, Database, SqlPlaceholders};
-pub use error::StorageError;
+pub use error::{sql_error_kind, StorageError};
 pub use objects::{image_key, ObjectStorage};

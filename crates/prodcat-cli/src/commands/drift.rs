@@ -11,9 +11,9 @@ use prodcat_pipelines::{
     list_drift_reports, parse_time_ms, DriftCheck, DriftCheckOptions, DriftWindow, Notification,
 };
 
-use crate::commands::train::platform;
 use crate::output;
 use crate::settings::Settings;
+use prodcat_platform::Platform;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -99,9 +99,7 @@ pub struct CheckArgs {
 }
 
 pub async fn run(settings: &Settings, args: DriftArgs) -> anyhow::Result<()> {
-    let platform = platform(settings)
-        .await?
-        .with_webhook_url(settings.webhook_url.clone());
+    let platform = Platform::from_settings(settings).await?;
     match args.command {
         Some(DriftCommand::List { model, limit, json }) => {
             let model = match model {
@@ -184,7 +182,7 @@ pub async fn run(settings: &Settings, args: DriftArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn check(platform: &prodcat_pipelines::Platform, args: CheckArgs) -> anyhow::Result<()> {
+async fn check(platform: &prodcat_platform::Platform, args: CheckArgs) -> anyhow::Result<()> {
     let options = DriftCheckOptions {
         drift_share: args.drift_share,
         concept_margin: args.concept_margin,
@@ -219,8 +217,7 @@ async fn check(platform: &prodcat_pipelines::Platform, args: CheckArgs) -> anyho
     }
     if args.notify && result.drift_found() {
         let concept = result.report.concept_drift.as_ref();
-        let delivery = platform
-            .notifier()
+        let delivery = prodcat_pipelines::Notifier::for_platform(platform)
             .notify(
                 &platform.database,
                 &Notification::DriftFound {
@@ -253,7 +250,7 @@ async fn check(platform: &prodcat_pipelines::Platform, args: CheckArgs) -> anyho
 }
 
 async fn write_files(
-    platform: &prodcat_pipelines::Platform,
+    platform: &prodcat_platform::Platform,
     check: &DriftCheck,
     dir: &Path,
 ) -> anyhow::Result<()> {

@@ -8,9 +8,9 @@ use prodcat_dataset::Split;
 use prodcat_model::EvaluationReport;
 use prodcat_pipelines::{record_evaluation_run, EvaluationInput};
 
-use crate::commands::train::platform;
 use crate::output;
 use crate::settings::Settings;
+use prodcat_platform::Platform;
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
@@ -41,7 +41,7 @@ pub struct EvaluateArgs {
 }
 
 pub async fn run(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> {
-    let platform = platform(settings).await?;
+    let platform = Platform::from_settings(settings).await?;
     let input = match (&args.texts, &args.labels) {
         (Some(texts), Some(labels)) => EvaluationInput::Files {
             texts: texts.clone(),

@@ -20,9 +20,20 @@ pub async fn models_with_rescorer(
     settings: &crate::settings::Settings,
     command: models::ModelsCommand,
 ) -> anyhow::Result<()> {
-    let platform = train::platform(settings).await?;
+    let platform = prodcat_platform::Platform::from_settings(settings).await?;
     let rescorer = prodcat_pipelines::PlatformRescorer {
         platform: &platform,
     };
     models::run_with_rescorer(settings, command, &rescorer).await
+}
+
+/// `prodcat migrate`: opens the database, which applies every pending migration, and exits.
+pub async fn migrate(settings: &crate::settings::Settings) -> anyhow::Result<()> {
+    let database = settings.open_database().await?;
+    println!(
+        "the {} database at {} has the current schema",
+        database.backend().name(),
+        prodcat_platform::settings::redact_url(&settings.database_url)
+    );
+    Ok(())
 }

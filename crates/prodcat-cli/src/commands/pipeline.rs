@@ -10,9 +10,9 @@ use prodcat_pipelines::{
 };
 use prodcat_registry::PromotionPolicy;
 
-use crate::commands::train::platform;
 use crate::output;
 use crate::settings::Settings;
+use prodcat_platform::Platform;
 
 #[derive(Debug, Subcommand)]
 pub enum PipelineCommand {
@@ -115,159 +115,10 @@ fn mode(start: &StartArgs) -> StartMode {
 }
 
 pub async fn run(settings: &Settings, command: PipelineCommand) -> anyhow::Result<()> {
-    let platform = platform(settings)
-        .await?
-        .with_webhook_url(settings.webhook_url.clone());
+    let platform = Platform::from_settings(settings).await?;
     match command {
-        PipelineCommand::Run(command) => {
-            let (request, json) = match command {
-                RunCommand::WeeklyCheck(args) => {
-                    let until =
-                        prodcat_pipelines::parse_time_ms(&args.until, prodcat_storage::now_ms())?;
-                    prodcat_pipelines::parse_duration_ms(&args.window)?;
-                    let mut parameters = WeeklyCheckParameters {
-                        model: args.model,
-                        window: args.window,
-                        until_ms: Some(until),
-                        retrain: !args.no_retrain,
-                        ..WeeklyCheckParameters::default()
-                    };
-                    parameters.drift.drift_share = args.drift_share;
-                    parameters.drift.concept_margin = args.concept_margin;
-                    (
-                        PipelineRequest::new(PipelineName::WeeklyCheck, "cli", mode(&args.start))
-                            .with_parameters(serde_json::to_value(parameters)?),
-                        args.start.json,
-                    )
-                }
-                RunCommand::Retrain(args) => {
-                    let parameters = RetrainParameters {
-                        force_promote: args.force_promote,
-                        train_without_new_data: args.without_new_data,
-                        policy: PromotionPolicy {
-                            min_weighted_f1_gain: args.min_gain,
-                            max_class_f1_drop: args.max_class_drop,
-                        },
-                        reason: args.reason,
-                    };
-                    (
-                        PipelineRequest::new(PipelineName::Retrain, "cli", mode(&args.start))
-                            .with_parameters(serde_json::to_value(parameters)?),
-                        args.start.json,
-                    )
-                }
-            };
-            eprintln!("Running pipeline {}", request.pipeline);
-            let run = run_pipeline(&platform, &request).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&run)?);
-            } else {
-                print_run(&platform, &run).await?;
-            }
-            if run.status != RunStatus::Succeeded {
-                anyhow::bail!(
-                    "pipeline run {} failed: {} (run `prodcat pipeline run {}` again to resume it; completed steps are skipped)",
-                    run.id,
-                    run.error.clone().unwrap_or_default(),
-                    run.pipeline
-                );
-            }
-            Ok(())
-        }
-        PipelineCommand::List { limit, json } => {
-            let runs = list_pipeline_runs(&platform.database, None, limit).await?;
-            let states = schedule_states(&platform.database).await?;
-            let schedules = settings.schedules()?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "pipelines": PipelineName::ALL.iter().map(|p| serde_json::json!({
-                            "name": p.as_str(),
-                            "description": p.description(),
-                            "steps": p.steps(),
-                        })).collect::<Vec<_>>(),
-                        "schedules": schedules.iter().map(|s| serde_json::json!({
-                            "name": s.name,
-                            "cron": s.expression,
-                            "nextDueMs": s.next_after(prodcat_storage::now_ms()),
-                        })).collect::<Vec<_>>(),
-                        "scheduleStates": states,
-                        "runs": runs,
-                    }))?
-                );
-                return Ok(());
-            }
-            let mut table = output::table(&["pipeline", "steps", "schedule", "next due (UTC)"]);
-            let now = prodcat_storage::now_ms();
-            for pipeline in PipelineName::ALL {
-                let schedule = schedules.iter().find(|s| s.pipeline == pipeline);
-                table.add_row(vec![
-                    format!("{pipeline}\n{}", pipeline.description()),
-                    pipeline.steps().join(" → "),
-                    schedule
-                        .map(|s| format!("{} ({})", s.expression, s.describe()))
-                        .unwrap_or_else(|| "not scheduled".to_string()),
-                    schedule
-                        .and_then(|s| s.next_after(now))
-                        .map(format_ms)
-                        .unwrap_or_default(),
-                ]);
-            }
-            println!("{table}");
-            if let Some((holder, expires)) = lease_holder(&platform.database).await? {
-                println!(
-                    "Scheduler leader: {holder} (lease {} {})",
-                    if expires > now { "until" } else { "expired at" },
-                    format_ms(expires)
-                );
-            }
-            for state in &states {
-                println!(
-                    "Schedule {} ({}): last due {}{}",
-                    state.schedule,
-                    state.cron,
-                    format_ms(state.last_due_ms),
-                    state
-                        .last_run_id
-                        .as_ref()
-                        .map(|r| format!(", run {r}"))
-                        .unwrap_or_default()
-                );
-            }
-            if runs.is_empty() {
-                println!("No pipeline run yet (prodcat pipeline run weekly-check).");
-                return Ok(());
-            }
-            let mut table = output::table(&[
-                "run",
-                "pipeline",
-                "status",
-                "triggered by",
-                "started (UTC)",
-                "duration",
-                "result",
-            ]);
-            for run in runs {
-                table.add_row(vec![
-                    run.id.clone(),
-                    run.pipeline.clone(),
-                    status_text(&run, now),
-                    run.triggered_by.clone(),
-                    format_ms(run.started_at_ms),
-                    run.ended_at_ms
-                        .map(|end| {
-                            output::duration(std::time::Duration::from_millis(
-                                (end - run.started_at_ms).max(0) as u64,
-                            ))
-                        })
-                        .unwrap_or_default(),
-                    result_text(&run),
-                ]);
-            }
-            println!("{table}");
-            Ok(())
-        }
+        PipelineCommand::Run(command) => run_one(&platform, command).await,
+        PipelineCommand::List { limit, json } => list(&platform, settings, limit, json).await,
         PipelineCommand::Show { run, json } => {
             let run = get_pipeline_run(&platform.database, &run).await?;
             if json {
@@ -281,6 +132,168 @@ pub async fn run(settings: &Settings, command: PipelineCommand) -> anyhow::Resul
             print_run(&platform, &run).await
         }
     }
+}
+
+/// The request a `pipeline run` subcommand asks for, and whether to print JSON.
+fn request_of(command: RunCommand) -> anyhow::Result<(PipelineRequest, bool)> {
+    Ok(match command {
+        RunCommand::WeeklyCheck(args) => {
+            let until = prodcat_pipelines::parse_time_ms(&args.until, prodcat_storage::now_ms())?;
+            prodcat_pipelines::parse_duration_ms(&args.window)?;
+            let mut parameters = WeeklyCheckParameters {
+                model: args.model,
+                window: args.window,
+                until_ms: Some(until),
+                retrain: !args.no_retrain,
+                ..WeeklyCheckParameters::default()
+            };
+            parameters.drift.drift_share = args.drift_share;
+            parameters.drift.concept_margin = args.concept_margin;
+            (
+                PipelineRequest::new(PipelineName::WeeklyCheck, "cli", mode(&args.start))
+                    .with_parameters(serde_json::to_value(parameters)?),
+                args.start.json,
+            )
+        }
+        RunCommand::Retrain(args) => {
+            let parameters = RetrainParameters {
+                force_promote: args.force_promote,
+                train_without_new_data: args.without_new_data,
+                policy: PromotionPolicy {
+                    min_weighted_f1_gain: args.min_gain,
+                    max_class_f1_drop: args.max_class_drop,
+                },
+                reason: args.reason,
+            };
+            (
+                PipelineRequest::new(PipelineName::Retrain, "cli", mode(&args.start))
+                    .with_parameters(serde_json::to_value(parameters)?),
+                args.start.json,
+            )
+        }
+    })
+}
+
+/// `prodcat pipeline run ...`.
+async fn run_one(platform: &Platform, command: RunCommand) -> anyhow::Result<()> {
+    let (request, json) = request_of(command)?;
+    eprintln!("Running pipeline {}", request.pipeline);
+    let run = run_pipeline(platform, &request).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+    } else {
+        print_run(platform, &run).await?;
+    }
+    if run.status != RunStatus::Succeeded {
+        anyhow::bail!(
+            "pipeline run {} failed: {} (run `prodcat pipeline run {}` again to resume it; completed steps are skipped)",
+            run.id,
+            run.error.clone().unwrap_or_default(),
+            run.pipeline
+        );
+    }
+    Ok(())
+}
+
+/// `prodcat pipeline list`: the pipelines, their schedules, the scheduler's leader, the runs.
+async fn list(
+    platform: &Platform,
+    settings: &Settings,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let runs = list_pipeline_runs(&platform.database, None, limit).await?;
+    let states = schedule_states(&platform.database).await?;
+    let schedules = crate::settings::schedules(settings)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "pipelines": PipelineName::ALL.iter().map(|p| serde_json::json!({
+                    "name": p.as_str(),
+                    "description": p.description(),
+                    "steps": p.steps(),
+                })).collect::<Vec<_>>(),
+                "schedules": schedules.iter().map(|s| serde_json::json!({
+                    "name": s.name,
+                    "cron": s.expression,
+                    "nextDueMs": s.next_after(prodcat_storage::now_ms()),
+                })).collect::<Vec<_>>(),
+                "scheduleStates": states,
+                "runs": runs,
+            }))?
+        );
+        return Ok(());
+    }
+    let mut table = output::table(&["pipeline", "steps", "schedule", "next due (UTC)"]);
+    let now = prodcat_storage::now_ms();
+    for pipeline in PipelineName::ALL {
+        let schedule = schedules.iter().find(|s| s.pipeline == pipeline);
+        table.add_row(vec![
+            format!("{pipeline}\n{}", pipeline.description()),
+            pipeline.steps().join(" → "),
+            schedule
+                .map(|s| format!("{} ({})", s.expression, s.describe()))
+                .unwrap_or_else(|| "not scheduled".to_string()),
+            schedule
+                .and_then(|s| s.next_after(now))
+                .map(format_ms)
+                .unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    if let Some((holder, expires)) = lease_holder(&platform.database).await? {
+        println!(
+            "Scheduler leader: {holder} (lease {} {})",
+            if expires > now { "until" } else { "expired at" },
+            format_ms(expires)
+        );
+    }
+    for state in &states {
+        println!(
+            "Schedule {} ({}): last due {}{}",
+            state.schedule,
+            state.cron,
+            format_ms(state.last_due_ms),
+            state
+                .last_run_id
+                .as_ref()
+                .map(|r| format!(", run {r}"))
+                .unwrap_or_default()
+        );
+    }
+    if runs.is_empty() {
+        println!("No pipeline run yet (prodcat pipeline run weekly-check).");
+        return Ok(());
+    }
+    let mut table = output::table(&[
+        "run",
+        "pipeline",
+        "status",
+        "triggered by",
+        "started (UTC)",
+        "duration",
+        "result",
+    ]);
+    for run in runs {
+        table.add_row(vec![
+            run.id.clone(),
+            run.pipeline.clone(),
+            status_text(&run, now),
+            run.triggered_by.clone(),
+            format_ms(run.started_at_ms),
+            run.ended_at_ms
+                .map(|end| {
+                    output::duration(std::time::Duration::from_millis(
+                        (end - run.started_at_ms).max(0) as u64,
+                    ))
+                })
+                .unwrap_or_default(),
+            result_text(&run),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
 }
 
 fn status_text(run: &PipelineRun, now: i64) -> String {
@@ -335,10 +348,7 @@ fn result_text(run: &PipelineRun) -> String {
     }
 }
 
-async fn print_run(
-    platform: &prodcat_pipelines::Platform,
-    run: &PipelineRun,
-) -> anyhow::Result<()> {
+async fn print_run(platform: &prodcat_platform::Platform, run: &PipelineRun) -> anyhow::Result<()> {
     let now = prodcat_storage::now_ms();
     println!(
         "Pipeline run {} ({}): {}, triggered by {}, started {}{}{}",

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use prodcat_model::{ProductInput, ProductPrediction};
+use prodcat_catalogue::PredictionSource;
+use prodcat_model::{Branch, ProductPrediction};
+use prodcat_platform::{LogMode, Platform, Predictor, ProductToClassify, Requester};
 
-use crate::commands::train::platform;
 use crate::output::Progress;
 use crate::settings::Settings;
 
@@ -41,10 +42,12 @@ pub struct PredictArgs {
 }
 
 pub async fn run(settings: &Settings, args: PredictArgs) -> anyhow::Result<()> {
-    let platform = platform(settings).await?;
-    let classifier = platform.classifier(&args.model).await?;
+    let platform = Platform::from_settings(settings).await?;
+    let predictor = Predictor::for_reference(&platform, &args.model)
+        .await
+        .with_context(|| format!("failed to load the model {:?}", args.model))?;
     if let (Some(input), Some(output)) = (&args.input, &args.output) {
-        return predict_file(&classifier, input, output, args.images.as_ref());
+        return predict_file(&predictor, input, output, args.images.as_ref()).await;
     }
     let designation = args.designation.clone().unwrap_or_default();
     let image = match &args.image {
@@ -58,14 +61,20 @@ pub async fn run(settings: &Settings, args: PredictArgs) -> anyhow::Result<()> {
             "nothing to classify: give --designation (and optionally --description, --image), or --input FILE --output FILE"
         );
     }
-    let prediction = classifier.predict(
-        &ProductInput {
-            designation: &designation,
-            description: &args.description,
-            image: image.as_deref(),
-        },
-        true,
-    )?;
+    let prediction = predictor
+        .predict(
+            ProductToClassify {
+                designation,
+                description: args.description.clone(),
+                image: image.map(bytes::Bytes::from),
+                explain: true,
+            },
+            &Requester::new(PredictionSource::Predict).client("command line"),
+            LogMode::Caller,
+        )
+        .await
+        .context("the product could not be classified")?
+        .prediction;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&prediction)?);
         return Ok(());
@@ -86,15 +95,10 @@ fn print_prediction(prediction: &ProductPrediction) {
             "below the threshold: needs review"
         }
     );
-    let branches: Vec<String> = prediction
-        .branches
-        .iter()
-        .map(|b| format!("{b:?}").to_lowercase())
-        .collect();
     println!(
         "  model {}, branches: {}{}, {} µs",
         prediction.model_version,
-        branches.join(" + "),
+        Branch::label(&prediction.branches),
         prediction
             .fusion_weight
             .map(|w| format!(" (image weight {w:.2})"))
@@ -124,8 +128,72 @@ fn print_prediction(prediction: &ProductPrediction) {
 /// One row of an input file: index, product id, designation, description, image bytes.
 type InputRow = (String, String, String, String, Option<Vec<u8>>);
 
-fn predict_file(
-    classifier: &prodcat_model::ProductClassifier,
+/// Classifies a chunk of input rows and writes one output row each; returns how many rows were
+/// written and how many of them could not be classified.
+async fn classify_chunk(
+    predictor: &Predictor,
+    chunk: &[InputRow],
+    writer: &mut csv::Writer<std::fs::File>,
+) -> anyhow::Result<(u64, u64)> {
+    let mut rows = 0u64;
+    let mut failures = 0u64;
+    let products: Vec<ProductToClassify> = chunk
+        .iter()
+        .map(
+            |(_, _, designation, description, image)| ProductToClassify {
+                designation: designation.clone(),
+                description: description.clone(),
+                image: image.clone().map(bytes::Bytes::from),
+                explain: false,
+            },
+        )
+        .collect();
+    let predictions = predictor
+        .predict_batch(
+            products,
+            &[Requester::new(PredictionSource::Batch).client("command line")],
+            LogMode::Caller,
+        )
+        .await?;
+    for ((index, product, ..), prediction) in chunk.iter().zip(predictions) {
+        rows += 1;
+        match prediction.map(|predicted| predicted.prediction) {
+            Ok(p) => writer.write_record([
+                index.clone(),
+                product.clone(),
+                p.category.to_string(),
+                p.category.name().to_string(),
+                format!("{:.4}", p.confidence),
+                p.automatic.to_string(),
+                Branch::label(&p.branches),
+                p.top
+                    .iter()
+                    .map(|s| format!("{}:{:.4}", s.category, s.probability))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+                String::new(),
+            ])?,
+            Err(error) => {
+                failures += 1;
+                writer.write_record([
+                    index.as_str(),
+                    product.as_str(),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    &error.to_string(),
+                ])?
+            }
+        }
+    }
+    Ok((rows, failures))
+}
+
+async fn predict_file(
+    predictor: &Predictor,
     input: &std::path::Path,
     output: &std::path::Path,
     images: Option<&PathBuf>,
@@ -190,53 +258,9 @@ fn predict_file(
             ));
         }
         if chunk.len() >= 1024 || (!more && !chunk.is_empty()) {
-            let inputs: Vec<ProductInput<'_>> = chunk
-                .iter()
-                .map(|(_, _, designation, description, image)| ProductInput {
-                    designation,
-                    description,
-                    image: image.as_deref(),
-                })
-                .collect();
-            let predictions = classifier.predict_batch(&inputs);
-            for ((index, product, ..), prediction) in chunk.iter().zip(predictions) {
-                rows += 1;
-                match prediction {
-                    Ok(p) => writer.write_record([
-                        index.clone(),
-                        product.clone(),
-                        p.category.to_string(),
-                        p.category.name().to_string(),
-                        format!("{:.4}", p.confidence),
-                        p.automatic.to_string(),
-                        p.branches
-                            .iter()
-                            .map(|b| format!("{b:?}").to_lowercase())
-                            .collect::<Vec<_>>()
-                            .join("+"),
-                        p.top
-                            .iter()
-                            .map(|s| format!("{}:{:.4}", s.category, s.probability))
-                            .collect::<Vec<_>>()
-                            .join(";"),
-                        String::new(),
-                    ])?,
-                    Err(error) => {
-                        failures += 1;
-                        writer.write_record([
-                            index.as_str(),
-                            product.as_str(),
-                            "",
-                            "",
-                            "",
-                            "",
-                            "",
-                            "",
-                            &error.to_string(),
-                        ])?
-                    }
-                }
-            }
+            let (written, failed) = classify_chunk(predictor, &chunk, &mut writer).await?;
+            rows += written;
+            failures += failed;
             chunk.clear();
             progress.set(reader.position().byte(), &format!("{rows} rows"));
         }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use prodcat_pipelines::Platform;
+use prodcat_platform::Platform;
 
-use crate::commands::{data, serve, train, users};
+use crate::commands::{data, serve, train};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -34,36 +34,26 @@ pub struct QuickstartArgs {
 
 /// Creates the `admin` user once, with a random password kept in `<data-dir>/admin-password`
 /// (owner-only), and says how to get a token.
-async fn ensure_admin(
-    settings: &Settings,
-    platform: &Platform,
-    listen: std::net::SocketAddr,
-) -> anyhow::Result<()> {
+async fn ensure_admin(settings: &Settings, platform: &Platform) -> anyhow::Result<()> {
     let path = settings.data_dir.join("admin-password");
-    if prodcat_server::get_user(&platform.database, "admin")
+    if prodcat_catalogue::users::get_user(&platform.database, "admin")
         .await?
         .is_none()
     {
-        let password = users::random_secret();
+        let password = prodcat_catalogue::users::generate_secret();
         write_private(&path, &password)?;
-        prodcat_server::add_user(
+        prodcat_catalogue::users::add_user(
             &platform.database,
-            &prodcat_server::NewUser {
+            &prodcat_catalogue::NewUser {
                 name: "admin".to_string(),
-                role: prodcat_server::Role::Admin,
-                kind: prodcat_server::UserKind::Person,
+                role: prodcat_catalogue::Role::Admin,
+                kind: prodcat_catalogue::UserKind::Person,
                 secret: password.clone(),
             },
         )
         .await?;
         println!(
             "created the user admin (role admin); its password is in {}",
-            path.display()
-        );
-    }
-    if path.is_file() {
-        println!(
-            "admin token: curl -s http://{listen}/v1/auth/token -d grant_type=password \\\n    -d username=admin -d password=$(cat {})",
             path.display()
         );
     }
@@ -118,14 +108,9 @@ fn ensure_models(model_dir: &Path) -> anyhow::Result<bool> {
     Ok(present(model_dir))
 }
 
-pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()> {
-    println!(
-        "prodcat quickstart: data in {}, models in {}",
-        settings.data_dir.display(),
-        settings.model_dir.display()
-    );
-    let with_images = !args.text_only && ensure_models(&settings.model_dir)?;
-    let catalogue = match &args.data {
+/// The catalogue to import: `--data`, or the demo catalogue (generated once).
+fn catalogue_folder(settings: &Settings, args: &QuickstartArgs) -> anyhow::Result<PathBuf> {
+    Ok(match &args.data {
         Some(dir) => dir.clone(),
         None => {
             let dir = settings
@@ -147,7 +132,17 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
             }
             dir
         }
-    };
+    })
+}
+
+pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()> {
+    println!(
+        "prodcat quickstart: data in {}, models in {}",
+        settings.data_dir.display(),
+        settings.model_dir.display()
+    );
+    let with_images = !args.text_only && ensure_models(&settings.model_dir)?;
+    let catalogue = catalogue_folder(settings, &args)?;
     println!("[2/3] importing {}", catalogue.display());
     let version = data::import(
         settings,
@@ -166,7 +161,7 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         },
     )
     .await?;
-    let platform = train::platform(settings).await?;
+    let platform = Platform::from_settings(settings).await?;
     let champion = prodcat_registry::resolve(&platform.database, "champion")
         .await
         .ok();
@@ -213,7 +208,7 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         train::train(&platform, &args).await?
     };
     let added =
-        prodcat_server::catalogue::load_dataset(&platform.database, &version.id, "quickstart")
+        prodcat_catalogue::products::load_dataset(&platform.database, &version.id, "quickstart")
             .await?;
     if added > 0 {
         println!(
@@ -236,11 +231,10 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
         return Ok(());
     }
     println!();
-    let server = serve::server_settings(settings, &args.serve)?;
-    ensure_admin(settings, &platform, args.serve.listen).await?;
-    serve::serve(
-        platform.with_webhook_url(settings.webhook_url.clone()),
-        server,
-    )
-    .await
+    ensure_admin(settings, &platform).await?;
+    let hint = format!(
+        "Sign in as admin with the password in {}; an API token:",
+        settings.data_dir.join("admin-password").display()
+    );
+    serve::serve(platform, settings, &hint).await
 }

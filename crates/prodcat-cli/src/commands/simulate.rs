@@ -6,11 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use prodcat_pipelines::{
-    format_ms, run_simulation, Platform, SimulationOptions, SimulationProgress,
-};
+use prodcat_pipelines::{format_ms, run_simulation, SimulationOptions, SimulationProgress};
 
 use crate::settings::Settings;
+use prodcat_platform::Platform;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SimulationBranch {
@@ -79,8 +78,13 @@ impl SimulationProgress for Printer {
 
 const MARKER: &str = "SIMULATION-DATA.txt";
 
-pub async fn run(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> {
-    let data_dir = args.out.join("prodcat-data");
+/// A fresh platform of its own for the simulation, in `data_dir` (replacing a previous
+/// simulation's folder, and refusing any other folder).
+async fn simulation_platform(
+    settings: &Settings,
+    data_dir: &std::path::Path,
+    notify: bool,
+) -> anyhow::Result<Platform> {
     if data_dir.exists() {
         if !data_dir.join(MARKER).is_file() {
             anyhow::bail!(
@@ -97,63 +101,22 @@ pub async fn run(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> 
         data_dir.join(MARKER),
         "Data of a `prodcat simulate` run; the next simulation into this folder replaces it.\n",
     )?;
-    let database =
-        prodcat_storage::Database::connect(&data_dir.join("prodcat.db").display().to_string())
-            .await
-            .context("failed to create the simulation's database")?;
-    let objects =
-        prodcat_storage::ObjectStorage::open(&data_dir.join("objects").display().to_string())
-            .context("failed to create the simulation's object store")?;
-    let platform =
-        Platform::new(database, objects, &settings.model_dir).with_webhook_url(if args.notify {
-            settings.webhook_url.clone()
-        } else {
-            None
-        });
-    let data = args.data.clone().filter(|dir| {
-        let found = dir.join("text").join("X_train_sample.csv").is_file();
-        if !found {
-            eprintln!(
-                "note: {} has no text/X_train_sample.csv; using the generated demo catalogue",
-                dir.display()
-            );
-        }
-        found
-    });
-    if data.is_none() {
-        eprintln!(
-            "note: no real data sample (set PRODCAT_SAMPLE_DATA or --data); the generated demo \
-             catalogue stands in, with degraded listings as the only drift"
-        );
+    // The simulation runs on a platform of its own, in its own folder.
+    let mut simulation_settings = settings.clone();
+    simulation_settings.database_url =
+        format!("sqlite://{}", data_dir.join("prodcat.db").display());
+    simulation_settings.object_store_url = data_dir.join("objects").display().to_string();
+    simulation_settings.data_dir = data_dir.to_path_buf();
+    if !notify {
+        simulation_settings.webhook_url = None;
     }
-    let mut options = SimulationOptions::new(&args.out);
-    options.weeks = args.weeks;
-    options.max_drift = args.max_drift;
-    options.recovery_weeks = args.recovery_weeks;
-    options.policy.max_class_f1_drop = args.max_class_drop;
-    options.data = data;
-    options.seed = args.seed;
-    options.branches = match args.branch {
-        SimulationBranch::Text => "text".to_string(),
-        SimulationBranch::Fusion => "fusion".to_string(),
-    };
-    options.traffic_per_week = args.traffic;
-    options.review_share = args.review_share;
-    options.initial_share = args.initial_share;
-    options.drift.max_embedded_rows = args.max_embedded;
-    eprintln!(
-        "Simulating {} weeks from {} with drift growing to {:.0}%, then {} at that level (data in {})",
-        options.weeks,
-        format_ms(options.start_ms),
-        options.max_drift * 100.0,
-        options.recovery_weeks,
-        data_dir.display()
-    );
-    let report = run_simulation(&platform, &options, &Printer).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
+    Platform::from_settings(&simulation_settings)
+        .await
+        .context("failed to create the simulation's database and object store")
+}
+
+/// The weeks as a table.
+fn print_weeks(report: &prodcat_pipelines::SimulationReport) {
     let mut table = crate::output::table(&[
         "week",
         "drift",
@@ -212,6 +175,56 @@ pub async fn run(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> 
         ]);
     }
     println!("{table}");
+}
+
+pub async fn run(settings: &Settings, args: SimulateArgs) -> anyhow::Result<()> {
+    let data_dir = args.out.join("prodcat-data");
+    let platform = simulation_platform(settings, &data_dir, args.notify).await?;
+    let data = args.data.clone().filter(|dir| {
+        let found = dir.join("text").join("X_train_sample.csv").is_file();
+        if !found {
+            eprintln!(
+                "note: {} has no text/X_train_sample.csv; using the generated demo catalogue",
+                dir.display()
+            );
+        }
+        found
+    });
+    if data.is_none() {
+        eprintln!(
+            "note: no real data sample (set PRODCAT_SAMPLE_DATA or --data); the generated demo \
+             catalogue stands in, with degraded listings as the only drift"
+        );
+    }
+    let mut options = SimulationOptions::new(&args.out);
+    options.weeks = args.weeks;
+    options.max_drift = args.max_drift;
+    options.recovery_weeks = args.recovery_weeks;
+    options.policy.max_class_f1_drop = args.max_class_drop;
+    options.data = data;
+    options.seed = args.seed;
+    options.branches = match args.branch {
+        SimulationBranch::Text => "text".to_string(),
+        SimulationBranch::Fusion => "fusion".to_string(),
+    };
+    options.traffic_per_week = args.traffic;
+    options.review_share = args.review_share;
+    options.initial_share = args.initial_share;
+    options.drift.max_embedded_rows = args.max_embedded;
+    eprintln!(
+        "Simulating {} weeks from {} with drift growing to {:.0}%, then {} at that level (data in {})",
+        options.weeks,
+        format_ms(options.start_ms),
+        options.max_drift * 100.0,
+        options.recovery_weeks,
+        data_dir.display()
+    );
+    let report = run_simulation(&platform, &options, &Printer).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print_weeks(&report);
     println!(
         "Report with the chart: {} ({} s); weekly drift reports beside it; data: {}",
         report.report_html,

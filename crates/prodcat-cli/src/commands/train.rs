@@ -5,7 +5,8 @@ use std::sync::Mutex;
 
 use clap::{Args, ValueEnum};
 use prodcat_model::{BranchSelection, TrainOptions, TrainingProgress};
-use prodcat_pipelines::{run_training, Platform, PlatformRescorer, TrainingRequest};
+use prodcat_pipelines::{run_training, PlatformRescorer, TrainingRequest};
+use prodcat_platform::Platform;
 use prodcat_registry::{PromotionOutcome, PromotionRequest};
 use prodcat_text_model::ClassWeighting;
 use prodcat_vision::{HeadKind, HeadTrainingOptions};
@@ -167,16 +168,8 @@ impl Drop for StageBars {
     }
 }
 
-pub async fn platform(settings: &Settings) -> anyhow::Result<Platform> {
-    Ok(Platform::new(
-        settings.open_database().await?,
-        settings.open_objects()?,
-        &settings.model_dir,
-    ))
-}
-
 pub async fn run(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
-    let platform = platform(settings).await?;
+    let platform = Platform::from_settings(settings).await?;
     train(&platform, &args).await.map(|_| ())
 }
 

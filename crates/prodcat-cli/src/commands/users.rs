@@ -2,8 +2,9 @@
 //! `prodcat audit` (every write through the API: who, what, when, from where).
 
 use clap::{Args, Subcommand};
-use prodcat_server::audit::{self, AuditFilter};
-use prodcat_server::{add_user, list_users, set_disabled, NewUser, Role, UserKind};
+use prodcat_catalogue::audit::{self, AuditFilter};
+use prodcat_catalogue::users::{add_user, generate_secret, list_users, set_disabled};
+use prodcat_catalogue::{NewUser, Role, UserKind};
 
 use crate::commands::data::format_time;
 use crate::output;
@@ -38,27 +39,13 @@ pub struct AddArgs {
     pub password: Option<String>,
 }
 
-pub fn random_secret() -> String {
-    use std::io::Read;
-    let mut bytes = [0u8; 18];
-    if let Ok(mut file) = std::fs::File::open("/dev/urandom") {
-        let _ = file.read_exact(&mut bytes);
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mixed = prodcat_domain::sha256_hex(&[&bytes[..], &nanos.to_le_bytes()[..]].concat());
-    mixed[..24].to_string()
-}
-
 pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<()> {
     let database = settings.open_database().await?;
     match command {
         UsersCommand::Add(args) => {
             let role = Role::parse(&args.role)?;
             let generated = args.password.is_none();
-            let secret = args.password.unwrap_or_else(random_secret);
+            let secret = args.password.unwrap_or_else(generate_secret);
             let kind = if args.service {
                 UserKind::Service
             } else {

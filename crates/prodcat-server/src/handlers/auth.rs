@@ -10,12 +10,13 @@ use axum::Json;
 use base64::Engine;
 
 use crate::api::{TokenRequest, TokenResponse};
-use crate::auth::{decoy_hash, verify_password};
+
 use crate::error::{ApiError, ErrorBody};
 use crate::handlers::parse_json;
 use crate::middleware::AuditNote;
 use crate::state::AppState;
-use crate::users::{get_user, UserKind};
+use prodcat_catalogue::users::{decoy_hash, get_user, verify_password};
+use prodcat_catalogue::UserKind;
 
 fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, ApiError> {
     let content_type = headers

@@ -16,12 +16,14 @@ use utoipa::IntoParams;
 use crate::api::{
     CategoryScore, JobAccepted, JobBody, JobItemBody, JobItemRequest, JobItemResultBody,
 };
-use crate::auth::{Caller, Permission};
-use crate::catalogue::{store_image, ImageUpload};
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::handlers::{bytes_rejection, decode_base64_image, parse_json};
 use crate::middleware::AuditNote;
 use crate::state::AppState;
+use prodcat_catalogue::products::store_image;
+use prodcat_catalogue::ImageUpload;
+use prodcat_catalogue::Permission;
 
 /// The upload formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,21 +268,29 @@ pub async fn create_job(
     if uploaded.is_empty() {
         return Err(ApiError::invalid("the upload has no products"));
     }
-    let max_pixels = state.settings.max_image_pixels;
+    let limits = prodcat_model::InputLimits {
+        max_image_pixels: state.settings.max_image_pixels,
+        ..prodcat_model::InputLimits::default()
+    };
     let mut items = Vec::with_capacity(uploaded.len());
     for (index, item) in uploaded.into_iter().enumerate() {
+        // The same checks as every other way in (text sizes, the image's header).
+        limits
+            .check_product(&prodcat_model::ProductInput {
+                designation: &item.designation,
+                description: &item.description,
+                image: item.image.as_deref(),
+            })
+            .map_err(|error| {
+                let error = ApiError::from(error);
+                ApiError {
+                    message: format!("item {}: {}", index + 1, error.message),
+                    ..error
+                }
+            })?;
         let image_hash = match item.image {
             Some(bytes) => {
-                let (_, width, height) = prodcat_vision::preprocess::probe_image(
-                    &bytes, max_pixels,
-                )
-                .map_err(|error| {
-                    let error = ApiError::from(error);
-                    ApiError {
-                        message: format!("item {}: {}", index + 1, error.message),
-                        ..error
-                    }
-                })?;
+                let (width, height) = prodcat_model::probe_image(&bytes, limits.max_image_pixels)?;
                 let upload = ImageUpload {
                     hash: ContentHash::of(&bytes),
                     width,

@@ -199,31 +199,3 @@ impl FromRequest<AppState> for ProductPayload {
         })
     }
 }
-
-/// Runs model work on the blocking pool, at most one task per core at a time.
-pub(crate) async fn run_cpu<T, F>(state: &AppState, work: F) -> Result<T, ApiError>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    let _permit = state
-        .cpu
-        .acquire()
-        .await
-        .map_err(|error| ApiError::internal(&error))?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| ApiError::internal(&error))
-}
-
-/// The model in service, or a 503 that says why there is none.
-pub(crate) fn served_model(
-    state: &AppState,
-) -> Result<std::sync::Arc<crate::model_service::ServedModel>, ApiError> {
-    state.models.current().ok_or_else(|| {
-        ApiError::model_unavailable(
-            "no model is in service yet: train one and promote it to champion \
-             (prodcat train --promote)",
-        )
-    })
-}

@@ -11,12 +11,13 @@ use prodcat_registry::{PromotionOutcome, PromotionPolicy, PromotionRequest, CHAM
 use crate::api::{
     AliasEventBody, ModelList, ModelVersionBody, PromoteRequest, PromotionResponse, RollbackRequest,
 };
-use crate::auth::{Caller, Permission};
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::handlers::JsonBody;
 use crate::middleware::AuditNote;
-use crate::model_service::RefreshOutcome;
 use crate::state::AppState;
+use prodcat_catalogue::Permission;
+use prodcat_platform::RefreshOutcome;
 
 /// Model versions, newest first, with their aliases and which one this server serves.
 #[utoipa::path(
@@ -35,7 +36,10 @@ pub async fn list_models(
 ) -> Result<Json<ModelList>, ApiError> {
     caller.require(Permission::Models)?;
     let versions = prodcat_registry::list_versions(&state.platform.database).await?;
-    let serving = state.models.current().map(|m| m.version.to_string());
+    let serving = state
+        .model_service()
+        .current()
+        .map(|m| m.version.to_string());
     Ok(Json(ModelList {
         versions: versions
             .iter()
@@ -58,7 +62,7 @@ pub async fn list_models(
 /// Swaps to the champion now; a version that fails to load is reported in the log and metrics
 /// and the previous model keeps serving.
 async fn swap_now(state: &AppState) -> Option<String> {
-    match state.models.refresh().await {
+    match state.model_service().refresh().await {
         Ok(RefreshOutcome::Failed(failure)) => {
             tracing::error!(version = %failure.version, error = %failure.error, "the new champion failed to load");
         }
@@ -66,7 +70,10 @@ async fn swap_now(state: &AppState) -> Option<String> {
         Err(error) => tracing::error!(%error, "checking the champion after a move failed"),
     }
     state.pending_wakeup.notify_one();
-    state.models.current().map(|m| m.version.to_string())
+    state
+        .model_service()
+        .current()
+        .map(|m| m.version.to_string())
 }
 
 fn note(mut response: Response, detail: String) -> Response {
@@ -139,7 +146,10 @@ pub async fn promote(
     let serving = if outcome.moved() {
         swap_now(&state).await
     } else {
-        state.models.current().map(|m| m.version.to_string())
+        state
+            .model_service()
+            .current()
+            .map(|m| m.version.to_string())
     };
     let name = match &outcome {
         PromotionOutcome::FirstVersion { .. } => "firstVersion",

@@ -11,10 +11,11 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::api::{AuditEntryBody, AuditList, HealthBody, ReadyBody};
-use crate::audit::{self, AuditFilter};
-use crate::auth::{Caller, Permission};
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use prodcat_catalogue::audit::{self, AuditFilter};
+use prodcat_catalogue::Permission;
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = HealthBody)))]
@@ -40,14 +41,17 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         tokio::time::timeout(Duration::from_secs(2), state.platform.database.ping()).await,
         Ok(Ok(()))
     );
-    let model = state.models.current().map(|m| m.version.to_string());
+    let model = state
+        .model_service()
+        .current()
+        .map(|m| m.version.to_string());
     let ready = database_ok && model.is_some();
     let body = ReadyBody {
         ready,
         model_version: model,
         database: if database_ok { "ok" } else { "unreachable" }.to_string(),
         model_load_error: state
-            .models
+            .model_service()
             .last_failure()
             .map(|failure| format!("{}: {}", failure.version, failure.error)),
     };
@@ -129,7 +133,7 @@ pub async fn docs_file(State(state): State<AppState>, Path(name): Path<String>) 
 /// The landing page.
 pub async fn landing(State(state): State<AppState>) -> Html<String> {
     let serving = state
-        .models
+        .model_service()
         .current()
         .map(|m| m.version.to_string())
         .unwrap_or_else(|| "none yet".to_string());

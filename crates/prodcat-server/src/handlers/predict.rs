@@ -3,73 +3,19 @@
 //! writer. Short text-only requests run on the request's task (tens of microseconds); images,
 //! long texts and batches run on the bounded blocking pool.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
-use prodcat_jobs::{PredictionLogRow, PredictionSource};
-use prodcat_model::{ModelError, ProductClassifier, ProductInput, ProductPrediction};
+use prodcat_catalogue::PredictionSource;
+use prodcat_platform::{LogMode, ProductToClassify, Requester};
 
 use crate::api::{BatchItemResult, BatchPredictRequest, BatchPredictResponse, PredictionBody};
-use crate::auth::{Caller, Permission};
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::handlers::{decode_base64_image, run_cpu, served_model, JsonBody, ProductPayload};
+use crate::handlers::{decode_base64_image, JsonBody, ProductPayload};
 use crate::state::AppState;
-
-/// Checks an image's header against the pixel limit (cheap: nothing is decoded).
-pub(crate) fn probe(image: &[u8], max_pixels: u64) -> Result<(), ApiError> {
-    prodcat_vision::preprocess::probe_image(image, max_pixels)
-        .map(|_| ())
-        .map_err(ApiError::from)
-}
-
-/// Classifies one product on the current thread. When the model can not look at images, the
-/// image is still decoded to make sure it is one.
-pub(crate) fn classify(
-    classifier: &ProductClassifier,
-    designation: &str,
-    description: &str,
-    image: Option<&[u8]>,
-    explain: bool,
-    max_pixels: u64,
-) -> Result<ProductPrediction, ModelError> {
-    if let (Some(bytes), None) = (image, classifier.backbone()) {
-        prodcat_vision::preprocess::decode_image(bytes, max_pixels)?;
-    }
-    classifier.predict(
-        &ProductInput {
-            designation,
-            description,
-            image,
-        },
-        explain,
-    )
-}
-
-/// Counts and logs a served prediction (never waits).
-pub(crate) fn record_prediction(
-    state: &AppState,
-    prediction: &ProductPrediction,
-    source: PredictionSource,
-    product_id: Option<i64>,
-    description: &str,
-) {
-    metrics::counter!(
-        "prodcat_predictions_total",
-        "category" => prediction.category.value().to_string(),
-        "source" => source.as_str()
-    )
-    .increment(1);
-    metrics::histogram!("prodcat_prediction_confidence").record(f64::from(prediction.confidence));
-    state.log.record(PredictionLogRow::from_prediction(
-        prediction,
-        source,
-        product_id,
-        description,
-    ));
-}
+use prodcat_catalogue::Permission;
 
 fn check_has_input(payload: &ProductPayload) -> Result<(), ApiError> {
     let blank = |text: &Option<String>| text.as_deref().is_none_or(|t| t.trim().is_empty());
@@ -80,6 +26,15 @@ fn check_has_input(payload: &ProductPayload) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+fn to_classify(payload: ProductPayload) -> ProductToClassify {
+    ProductToClassify {
+        designation: payload.designation.unwrap_or_default(),
+        description: payload.description.unwrap_or_default(),
+        image: payload.image,
+        explain: payload.explain,
+    }
 }
 
 /// Classify one product.
@@ -108,51 +63,15 @@ pub async fn predict(
     let started = Instant::now();
     caller.require(Permission::Predict)?;
     check_has_input(&payload)?;
-    let model = served_model(&state)?;
-    let max_pixels = state.settings.max_image_pixels;
-    if let Some(image) = &payload.image {
-        probe(image, max_pixels)?;
-    }
-    let designation = payload.designation.clone().unwrap_or_default();
-    let description = payload.description.clone().unwrap_or_default();
-    let inline = payload.image.is_none()
-        && designation.len() + description.len() <= state.settings.inline_text_bytes;
-    let prediction = if inline {
-        classify(
-            &model.classifier,
-            &designation,
-            &description,
-            None,
-            payload.explain,
-            max_pixels,
-        )
-    } else {
-        let worker_model = model.clone();
-        let image = payload.image.clone();
-        let explain = payload.explain;
-        let (designation, description) = (designation.clone(), description.clone());
-        run_cpu(&state, move || {
-            classify(
-                &worker_model.classifier,
-                &designation,
-                &description,
-                image.as_deref(),
-                explain,
-                max_pixels,
-            )
-        })
-        .await?
-    }?;
-    record_prediction(
-        &state,
-        &prediction,
-        PredictionSource::Predict,
-        payload.product_id,
-        &description,
-    );
-    Ok(Json(PredictionBody::from_prediction(
-        &prediction,
-        model.classifier.categories(),
+    // A client's productId is not trusted to link the prediction to a stored product: only
+    // the catalogue does that (a reviewer's decision labels only those predictions).
+    let requester = Requester::new(PredictionSource::Predict).client(caller.name.clone());
+    let predicted = state
+        .predictor
+        .predict(to_classify(payload), &requester, LogMode::Background)
+        .await?;
+    Ok(Json(PredictionBody::from_predicted(
+        &predicted,
         started.elapsed().as_micros() as u64,
     )))
 }
@@ -199,99 +118,79 @@ pub async fn predict_batch(
             request.items.len()
         )));
     }
-    /// Designation, description, image and whether to explain, checked.
-    type BatchItem = (String, String, Option<Bytes>, bool);
-    let model = served_model(&state)?;
-    let max_pixels = state.settings.max_image_pixels;
+    let model = state.predictor.served()?;
     // Decode and check every item first; items with a problem answer with their error.
-    let mut prepared: Vec<Result<BatchItem, ApiError>> = Vec::with_capacity(request.items.len());
-    for item in &request.items {
+    let mut prepared: Vec<Result<ProductToClassify, ApiError>> =
+        Vec::with_capacity(request.items.len());
+    for item in request.items {
         prepared.push((|| {
-            let image = item.image.as_deref().map(decode_base64_image).transpose()?;
-            if let Some(image) = &image {
-                probe(image, max_pixels)?;
-            }
             let payload = ProductPayload {
-                product_id: item.product_id,
-                designation: item.designation.clone(),
-                description: item.description.clone(),
-                image: image.clone(),
-                explain: false,
+                product_id: None,
+                designation: item.designation,
+                description: item.description,
+                image: item.image.as_deref().map(decode_base64_image).transpose()?,
+                explain: item.explain.unwrap_or(false),
             };
             check_has_input(&payload)?;
-            Ok((
-                item.designation.clone().unwrap_or_default(),
-                item.description.clone().unwrap_or_default(),
-                image,
-                item.explain.unwrap_or(false),
-            ))
+            let product = to_classify(payload);
+            state.predictor.check(&product)?;
+            Ok(product)
         })());
     }
-    let shared = Arc::new(prepared);
-    let work = shared.clone();
-    let worker_model = model.clone();
-    let outcomes: Vec<Option<Result<ProductPrediction, ModelError>>> = run_cpu(&state, move || {
-        use rayon::prelude::*;
-        work.par_iter()
-            .map(|entry| {
-                entry
-                    .as_ref()
-                    .ok()
-                    .map(|(designation, description, image, explain)| {
-                        classify(
-                            &worker_model.classifier,
-                            designation,
-                            description,
-                            image.as_deref(),
-                            *explain,
-                            max_pixels,
-                        )
-                    })
-            })
-            .collect()
-    })
-    .await?;
-    let mut results = Vec::with_capacity(outcomes.len());
-    let (mut succeeded, mut failed) = (0, 0);
-    for (index, (entry, outcome)) in shared.iter().zip(outcomes).enumerate() {
-        let result = match (entry, outcome) {
-            (Err(error), _) => Err(error.clone()),
-            (Ok(_), None) => Err(ApiError::invalid("the item could not be prepared")),
-            (Ok(_), Some(Err(error))) => Err(ApiError::from(error)),
-            (Ok((_, description, _, _)), Some(Ok(prediction))) => {
-                record_prediction(
-                    &state,
-                    &prediction,
-                    PredictionSource::Batch,
-                    request.items[index].product_id,
-                    description,
-                );
-                Ok(PredictionBody::from_prediction(
-                    &prediction,
-                    model.classifier.categories(),
-                    prediction.elapsed_microseconds,
-                ))
+    let positions: Vec<usize> = (0..prepared.len())
+        .filter(|index| prepared[*index].is_ok())
+        .collect();
+    let mut results: Vec<Option<Result<PredictionBody, ApiError>>> = Vec::new();
+    let mut products = Vec::with_capacity(positions.len());
+    for entry in prepared {
+        match entry {
+            Ok(product) => {
+                products.push(product);
+                results.push(None);
             }
-        };
-        match result {
-            Ok(prediction) => {
-                succeeded += 1;
-                results.push(BatchItemResult {
-                    index,
-                    prediction: Some(prediction),
-                    error: None,
-                });
-            }
-            Err(error) => {
-                failed += 1;
-                results.push(BatchItemResult {
-                    index,
-                    prediction: None,
-                    error: Some(item_error(error)),
-                });
-            }
+            Err(error) => results.push(Some(Err(error))),
         }
     }
+    let requester = Requester::new(PredictionSource::Batch).client(caller.name.clone());
+    let outcomes = state
+        .predictor
+        .predict_batch_with(&model, products, &[requester], LogMode::Background)
+        .await;
+    for (position, outcome) in positions.into_iter().zip(outcomes) {
+        results[position] = Some(match outcome {
+            Ok(predicted) => Ok(PredictionBody::from_predicted(
+                &predicted,
+                predicted.prediction.elapsed_microseconds,
+            )),
+            Err(error) => Err(ApiError::from(error)),
+        });
+    }
+    let (mut succeeded, mut failed) = (0, 0);
+    let results = results
+        .into_iter()
+        .enumerate()
+        .map(|(index, result)| {
+            match result.unwrap_or_else(|| Err(ApiError::invalid("the item could not be prepared")))
+            {
+                Ok(prediction) => {
+                    succeeded += 1;
+                    BatchItemResult {
+                        index,
+                        prediction: Some(prediction),
+                        error: None,
+                    }
+                }
+                Err(error) => {
+                    failed += 1;
+                    BatchItemResult {
+                        index,
+                        prediction: None,
+                        error: Some(item_error(error)),
+                    }
+                }
+            }
+        })
+        .collect();
     Ok(Json(BatchPredictResponse {
         results,
         succeeded,

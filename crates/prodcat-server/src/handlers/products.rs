@@ -9,105 +9,85 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use prodcat_catalogue::products as catalogue;
+use prodcat_catalogue::{
+    Classification, ImageUpload, NewProduct, Permission, PredictionSource, ProductChanges,
+    ProductFilter, ProductStatus, ReviewDecision,
+};
 use prodcat_domain::{CategoryCode, ContentHash};
-use prodcat_jobs::PredictionSource;
-use prodcat_model::{ModelError, ProductPrediction};
+use prodcat_platform::{LogMode, PredictError, Predicted, ProductToClassify, Requester};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::api::{PredictionBody, ProductBody, ProductPage, ProductResponse, ReviewRequest};
-use crate::auth::{Caller, Permission};
-use crate::catalogue::{
-    self, Classification, ImageUpload, NewProduct, ProductChanges, ProductFilter, ProductStatus,
-    ReviewDecision,
-};
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::handlers::predict::{classify, probe, record_prediction};
-use crate::handlers::{decode_base64_image, run_cpu, JsonBody, ProductPayload};
+use crate::handlers::{decode_base64_image, JsonBody, ProductPayload};
 use crate::middleware::AuditNote;
 use crate::state::AppState;
 
 /// Decodes the whole image (a truncated or corrupt file is refused before anything is stored).
 async fn checked_image(state: &AppState, bytes: Bytes) -> Result<ImageUpload, ApiError> {
-    let max_pixels = state.settings.max_image_pixels;
-    probe(&bytes, max_pixels)?;
-    let work = bytes.clone();
-    let picture = run_cpu(state, move || {
-        prodcat_vision::preprocess::decode_image(&work, max_pixels)
-    })
-    .await??;
+    let (width, height) = state.predictor.check_image(bytes.clone()).await?;
     Ok(ImageUpload {
         hash: ContentHash::of(&bytes),
-        width: picture.width,
-        height: picture.height,
+        width,
+        height,
         bytes,
     })
 }
 
-/// Whether a model error means "not now" (the product is kept pending) rather than bad input.
-fn model_not_ready(error: &ModelError) -> bool {
-    !error.concerns_the_input()
-}
-
-/// Classifies with the model in service; `Ok(None)` when no model can classify it now.
+/// Classifies a product with the model in service; `Ok(None)` when no model can classify it
+/// now (none in service, or one that cannot look at the photo yet): the product is then
+/// stored `pending` and classified later. Only a problem with the product itself is an error.
 async fn try_classify(
     state: &AppState,
     designation: &str,
     description: &str,
     image: &Bytes,
-) -> Result<Option<(ProductPrediction, Vec<CategoryCode>)>, ApiError> {
-    let Some(model) = state.models.current() else {
-        return Ok(None);
-    };
-    let max_pixels = state.settings.max_image_pixels;
-    let (designation, description, image) = (
-        designation.to_string(),
-        description.to_string(),
-        image.clone(),
-    );
-    let worker_model = model.clone();
-    let outcome = run_cpu(state, move || {
-        classify(
-            &worker_model.classifier,
-            &designation,
-            &description,
-            Some(&image),
-            false,
-            max_pixels,
+    product_id: Option<i64>,
+    caller: &Caller,
+) -> Result<Option<Predicted>, ApiError> {
+    let mut requester = Requester::new(PredictionSource::Product).client(caller.name.clone());
+    requester.product_id = product_id;
+    let outcome = state
+        .predictor
+        .predict(
+            ProductToClassify {
+                designation: designation.to_string(),
+                description: description.to_string(),
+                image: Some(image.clone()),
+                explain: false,
+            },
+            &requester,
+            LogMode::Caller,
         )
-    })
-    .await?;
+        .await;
     match outcome {
-        Ok(prediction) => Ok(Some((prediction, model.classifier.categories().to_vec()))),
-        Err(error) if model_not_ready(&error) => {
-            tracing::warn!(%error, "the product can not be classified now; it is stored pending");
+        Ok(predicted) => Ok(Some(predicted)),
+        Err(error) if !error.kind().concerns_the_input() => {
+            if !matches!(error, PredictError::NoModel) {
+                tracing::warn!(%error, "the product can not be classified now; it is stored pending");
+            }
             Ok(None)
         }
         Err(error) => Err(ApiError::from(error)),
     }
 }
 
-/// Logs the classification of a stored product and turns it into the answer's body.
+/// Logs the classification of a stored product (with its id) and turns it into the answer.
 fn answer(
     state: &AppState,
-    classified: Option<(ProductPrediction, Vec<CategoryCode>)>,
+    classified: Option<Predicted>,
     product_id: i64,
-    description: &str,
     started: Instant,
 ) -> Option<PredictionBody> {
-    classified.map(|(prediction, categories)| {
-        record_prediction(
-            state,
-            &prediction,
-            PredictionSource::Product,
-            Some(product_id),
-            description,
-        );
-        PredictionBody::from_prediction(
-            &prediction,
-            &categories,
-            started.elapsed().as_micros() as u64,
-        )
+    classified.map(|mut predicted| {
+        predicted.log.product_id = Some(product_id);
+        if let Some(writer) = state.predictor.log_writer() {
+            writer.record(predicted.log.clone());
+        }
+        PredictionBody::from_predicted(&predicted, started.elapsed().as_micros() as u64)
     })
 }
 
@@ -117,15 +97,6 @@ fn with_note(mut response: Response, detail: String) -> Response {
         detail,
     });
     response
-}
-
-fn text_field(value: Option<String>, name: &str, limit: usize) -> Result<Option<String>, ApiError> {
-    match value {
-        Some(text) if text.chars().count() > limit => Err(ApiError::invalid(format!(
-            "{name} is longer than {limit} characters"
-        ))),
-        other => Ok(other),
-    }
 }
 
 /// Add a product: stored, classified at once, queued for review when the model is unsure.
@@ -150,12 +121,20 @@ pub async fn create_product(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     caller.require(Permission::ProductsWrite)?;
-    let designation = text_field(payload.designation, "designation", 10_000)?
+    let designation = payload
+        .designation
         .filter(|text| !text.trim().is_empty())
         .ok_or_else(|| {
             ApiError::invalid("the designation (the product's title) is missing or empty")
         })?;
-    let description = text_field(payload.description, "description", 200_000)?.unwrap_or_default();
+    let description = payload.description.unwrap_or_default();
+    prodcat_model::InputLimits::default()
+        .check(&prodcat_model::ProductInput {
+            designation: &designation,
+            description: &description,
+            image: None,
+        })
+        .map_err(ApiError::from)?;
     let image = payload.image.ok_or_else(|| {
         ApiError::invalid(
             "the image is missing: a product needs its photo (JPEG or PNG), as base64 in \
@@ -163,7 +142,15 @@ pub async fn create_product(
         )
     })?;
     let image = checked_image(&state, image).await?;
-    let classified = try_classify(&state, &designation, &description, &image.bytes).await?;
+    let classified = try_classify(
+        &state,
+        &designation,
+        &description,
+        &image.bytes,
+        payload.product_id,
+        &caller,
+    )
+    .await?;
     let product = catalogue::insert_product(
         &state.platform.database,
         &state.platform.objects,
@@ -176,11 +163,11 @@ pub async fn create_product(
         },
         classified
             .as_ref()
-            .map(|(prediction, _)| Classification::of(prediction))
+            .map(|predicted| Classification::of(&predicted.prediction))
             .as_ref(),
     )
     .await?;
-    let prediction = answer(&state, classified, product.id, &description, started);
+    let prediction = answer(&state, classified, product.id, started);
     if product.status == ProductStatus::Pending {
         state.pending_wakeup.notify_one();
     }
@@ -353,8 +340,8 @@ pub async fn update_product(
         None => None,
     };
     let changes = ProductChanges {
-        designation: text_field(request.designation, "designation", 10_000)?,
-        description: text_field(request.description, "description", 200_000)?,
+        designation: request.designation,
+        description: request.description,
         image,
     };
     let designation = changes
@@ -369,8 +356,17 @@ pub async fn update_product(
         Some(image) => Some(image.bytes.clone()),
         None => catalogue::product_image(&state.platform.objects, &current).await?,
     };
+    prodcat_model::InputLimits::default()
+        .check(&prodcat_model::ProductInput {
+            designation: &designation,
+            description: &description,
+            image: None,
+        })
+        .map_err(ApiError::from)?;
     let classified = match &image_bytes {
-        Some(bytes) => try_classify(&state, &designation, &description, bytes).await?,
+        Some(bytes) => {
+            try_classify(&state, &designation, &description, bytes, Some(id), &caller).await?
+        }
         None => None,
     };
     let product = catalogue::update_product(
@@ -380,12 +376,12 @@ pub async fn update_product(
         &changes,
         classified
             .as_ref()
-            .map(|(prediction, _)| Classification::of(prediction))
+            .map(|predicted| Classification::of(&predicted.prediction))
             .as_ref(),
     )
     .await?;
     state.search.notify_change();
-    let prediction = answer(&state, classified, product.id, &description, started);
+    let prediction = answer(&state, classified, product.id, started);
     let detail = format!("product {} {}", product.id, product.status.as_str());
     Ok(with_note(
         Json(ProductResponse {
@@ -515,7 +511,9 @@ pub async fn review_decision(
         }
     };
     // Rows of this product still queued for the prediction log get their label too.
-    state.log.flush().await;
+    if let Some(writer) = state.predictor.log_writer() {
+        writer.flush().await;
+    }
     let product =
         catalogue::record_review(&state.platform.database, id, decision, &caller.name).await?;
     state.search.notify_change();

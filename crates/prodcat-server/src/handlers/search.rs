@@ -9,11 +9,11 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::api::{SearchBody, SearchHitBody, SimilarBody, SimilarProductBody, SuggestionBody};
-use crate::auth::{Caller, Permission};
-use crate::catalogue;
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::handlers::run_cpu;
 use crate::state::AppState;
+use prodcat_catalogue::products as catalogue;
+use prodcat_catalogue::Permission;
 
 impl From<SearchError> for ApiError {
     fn from(error: SearchError) -> Self {
@@ -89,7 +89,10 @@ pub async fn search(
         );
     }
     let search = state.search.clone();
-    let response = run_cpu(&state, move || search.index().search(&request)).await??;
+    let response = state
+        .predictor
+        .run_cpu(move || search.index().search(&request))
+        .await??;
     Ok(Json(SearchBody {
         query: text,
         mode: response.mode.as_str().to_string(),
@@ -150,7 +153,10 @@ pub async fn similar(
         state.search.sync_changes(&state.platform).await?;
     }
     let search = state.search.clone();
-    let items = run_cpu(&state, move || search.index().similar(id, k)).await??;
+    let items = state
+        .predictor
+        .run_cpu(move || search.index().similar(id, k))
+        .await??;
     Ok(Json(SimilarBody {
         product_id: id,
         items: items.iter().map(SimilarProductBody::of).collect(),

@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use prodcat_jobs::testing::TestPlatform;
+use prodcat_catalogue::users::add_user;
+use prodcat_catalogue::{NewUser, Role, UserKind};
+use prodcat_pipelines::testing::TestPlatform;
 use prodcat_registry::ModelVersion;
-use prodcat_server::{add_user, NewUser, Role, RunningServer, ServerSettings, UserKind};
+use prodcat_server::{RunningServer, ServerSettings, SigningKeys};
 use prodcat_storage::Database;
 use serde_json::Value;
 
@@ -28,14 +30,20 @@ pub struct TestApp {
     pub viewer: String,
 }
 
+/// The keys the test servers sign tokens with.
+pub fn test_keys() -> SigningKeys {
+    SigningKeys::single(b"test secret of at least thirty-two bytes").unwrap()
+}
+
 pub fn settings() -> ServerSettings {
-    let mut settings =
-        ServerSettings::with_secret(b"test secret of at least thirty-two bytes".to_vec());
+    let mut settings = ServerSettings::default();
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.model_poll_interval = Duration::from_millis(200);
     settings.pending_poll_interval = Duration::from_millis(200);
     settings.rate_limit_per_second = 100_000.0;
     settings.rate_limit_burst = 100_000.0;
+    settings.swagger_ui_dir =
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/swagger-ui-dist"));
     settings
 }
 
@@ -63,7 +71,7 @@ impl TestApp {
         version: Option<ModelVersion>,
         settings: ServerSettings,
     ) -> Self {
-        let server = prodcat_server::start(platform.platform.clone(), settings)
+        let server = prodcat_server::start(platform.platform.clone(), settings, test_keys())
             .await
             .expect("start the server");
         let base = format!("http://{}", server.address);

@@ -4,8 +4,13 @@
 use prodcat_storage::{now_ms, Database};
 use sqlx::Row;
 
-use crate::auth::{hash_password, Role};
-use crate::ServerError;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::access::Role;
+use crate::CatalogueError;
 
 /// A person (password grant) or a service client (client credentials grant).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,11 +27,11 @@ impl UserKind {
         }
     }
 
-    fn parse(text: &str) -> Result<Self, ServerError> {
+    fn parse(text: &str) -> Result<Self, CatalogueError> {
         match text {
             "person" => Ok(UserKind::Person),
             "service" => Ok(UserKind::Service),
-            other => Err(ServerError::Corrupt {
+            other => Err(CatalogueError::Corrupt {
                 what: "user kind".to_string(),
                 reason: format!("unknown kind {other:?}"),
             }),
@@ -55,7 +60,7 @@ pub struct UserRecord {
     pub disabled: bool,
 }
 
-fn check_name(name: &str) -> Result<(), ServerError> {
+fn check_name(name: &str) -> Result<(), CatalogueError> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name
@@ -64,27 +69,27 @@ fn check_name(name: &str) -> Result<(), ServerError> {
     if valid {
         Ok(())
     } else {
-        Err(ServerError::InvalidInput(format!(
+        Err(CatalogueError::Invalid(format!(
             "invalid user name {name:?}: use 1 to 64 letters, digits, '-', '_', '.' or '@'"
         )))
     }
 }
 
 /// Creates a user; refuses an existing name and a secret shorter than 8 characters.
-pub async fn add_user(database: &Database, user: &NewUser) -> Result<UserRecord, ServerError> {
+pub async fn add_user(database: &Database, user: &NewUser) -> Result<UserRecord, CatalogueError> {
     check_name(&user.name)?;
     if user.secret.chars().count() < 8 {
-        return Err(ServerError::InvalidInput(
+        return Err(CatalogueError::Invalid(
             "the password must have at least 8 characters".to_string(),
         ));
     }
     if get_user(database, &user.name).await?.is_some() {
-        return Err(ServerError::UserExists(user.name.clone()));
+        return Err(CatalogueError::UserExists(user.name.clone()));
     }
     let secret = user.secret.clone();
     let hash = tokio::task::spawn_blocking(move || hash_password(&secret))
         .await
-        .map_err(|error| ServerError::PasswordHash(error.to_string()))??;
+        .map_err(|error| CatalogueError::PasswordHash(error.to_string()))??;
     let now = now_ms();
     let inserted = sqlx::query(
         "INSERT INTO users (name, role, kind, password_hash, created_at_ms, disabled) \
@@ -99,7 +104,7 @@ pub async fn add_user(database: &Database, user: &NewUser) -> Result<UserRecord,
     .await;
     if let Err(error) = inserted {
         if get_user(database, &user.name).await?.is_some() {
-            return Err(ServerError::UserExists(user.name.clone()));
+            return Err(CatalogueError::UserExists(user.name.clone()));
         }
         return Err(error.into());
     }
@@ -113,13 +118,13 @@ pub async fn add_user(database: &Database, user: &NewUser) -> Result<UserRecord,
     })
 }
 
-fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRecord, ServerError> {
+fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRecord, CatalogueError> {
     let role: String = row.try_get("role")?;
     let kind: String = row.try_get("kind")?;
     let disabled: i64 = row.try_get("disabled")?;
     Ok(UserRecord {
         name: row.try_get("name")?,
-        role: Role::parse(&role).map_err(|_| ServerError::Corrupt {
+        role: Role::parse(&role).map_err(|_| CatalogueError::Corrupt {
             what: "user role".to_string(),
             reason: format!("unknown role {role:?}"),
         })?,
@@ -131,7 +136,10 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRecord, ServerError> {
 }
 
 /// A user by name.
-pub async fn get_user(database: &Database, name: &str) -> Result<Option<UserRecord>, ServerError> {
+pub async fn get_user(
+    database: &Database,
+    name: &str,
+) -> Result<Option<UserRecord>, CatalogueError> {
     let row = sqlx::query(
         "SELECT name, role, kind, password_hash, created_at_ms, disabled FROM users WHERE name = $1",
     )
@@ -142,7 +150,7 @@ pub async fn get_user(database: &Database, name: &str) -> Result<Option<UserReco
 }
 
 /// Every user, by name.
-pub async fn list_users(database: &Database) -> Result<Vec<UserRecord>, ServerError> {
+pub async fn list_users(database: &Database) -> Result<Vec<UserRecord>, CatalogueError> {
     let rows = sqlx::query(
         "SELECT name, role, kind, password_hash, created_at_ms, disabled FROM users ORDER BY name",
     )
@@ -156,14 +164,66 @@ pub async fn set_disabled(
     database: &Database,
     name: &str,
     disabled: bool,
-) -> Result<(), ServerError> {
+) -> Result<(), CatalogueError> {
     let result = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
         .bind(i64::from(disabled))
         .bind(name.to_string())
         .execute(database.pool())
         .await?;
     if result.rows_affected() == 0 {
-        return Err(ServerError::UnknownUser(name.to_string()));
+        return Err(CatalogueError::UnknownUser(name.to_string()));
     }
     Ok(())
+}
+
+/// An argon2id hash (PHC string) of a password or client secret.
+pub fn hash_password(password: &str) -> Result<String, CatalogueError> {
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|error| CatalogueError::PasswordHash(error.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| CatalogueError::PasswordHash(error.to_string()))
+}
+
+/// Whether `password` matches the stored hash (false for an unreadable hash).
+pub fn verify_password(password: &str, stored_hash: &str) -> bool {
+    match PasswordHash::new(stored_hash) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash that matches nothing, verified for unknown users so that a wrong name takes as long
+/// as a wrong password.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password("decoy password that matches no user").unwrap_or_default())
+}
+
+/// A random secret for generated passwords and client secrets (URL-safe, 32 characters).
+pub fn generate_secret() -> String {
+    let bytes: [u8; 24] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_with_a_salt_and_verify() {
+        let first = hash_password("correct horse").unwrap();
+        let second = hash_password("correct horse").unwrap();
+        assert_ne!(first, second, "salted");
+        assert!(first.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &first));
+        assert!(!verify_password("wrong", &first));
+        assert!(!verify_password("correct horse", "not a hash"));
+        assert!(!verify_password("anything", decoy_hash()));
+        assert_eq!(generate_secret().len(), 32);
+    }
 }

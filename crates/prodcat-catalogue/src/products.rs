@@ -10,13 +10,12 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use prodcat_domain::{CategoryCode, ContentHash};
-use prodcat_jobs::{insert_prediction_log, PredictionLogRow, PredictionSource};
-use prodcat_model::{ProductClassifier, ProductInput, ProductPrediction};
-use prodcat_pipelines::Platform;
-use prodcat_storage::{image_key, now_ms, Database, ObjectStorage};
+use prodcat_model::ProductPrediction;
+use prodcat_storage::{image_key, now_ms, Database, ObjectStorage, SqlPlaceholders};
 use sqlx::Row;
 
-use crate::ServerError;
+use crate::prediction_log::{insert_prediction_log, PredictionLogRow};
+use crate::CatalogueError;
 
 /// Where a product is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,13 +43,13 @@ impl ProductStatus {
         }
     }
 
-    pub fn parse(text: &str) -> Result<Self, ServerError> {
+    pub fn parse(text: &str) -> Result<Self, CatalogueError> {
         match text {
             "pending" => Ok(ProductStatus::Pending),
             "classified" => Ok(ProductStatus::Classified),
             "review" => Ok(ProductStatus::Review),
             "reviewed" => Ok(ProductStatus::Reviewed),
-            other => Err(ServerError::InvalidInput(format!(
+            other => Err(CatalogueError::Invalid(format!(
                 "unknown product status {other:?}: expected pending, classified, review or reviewed"
             ))),
         }
@@ -74,6 +73,9 @@ pub struct Product {
     pub updated_at_ms: i64,
     pub created_by: String,
     pub view_count: i64,
+    /// Failed attempts to classify it while pending, and the last error.
+    pub classify_attempts: i64,
+    pub classify_error: Option<String>,
 }
 
 /// What a model decided for a product.
@@ -157,15 +159,16 @@ pub enum ReviewDecision {
 }
 
 const PRODUCT_COLUMNS: &str = "id, designation, description, image_hash, status, predicted_code, \
-    confidence, model_version, category_code, created_at_ms, updated_at_ms, created_by, view_count";
+    confidence, model_version, category_code, created_at_ms, updated_at_ms, created_by, view_count, \
+    classify_attempts, classify_error";
 
-fn code(value: Option<i64>, what: &str) -> Result<Option<CategoryCode>, ServerError> {
+fn code(value: Option<i64>, what: &str) -> Result<Option<CategoryCode>, CatalogueError> {
     value
         .map(|value| {
             u16::try_from(value)
                 .ok()
                 .and_then(|value| CategoryCode::from_u16(value).ok())
-                .ok_or_else(|| ServerError::Corrupt {
+                .ok_or_else(|| CatalogueError::Corrupt {
                     what: what.to_string(),
                     reason: format!("{value} is not a category code"),
                 })
@@ -173,14 +176,14 @@ fn code(value: Option<i64>, what: &str) -> Result<Option<CategoryCode>, ServerEr
         .transpose()
 }
 
-fn product_from_row(row: &sqlx::any::AnyRow) -> Result<Product, ServerError> {
+fn product_from_row(row: &sqlx::any::AnyRow) -> Result<Product, CatalogueError> {
     let status: String = row.try_get("status")?;
     Ok(Product {
         id: row.try_get("id")?,
         designation: row.try_get("designation")?,
         description: row.try_get("description")?,
         image_hash: row.try_get("image_hash")?,
-        status: ProductStatus::parse(&status).map_err(|_| ServerError::Corrupt {
+        status: ProductStatus::parse(&status).map_err(|_| CatalogueError::Corrupt {
             what: "product status".to_string(),
             reason: format!("unknown status {status:?}"),
         })?,
@@ -192,6 +195,8 @@ fn product_from_row(row: &sqlx::any::AnyRow) -> Result<Product, ServerError> {
         updated_at_ms: row.try_get("updated_at_ms")?,
         created_by: row.try_get("created_by")?,
         view_count: row.try_get("view_count")?,
+        classify_attempts: row.try_get("classify_attempts")?,
+        classify_error: row.try_get("classify_error")?,
     })
 }
 
@@ -200,7 +205,7 @@ pub async fn store_image(
     database: &Database,
     objects: &ObjectStorage,
     image: &ImageUpload,
-) -> Result<(), ServerError> {
+) -> Result<(), CatalogueError> {
     objects
         .put_if_absent(&image_key(&image.hash), image.bytes.clone())
         .await?;
@@ -223,7 +228,7 @@ fn generated_id() -> i64 {
     (rand::random::<u64>() % ((1u64 << 53) - 1)) as i64 + 1
 }
 
-async fn exists(database: &Database, id: i64) -> Result<bool, ServerError> {
+async fn exists(database: &Database, id: i64) -> Result<bool, CatalogueError> {
     let found: Option<i64> = sqlx::query_scalar("SELECT id FROM products WHERE id = $1")
         .bind(id)
         .fetch_optional(database.pool())
@@ -237,16 +242,16 @@ pub async fn insert_product(
     objects: &ObjectStorage,
     product: &NewProduct,
     classification: Option<&Classification>,
-) -> Result<Product, ServerError> {
+) -> Result<Product, CatalogueError> {
     let id = match product.id {
         Some(id) if id <= 0 => {
-            return Err(ServerError::InvalidInput(format!(
+            return Err(CatalogueError::Invalid(format!(
                 "product id {id} is not valid: it must be a positive integer"
             )))
         }
         Some(id) => {
             if exists(database, id).await? {
-                return Err(ServerError::ProductExists(id));
+                return Err(CatalogueError::ProductExists(id));
             }
             id
         }
@@ -277,7 +282,7 @@ pub async fn insert_product(
     .await;
     if let Err(error) = inserted {
         if exists(database, id).await? {
-            return Err(ServerError::ProductExists(id));
+            return Err(CatalogueError::ProductExists(id));
         }
         return Err(error.into());
     }
@@ -285,7 +290,7 @@ pub async fn insert_product(
 }
 
 /// A product that is not deleted.
-pub async fn get_product(database: &Database, id: i64) -> Result<Product, ServerError> {
+pub async fn get_product(database: &Database, id: i64) -> Result<Product, CatalogueError> {
     let row = sqlx::query(&format!(
         "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1 AND deleted_at_ms IS NULL"
     ))
@@ -294,12 +299,12 @@ pub async fn get_product(database: &Database, id: i64) -> Result<Product, Server
     .await?;
     match row {
         Some(row) => product_from_row(&row),
-        None => Err(ServerError::UnknownProduct(id)),
+        None => Err(CatalogueError::UnknownProduct(id)),
     }
 }
 
 /// Counts a view of a product (popularity for recommendations).
-pub async fn count_view(database: &Database, id: i64) -> Result<(), ServerError> {
+pub async fn count_view(database: &Database, id: i64) -> Result<(), CatalogueError> {
     sqlx::query("UPDATE products SET view_count = view_count + 1 WHERE id = $1")
         .bind(id)
         .execute(database.pool())
@@ -316,7 +321,7 @@ fn page_bounds(page: i64, page_size: i64) -> (i64, i64) {
 pub async fn list_products(
     database: &Database,
     filter: &ProductFilter,
-) -> Result<(Vec<Product>, i64), ServerError> {
+) -> Result<(Vec<Product>, i64), CatalogueError> {
     let mut conditions = vec!["deleted_at_ms IS NULL".to_string()];
     let mut next = 1;
     if filter.category.is_some() {
@@ -369,7 +374,7 @@ pub async fn update_product(
     id: i64,
     changes: &ProductChanges,
     classification: Option<&Classification>,
-) -> Result<Product, ServerError> {
+) -> Result<Product, CatalogueError> {
     let current = get_product(database, id).await?;
     if let Some(image) = &changes.image {
         store_image(database, objects, image).await?;
@@ -380,7 +385,8 @@ pub async fn update_product(
     let result = sqlx::query(
         "UPDATE products SET designation = $1, description = $2, image_hash = $3, status = $4, \
          predicted_code = $5, confidence = $6, model_version = $7, category_code = $8, \
-         updated_at_ms = $9 WHERE id = $10 AND deleted_at_ms IS NULL",
+         updated_at_ms = $9, classify_attempts = 0, next_classify_at_ms = NULL, \
+         classify_error = NULL, classify_given_up = 0 WHERE id = $10 AND deleted_at_ms IS NULL",
     )
     .bind(
         changes
@@ -411,13 +417,13 @@ pub async fn update_product(
     .execute(database.pool())
     .await?;
     if result.rows_affected() == 0 {
-        return Err(ServerError::UnknownProduct(id));
+        return Err(CatalogueError::UnknownProduct(id));
     }
     get_product(database, id).await
 }
 
 /// Marks a product deleted.
-pub async fn delete_product(database: &Database, id: i64) -> Result<(), ServerError> {
+pub async fn delete_product(database: &Database, id: i64) -> Result<(), CatalogueError> {
     let now = now_ms();
     let result = sqlx::query(
         "UPDATE products SET deleted_at_ms = $1, updated_at_ms = $1 \
@@ -428,7 +434,7 @@ pub async fn delete_product(database: &Database, id: i64) -> Result<(), ServerEr
     .execute(database.pool())
     .await?;
     if result.rows_affected() == 0 {
-        return Err(ServerError::UnknownProduct(id));
+        return Err(CatalogueError::UnknownProduct(id));
     }
     Ok(())
 }
@@ -438,7 +444,7 @@ pub async fn review_queue(
     database: &Database,
     page: i64,
     page_size: i64,
-) -> Result<(Vec<Product>, i64), ServerError> {
+) -> Result<(Vec<Product>, i64), CatalogueError> {
     let (limit, offset) = page_bounds(page, page_size);
     let total: i64 = sqlx::query(
         "SELECT COUNT(*) AS count FROM products WHERE status = 'review' AND deleted_at_ms IS NULL",
@@ -468,10 +474,10 @@ pub async fn record_review(
     id: i64,
     decision: ReviewDecision,
     reviewer: &str,
-) -> Result<Product, ServerError> {
+) -> Result<Product, CatalogueError> {
     let product = get_product(database, id).await?;
     let Some(predicted) = product.predicted_code else {
-        return Err(ServerError::NotClassifiedYet(id));
+        return Err(CatalogueError::NotClassifiedYet(id));
     };
     let (name, category) = match decision {
         ReviewDecision::Accept => ("accept", predicted),
@@ -489,7 +495,7 @@ pub async fn record_review(
     .execute(&mut *transaction)
     .await?;
     if updated.rows_affected() == 0 {
-        return Err(ServerError::UnknownProduct(id));
+        return Err(CatalogueError::UnknownProduct(id));
     }
     sqlx::query(
         "INSERT INTO review_decisions (product_id, decision, category_code, previous_code, \
@@ -519,11 +525,15 @@ pub async fn record_review(
 pub async fn pending_products(
     database: &Database,
     limit: i64,
-) -> Result<Vec<Product>, ServerError> {
+) -> Result<Vec<Product>, CatalogueError> {
+    // Products due for an attempt: never tried first (oldest first), then those whose backoff
+    // has passed, earliest due first; products given up on wait for a new model or a change.
     let rows = sqlx::query(&format!(
         "SELECT {PRODUCT_COLUMNS} FROM products WHERE status = 'pending' AND deleted_at_ms IS NULL \
-         ORDER BY created_at_ms ASC, id ASC LIMIT $1"
+         AND classify_given_up = 0 AND (next_classify_at_ms IS NULL OR next_classify_at_ms <= $1) \
+         ORDER BY COALESCE(next_classify_at_ms, 0) ASC, created_at_ms ASC, id ASC LIMIT $2"
     ))
+    .bind(now_ms())
     .bind(limit.max(1))
     .fetch_all(database.pool())
     .await?;
@@ -533,7 +543,7 @@ pub async fn pending_products(
 /// Product counts by status (deleted products excluded).
 pub async fn count_by_status(
     database: &Database,
-) -> Result<BTreeMap<ProductStatus, i64>, ServerError> {
+) -> Result<BTreeMap<ProductStatus, i64>, CatalogueError> {
     let rows = sqlx::query(
         "SELECT status, COUNT(*) AS count FROM products WHERE deleted_at_ms IS NULL GROUP BY status",
     )
@@ -551,11 +561,11 @@ pub async fn count_by_status(
 pub async fn product_image(
     objects: &ObjectStorage,
     product: &Product,
-) -> Result<Option<Bytes>, ServerError> {
+) -> Result<Option<Bytes>, CatalogueError> {
     match &product.image_hash {
         None => Ok(None),
         Some(hash) => {
-            let hash = ContentHash::parse(hash).map_err(|error| ServerError::Corrupt {
+            let hash = ContentHash::parse(hash).map_err(|error| CatalogueError::Corrupt {
                 what: format!("image hash of product {}", product.id),
                 reason: error.to_string(),
             })?;
@@ -564,96 +574,128 @@ pub async fn product_image(
     }
 }
 
-/// Classifies up to `limit` pending products with `classifier`. Each product's new status and
-/// its prediction log row are written in one transaction that only applies while the product is
-/// still pending, so a server and a worker doing this at once classify each product once.
-/// Returns how many products this call classified.
-pub async fn classify_pending(
-    platform: &Platform,
-    classifier: &ProductClassifier,
-    limit: i64,
-) -> Result<usize, ServerError> {
-    let products = pending_products(&platform.database, limit).await?;
-    if products.is_empty() {
-        return Ok(0);
+/// Stores the classification of a product that is still `pending`, with its prediction log
+/// row, in one transaction that applies only while the product is pending (so a server and a
+/// worker classifying at once classify each product once). Returns whether it applied.
+pub async fn apply_pending_classification(
+    database: &Database,
+    product_id: i64,
+    classification: &Classification,
+    log: &PredictionLogRow,
+) -> Result<bool, CatalogueError> {
+    let mut transaction = database.pool().begin().await?;
+    let applied = sqlx::query(
+        "UPDATE products SET status = $1, predicted_code = $2, confidence = $3, \
+         model_version = $4, category_code = $5, updated_at_ms = $6, classify_attempts = 0, \
+         next_classify_at_ms = NULL, classify_error = NULL \
+         WHERE id = $7 AND status = 'pending' AND deleted_at_ms IS NULL",
+    )
+    .bind(classification.status().as_str())
+    .bind(i64::from(classification.predicted.value()))
+    .bind(f64::from(classification.confidence))
+    .bind(classification.model_version.clone())
+    .bind(classification.decided())
+    .bind(now_ms())
+    .bind(product_id)
+    .execute(&mut *transaction)
+    .await?
+    .rows_affected()
+        == 1;
+    if applied {
+        insert_prediction_log(&mut transaction, std::slice::from_ref(log)).await?;
+        transaction.commit().await?;
+    } else {
+        transaction.rollback().await?;
     }
-    let mut images = Vec::with_capacity(products.len());
-    for product in &products {
-        images.push(product_image(&platform.objects, product).await?);
-    }
-    let classifier = classifier.clone();
-    let inputs: Vec<(String, String, Option<Bytes>)> = products
-        .iter()
-        .zip(images)
-        .map(|(p, image)| (p.designation.clone(), p.description.clone(), image))
-        .collect();
-    let predictions = tokio::task::spawn_blocking(move || {
-        let borrowed: Vec<ProductInput<'_>> = inputs
-            .iter()
-            .map(|(designation, description, image)| ProductInput {
-                designation,
-                description,
-                image: image.as_deref(),
-            })
-            .collect();
-        classifier.predict_batch(&borrowed)
-    })
-    .await
-    .map_err(|error| ServerError::Corrupt {
-        what: "classification task".to_string(),
-        reason: error.to_string(),
-    })?;
-    let mut classified = 0;
-    for (product, prediction) in products.iter().zip(predictions) {
-        let prediction = match prediction {
-            Ok(prediction) => prediction,
-            Err(error) => {
-                tracing::warn!(product = product.id, %error, "a pending product could not be classified; it stays pending");
-                continue;
-            }
-        };
-        let classification = Classification::of(&prediction);
-        let log = PredictionLogRow::from_prediction(
-            &prediction,
-            PredictionSource::Product,
-            Some(product.id),
-            &product.description,
+    Ok(applied)
+}
+
+/// Records a failed attempt to classify a pending product: the error, and when to try again
+/// (`None`: not automatically any more; a change of the product or a new model resets it).
+pub async fn record_classify_failure(
+    database: &Database,
+    product_id: i64,
+    error: &str,
+    next_attempt_at_ms: Option<i64>,
+) -> Result<(), CatalogueError> {
+    let message: String = error.chars().take(500).collect();
+    sqlx::query(
+        "UPDATE products SET classify_attempts = classify_attempts + 1, \
+         next_classify_at_ms = $1, classify_error = $2, classify_given_up = $3 \
+         WHERE id = $4 AND status = 'pending'",
+    )
+    .bind(next_attempt_at_ms)
+    .bind(message)
+    .bind(i64::from(next_attempt_at_ms.is_none()))
+    .bind(product_id)
+    .execute(database.pool())
+    .await?;
+    Ok(())
+}
+
+/// Makes every pending product that was given up on eligible again (after a new model is in
+/// service, which may classify what the previous one could not).
+pub async fn retry_given_up_products(database: &Database) -> Result<u64, CatalogueError> {
+    let result = sqlx::query(
+        "UPDATE products SET classify_attempts = 0, next_classify_at_ms = NULL, \
+         classify_given_up = 0 WHERE status = 'pending' AND classify_given_up = 1",
+    )
+    .execute(database.pool())
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// A product written as it is, with its status and timestamps (a loaded dataset, replayed
+/// traffic): no classification happens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredProduct {
+    pub id: i64,
+    pub designation: String,
+    pub description: String,
+    pub image_hash: Option<String>,
+    pub status: ProductStatus,
+    pub predicted_code: Option<CategoryCode>,
+    pub confidence: Option<f64>,
+    pub model_version: Option<String>,
+    pub category_code: Option<CategoryCode>,
+    pub at_ms: i64,
+    pub created_by: String,
+}
+
+/// Inserts products whose id is not in the catalogue yet (even deleted ones are kept as they
+/// are), in small transactions; returns how many were added.
+pub async fn insert_if_absent(
+    database: &Database,
+    products: &[StoredProduct],
+) -> Result<usize, CatalogueError> {
+    const COLUMNS: usize = 12;
+    let mut added = 0;
+    for chunk in products.chunks(64) {
+        let sql = format!(
+            "INSERT INTO products (id, designation, description, image_hash, status, \
+             predicted_code, confidence, model_version, category_code, created_at_ms, \
+             updated_at_ms, created_by) VALUES {} ON CONFLICT (id) DO NOTHING",
+            SqlPlaceholders::values(chunk.len(), COLUMNS)
         );
-        let mut transaction = platform.database.pool().begin().await?;
-        let applied = sqlx::query(
-            "UPDATE products SET status = $1, predicted_code = $2, confidence = $3, \
-             model_version = $4, category_code = $5, updated_at_ms = $6 \
-             WHERE id = $7 AND status = 'pending' AND deleted_at_ms IS NULL",
-        )
-        .bind(classification.status().as_str())
-        .bind(i64::from(classification.predicted.value()))
-        .bind(f64::from(classification.confidence))
-        .bind(classification.model_version.clone())
-        .bind(classification.decided())
-        .bind(now_ms())
-        .bind(product.id)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected()
-            == 1;
-        if applied {
-            insert_prediction_log(&mut transaction, &[log]).await?;
-            transaction.commit().await?;
-            classified += 1;
-            metrics::counter!(
-                "prodcat_predictions_total",
-                "category" => classification.predicted.value().to_string(),
-                "source" => "product"
-            )
-            .increment(1);
-        } else {
-            transaction.rollback().await?;
+        let mut query = sqlx::query(&sql);
+        for product in chunk {
+            query = query
+                .bind(product.id)
+                .bind(product.designation.clone())
+                .bind(product.description.clone())
+                .bind(product.image_hash.clone())
+                .bind(product.status.as_str())
+                .bind(product.predicted_code.map(|code| i64::from(code.value())))
+                .bind(product.confidence)
+                .bind(product.model_version.clone())
+                .bind(product.category_code.map(|code| i64::from(code.value())))
+                .bind(product.at_ms)
+                .bind(product.at_ms)
+                .bind(product.created_by.clone());
         }
+        added += query.execute(database.pool()).await?.rows_affected() as usize;
     }
-    if classified > 0 {
-        tracing::info!(classified, "pending products classified");
-    }
-    Ok(classified)
+    Ok(added)
 }
 
 /// Loads the products of a dataset version into the live catalogue, so that search, similar
@@ -665,38 +707,199 @@ pub async fn load_dataset(
     database: &Database,
     version: &prodcat_domain::DatasetVersionId,
     created_by: &str,
-) -> Result<usize, ServerError> {
-    let rows = prodcat_dataset::load_rows(database, version, None)
-        .await
-        .map_err(|error| ServerError::InvalidInput(error.to_string()))?;
+) -> Result<usize, CatalogueError> {
+    let rows = prodcat_dataset::load_rows(database, version, None).await?;
     let now = now_ms();
-    let mut added = 0;
-    for chunk in rows.chunks(64) {
-        let mut transaction = database.pool().begin().await?;
-        for row in chunk {
-            let status = if row.category.is_some() {
+    let products: Vec<StoredProduct> = rows
+        .into_iter()
+        .map(|row| StoredProduct {
+            id: row.product_id,
+            status: if row.category.is_some() {
                 ProductStatus::Reviewed
             } else {
                 ProductStatus::Pending
-            };
-            added += sqlx::query(
-                "INSERT INTO products (id, designation, description, image_hash, status, \
-                 category_code, created_at_ms, updated_at_ms, created_by, view_count) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, 0) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(row.product_id)
-            .bind(row.designation.clone())
-            .bind(row.description.clone())
-            .bind(row.image_hash.clone())
-            .bind(status.as_str())
-            .bind(row.category.map(|code| i64::from(code.value())))
-            .bind(now)
-            .bind(created_by.to_string())
-            .execute(&mut *transaction)
-            .await?
-            .rows_affected() as usize;
+            },
+            designation: row.designation,
+            description: row.description,
+            image_hash: row.image_hash,
+            predicted_code: None,
+            confidence: None,
+            model_version: None,
+            category_code: row.category,
+            at_ms: now,
+            created_by: created_by.to_string(),
+        })
+        .collect();
+    insert_if_absent(database, &products).await
+}
+
+/// A reviewer's decision as it is stored (replayed traffic records its own).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedDecision {
+    pub product_id: i64,
+    /// `accept`/`correct`, or another word the writer chose (`confirmed`, `corrected`).
+    pub decision: String,
+    pub category: CategoryCode,
+    pub previous: Option<CategoryCode>,
+    pub reviewer: String,
+    pub at_ms: i64,
+}
+
+/// Appends review decisions as they are (no product is changed).
+pub async fn insert_review_decisions(
+    database: &Database,
+    decisions: &[RecordedDecision],
+) -> Result<(), CatalogueError> {
+    for chunk in decisions.chunks(64) {
+        let sql = format!(
+            "INSERT INTO review_decisions (product_id, decision, category_code, previous_code, \
+             reviewer, at_ms) VALUES {}",
+            SqlPlaceholders::values(chunk.len(), 6)
+        );
+        let mut query = sqlx::query(&sql);
+        for decision in chunk {
+            query = query
+                .bind(decision.product_id)
+                .bind(decision.decision.clone())
+                .bind(i64::from(decision.category.value()))
+                .bind(decision.previous.map(|code| i64::from(code.value())))
+                .bind(decision.reviewer.clone())
+                .bind(decision.at_ms);
         }
-        transaction.commit().await?;
+        query.execute(database.pool()).await?;
     }
-    Ok(added)
+    Ok(())
+}
+
+/// A product as the search indexes need it (deleted ones too, so they can be removed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedProduct {
+    pub id: i64,
+    pub designation: String,
+    pub description: String,
+    pub image_hash: Option<String>,
+    /// The decided category, else the predicted one.
+    pub category: Option<CategoryCode>,
+    pub view_count: i64,
+    pub updated_at_ms: i64,
+    pub deleted: bool,
+}
+
+/// Every live product (`since_ms` `None`), or every product changed at or after `since_ms`
+/// (deleted ones included), for the search indexes.
+pub async fn products_for_index(
+    database: &Database,
+    since_ms: Option<i64>,
+) -> Result<Vec<IndexedProduct>, CatalogueError> {
+    let columns = "id, designation, description, image_hash, category_code, predicted_code, \
+                   view_count, updated_at_ms, deleted_at_ms";
+    let rows = match since_ms {
+        None => {
+            sqlx::query(&format!(
+                "SELECT {columns} FROM products WHERE deleted_at_ms IS NULL"
+            ))
+            .fetch_all(database.pool())
+            .await?
+        }
+        Some(since) => {
+            sqlx::query(&format!(
+                "SELECT {columns} FROM products WHERE updated_at_ms >= $1"
+            ))
+            .bind(since)
+            .fetch_all(database.pool())
+            .await?
+        }
+    };
+    rows.iter()
+        .map(|row| {
+            let decided = code(row.try_get("category_code")?, "category code")?;
+            let predicted = code(row.try_get("predicted_code")?, "predicted code")?;
+            Ok(IndexedProduct {
+                id: row.try_get("id")?,
+                designation: row.try_get("designation")?,
+                description: row.try_get("description")?,
+                image_hash: row.try_get("image_hash")?,
+                category: decided.or(predicted),
+                view_count: row.try_get("view_count")?,
+                updated_at_ms: row.try_get("updated_at_ms")?,
+                deleted: row.try_get::<Option<i64>, _>("deleted_at_ms")?.is_some(),
+            })
+        })
+        .collect()
+}
+
+/// A product's label from a reviewer, not yet used in a dataset version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewedLabel {
+    pub product_id: i64,
+    pub category: CategoryCode,
+    pub designation: String,
+    pub description: String,
+    pub image_hash: Option<String>,
+}
+
+/// Unused review decisions joined with their (not deleted) products: the latest decision per
+/// product, by product id, and the ids of every decision considered.
+pub async fn unused_review_labels(
+    database: &Database,
+) -> Result<(Vec<ReviewedLabel>, Vec<i64>), CatalogueError> {
+    let rows = sqlx::query(
+        "SELECT d.id AS decision_id, d.product_id AS product_id, d.category_code AS code, \
+         p.designation AS designation, p.description AS description, p.image_hash AS image_hash \
+         FROM review_decisions d JOIN products p ON p.id = d.product_id \
+         WHERE d.used_in_dataset IS NULL AND p.deleted_at_ms IS NULL \
+         ORDER BY d.at_ms, d.id",
+    )
+    .fetch_all(database.pool())
+    .await?;
+    let mut latest: BTreeMap<i64, ReviewedLabel> = BTreeMap::new();
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in rows {
+        let decision_id: i64 = row.try_get("decision_id")?;
+        let product_id: i64 = row.try_get("product_id")?;
+        let Ok(Some(category)) = code(Some(row.try_get("code")?), "review decision") else {
+            tracing::warn!(
+                decision = decision_id,
+                "review decision with an unknown category code skipped"
+            );
+            continue;
+        };
+        ids.push(decision_id);
+        latest.insert(
+            product_id,
+            ReviewedLabel {
+                product_id,
+                category,
+                designation: row.try_get("designation")?,
+                description: row.try_get("description")?,
+                image_hash: row.try_get("image_hash")?,
+            },
+        );
+    }
+    Ok((latest.into_values().collect(), ids))
+}
+
+/// Marks review decisions as used by a dataset version; returns how many were marked.
+pub async fn mark_reviews_used(
+    database: &Database,
+    decision_ids: &[i64],
+    dataset_version: &str,
+) -> Result<usize, CatalogueError> {
+    let mut marked = 0;
+    for chunk in decision_ids.chunks(64) {
+        let sql = format!(
+            "UPDATE review_decisions SET used_in_dataset = $1 WHERE id IN ({}) \
+             AND used_in_dataset IS NULL",
+            (2..chunk.len() + 2)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(dataset_version.to_string());
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        marked += query.execute(database.pool()).await?.rows_affected() as usize;
+    }
+    Ok(marked)
 }

@@ -1,4 +1,4 @@
-//! Test support shared by this crate's tests and the server's: a platform over a given database
+//! Test support shared by the tests of the crates above (jobs, server, command line): a platform over a given database
 //! with a small model trained on a generated catalogue and promoted to champion, so tests never
 //! need anything but a plain machine.
 
@@ -7,7 +7,9 @@ use std::path::Path;
 use prodcat_dataset::generate::{generate_catalogue, GenerateOptions};
 use prodcat_dataset::{import_dataset, ImportOptions, ImportSource};
 use prodcat_model::{BranchSelection, TrainOptions};
-use prodcat_pipelines::{run_training, Platform, TrainingRequest};
+use prodcat_platform::Platform;
+
+use crate::{run_training, TrainingRequest};
 use prodcat_registry::ModelVersion;
 use prodcat_storage::{Database, ObjectStorage};
 
@@ -53,6 +55,15 @@ impl TestPlatform {
             dataset,
             folder,
         }
+    }
+
+    /// A predictor following the champion, logging nothing (what a worker uses).
+    pub fn predictor(&self) -> prodcat_platform::Predictor {
+        let models = std::sync::Arc::new(prodcat_platform::ModelService::new(
+            self.platform.clone(),
+            prodcat_registry::CHAMPION,
+        ));
+        prodcat_platform::Predictor::new(models, None)
     }
 
     /// The temporary folder (for extra files a test needs).

@@ -4,7 +4,7 @@
 use prodcat_storage::{now_ms, Database};
 use sqlx::Row;
 
-use crate::ServerError;
+use crate::CatalogueError;
 
 /// One audited request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub struct AuditFilter {
 }
 
 /// Appends an entry (its `id` and, when 0, its time are filled in).
-pub async fn record(database: &Database, entry: &AuditEntry) -> Result<(), ServerError> {
+pub async fn record(database: &Database, entry: &AuditEntry) -> Result<(), CatalogueError> {
     sqlx::query(
         "INSERT INTO audit_log (at_ms, actor, role, action, target, detail, client_address, \
          status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -58,7 +58,7 @@ pub async fn record(database: &Database, entry: &AuditEntry) -> Result<(), Serve
 pub async fn list(
     database: &Database,
     filter: &AuditFilter,
-) -> Result<Vec<AuditEntry>, ServerError> {
+) -> Result<Vec<AuditEntry>, CatalogueError> {
     let mut conditions = Vec::new();
     let mut next = 1;
     if filter.since_ms.is_some() {

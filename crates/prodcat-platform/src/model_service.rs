@@ -1,20 +1,21 @@
-//! The model in service and its hot swap.
+//! The model in service and its hot swap, shared by the HTTP service and the job worker.
 //!
 //! The served classifier sits behind an atomic pointer: a request takes the current one at its
-//! start and keeps it to its end, so swapping never drops or mixes a request. [`ModelService::refresh`]
-//! compares the `champion` alias with the version in service and loads the new one in the
-//! background of the requests; if it fails to load (a corrupt bundle, a missing file), the error
-//! is logged and counted, the previous model keeps serving, and the next refresh tries again.
+//! start and keeps it to its end, so swapping never drops or mixes a request.
+//! [`ModelService::refresh`] compares the followed reference (normally the `champion` alias)
+//! with the version in service and loads the new one beside the requests; if it fails to load
+//! (a corrupt bundle, a missing file), the error is logged and counted, the previous model
+//! keeps serving, and the next refresh tries again.
 
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use prodcat_domain::ModelVersionId;
 use prodcat_model::ProductClassifier;
-use prodcat_pipelines::Platform;
 use prodcat_storage::now_ms;
 
-use crate::ServerError;
+use crate::platform::Platform;
+use crate::PlatformError;
 
 /// A loaded model version.
 #[derive(Debug)]
@@ -64,11 +65,12 @@ impl std::fmt::Debug for ModelService {
 }
 
 impl ModelService {
-    /// A service following `alias` (normally `champion`), serving nothing yet.
-    pub fn new(platform: Platform, alias: &str) -> Self {
+    /// A service following `reference` (an alias such as `champion`, which follows promotions,
+    /// or a fixed version), serving nothing yet.
+    pub fn new(platform: Platform, reference: &str) -> Self {
         Self {
             platform,
-            alias: alias.to_string(),
+            alias: reference.to_string(),
             current: ArcSwapOption::empty(),
             last_failure: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
@@ -95,12 +97,31 @@ impl ModelService {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = failure;
     }
 
-    /// Loads the alias's version if it differs from the one in service.
-    pub async fn refresh(&self) -> Result<RefreshOutcome, ServerError> {
+    /// The reference followed (an alias or a version).
+    pub fn reference(&self) -> &str {
+        &self.alias
+    }
+
+    /// The platform the models are loaded from.
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// The version the followed reference names now (`None`: an alias that is not set).
+    async fn target(&self) -> Result<Option<ModelVersionId>, PlatformError> {
+        let names_a_version =
+            self.alias == "latest" || self.alias.starts_with(ModelVersionId::PREFIX);
+        if names_a_version {
+            let version = prodcat_registry::resolve(&self.platform.database, &self.alias).await?;
+            return Ok(Some(version.id));
+        }
+        Ok(prodcat_registry::alias_target(&self.platform.database, &self.alias).await?)
+    }
+
+    /// Loads the followed version if it differs from the one in service.
+    pub async fn refresh(&self) -> Result<RefreshOutcome, PlatformError> {
         let _one_at_a_time = self.refreshing.lock().await;
-        let Some(target) =
-            prodcat_registry::alias_target(&self.platform.database, &self.alias).await?
-        else {
+        let Some(target) = self.target().await? else {
             return Ok(RefreshOutcome::NoChampion);
         };
         let previous = self.current();
@@ -109,7 +130,7 @@ impl ModelService {
         }
         let loaded = async {
             let version = prodcat_registry::get_version(&self.platform.database, &target).await?;
-            Ok::<_, ServerError>(self.platform.classifier_for(&version).await?)
+            Ok::<_, PlatformError>(self.platform.classifier_for(&version).await?)
         }
         .await;
         match loaded {
