@@ -5,10 +5,10 @@ use std::path::Path;
 
 use prodcat_dataset::generate::{generate_catalogue, GenerateOptions};
 use prodcat_dataset::{
-    derive_version, import_dataset, load_rows, DatasetRow, DeriveOptions, ImportOptions,
-    ImportSource,
+    derive_version, import_dataset, load_rows, DatasetRow, DeriveOptions, DeriveOutcome,
+    ImportOptions, ImportSource,
 };
-use prodcat_domain::CategoryCode;
+use prodcat_domain::{CategoryCode, DatasetVersionId};
 use prodcat_storage::{testing, Database, ObjectStorage};
 
 async fn import(database: &Database, objects: &ObjectStorage, folder: &Path, seed: u64) {
@@ -61,6 +61,22 @@ async fn review(database: &Database, row: &DatasetRow, category: CategoryCode, r
     .unwrap();
 }
 
+/// Derives from `parent` with the default options.
+async fn derive(
+    database: &Database,
+    objects: &ObjectStorage,
+    parent: &DatasetVersionId,
+) -> DeriveOutcome {
+    derive_version(
+        database,
+        objects,
+        parent.as_str(),
+        &DeriveOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn derives_from_reviews_and_later_imports() {
     let folder = tempfile::tempdir().unwrap();
@@ -77,14 +93,7 @@ async fn derives_from_reviews_and_later_imports() {
         let parent_rows = load_rows(database, &parent.id, None).await.unwrap();
 
         // Nothing arrived yet: the parent comes back unchanged.
-        let unchanged = derive_version(
-            database,
-            &objects,
-            parent.id.as_str(),
-            &DeriveOptions::default(),
-        )
-        .await
-        .unwrap();
+        let unchanged = derive(database, &objects, &parent.id).await;
         assert!(!unchanged.created, "{name}");
         assert_eq!(unchanged.version.id, parent.id, "{name}");
         assert_eq!(unchanged.new_rows(), 0, "{name}");
@@ -103,14 +112,7 @@ async fn derives_from_reviews_and_later_imports() {
         let retitled = &parent_rows[2];
         review(database, retitled, retitled.category.unwrap(), true).await;
 
-        let derived = derive_version(
-            database,
-            &objects,
-            parent.id.as_str(),
-            &DeriveOptions::default(),
-        )
-        .await
-        .unwrap();
+        let derived = derive(database, &objects, &parent.id).await;
         assert!(derived.created, "{name}");
         assert_eq!(derived.parent, parent.id, "{name}");
         assert_eq!(derived.reviewed_unchanged, 1, "{name}");
@@ -142,14 +144,7 @@ async fn derives_from_reviews_and_later_imports() {
 
         // The decisions are used: deriving again finds nothing new from reviews, and the same
         // imported rows give the same version.
-        let again = derive_version(
-            database,
-            &objects,
-            parent.id.as_str(),
-            &DeriveOptions::default(),
-        )
-        .await
-        .unwrap();
+        let again = derive(database, &objects, &parent.id).await;
         assert_eq!(again.decisions_marked, 0, "{name}");
         assert_eq!(again.reviewed_relabelled, 0, "{name}");
         assert_eq!(again.imported_rows, derived.imported_rows, "{name}");

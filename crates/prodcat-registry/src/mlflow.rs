@@ -804,13 +804,7 @@ impl Client {
         if let Some(body) = body {
             builder = builder.json(body);
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|error| RegistryError::MlflowRequest {
-                endpoint: endpoint.to_string(),
-                message: format!("{} unreachable: {error}", self.display_uri),
-            })?;
+        let response = self.send(builder, endpoint).await?;
         let status = response.status();
         let text = response
             .text()
@@ -841,6 +835,21 @@ impl Client {
             .map_err(|error| self.unexpected(endpoint, &format!("the answer is not JSON: {error}")))
     }
 
+    /// Sends a request; a server that cannot be reached is an `MlflowRequest` error.
+    async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+        endpoint: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        builder
+            .send()
+            .await
+            .map_err(|error| RegistryError::MlflowRequest {
+                endpoint: endpoint.to_string(),
+                message: format!("{} unreachable: {error}", self.display_uri),
+            })
+    }
+
     /// Uploads bytes through the server's artifact proxy (`mlflow-artifacts`).
     async fn upload(&self, path: &str, bytes: bytes::Bytes) -> Result<(), RegistryError> {
         let endpoint = "mlflow-artifacts/artifacts";
@@ -848,18 +857,13 @@ impl Client {
             .split('/')
             .map(|part| url::form_urlencoded::byte_serialize(part.as_bytes()).collect())
             .collect();
-        let response = self
+        let builder = self
             .request(
                 Method::PUT,
                 &format!("api/2.0/{endpoint}/{}", encoded.join("/")),
             )?
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|error| RegistryError::MlflowRequest {
-                endpoint: endpoint.to_string(),
-                message: format!("{} unreachable: {error}", self.display_uri),
-            })?;
+            .body(bytes);
+        let response = self.send(builder, endpoint).await?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
