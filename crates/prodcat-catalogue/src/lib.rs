@@ -18,6 +18,7 @@ pub mod access;
 pub mod audit;
 pub mod prediction_log;
 pub mod products;
+pub mod throttle;
 pub mod users;
 
 pub use access::{Permission, Role};
@@ -42,6 +43,15 @@ pub enum CatalogueError {
         "product {0} is not classified yet; it can be reviewed once a model has classified it"
     )]
     NotClassifiedYet(i64),
+    #[error(
+        "product {id} changed meanwhile (revision {current}, the change was made against \
+         revision {expected}); read it again and retry"
+    )]
+    RevisionMismatch {
+        id: i64,
+        expected: i64,
+        current: i64,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("user {0:?} does not exist")]
@@ -73,6 +83,7 @@ impl CatalogueError {
             }
             CatalogueError::ProductExists(_)
             | CatalogueError::NotClassifiedYet(_)
+            | CatalogueError::RevisionMismatch { .. }
             | CatalogueError::UserExists(_) => ErrorKind::Conflict,
             CatalogueError::Invalid(_) => ErrorKind::Input,
             CatalogueError::PasswordHash(_) | CatalogueError::Corrupt { .. } => ErrorKind::Internal,

@@ -76,6 +76,8 @@ pub struct Product {
     /// Failed attempts to classify it while pending, and the last error.
     pub classify_attempts: i64,
     pub classify_error: Option<String>,
+    /// Incremented by every change (the product's ETag).
+    pub revision: i64,
 }
 
 /// What a model decided for a product.
@@ -136,6 +138,8 @@ pub struct ProductChanges {
     pub designation: Option<String>,
     pub description: Option<String>,
     pub image: Option<ImageUpload>,
+    /// The revision the changes were made against (`If-Match`); `None`: the current one.
+    pub expected_revision: Option<i64>,
 }
 
 /// Filters of the product listing.
@@ -160,7 +164,7 @@ pub enum ReviewDecision {
 
 const PRODUCT_COLUMNS: &str = "id, designation, description, image_hash, status, predicted_code, \
     confidence, model_version, category_code, created_at_ms, updated_at_ms, created_by, view_count, \
-    classify_attempts, classify_error";
+    classify_attempts, classify_error, revision";
 
 fn code(value: Option<i64>, what: &str) -> Result<Option<CategoryCode>, CatalogueError> {
     value
@@ -197,6 +201,7 @@ fn product_from_row(row: &sqlx::any::AnyRow) -> Result<Product, CatalogueError> 
         view_count: row.try_get("view_count")?,
         classify_attempts: row.try_get("classify_attempts")?,
         classify_error: row.try_get("classify_error")?,
+        revision: row.try_get("revision")?,
     })
 }
 
@@ -376,17 +381,27 @@ pub async fn update_product(
     classification: Option<&Classification>,
 ) -> Result<Product, CatalogueError> {
     let current = get_product(database, id).await?;
+    let expected = changes.expected_revision.unwrap_or(current.revision);
+    if expected != current.revision {
+        return Err(CatalogueError::RevisionMismatch {
+            id,
+            expected,
+            current: current.revision,
+        });
+    }
     if let Some(image) = &changes.image {
         store_image(database, objects, image).await?;
     }
     let status = classification
         .map(Classification::status)
         .unwrap_or(ProductStatus::Pending);
+    // Guarded by the revision read above: a change made meanwhile is not overwritten.
     let result = sqlx::query(
         "UPDATE products SET designation = $1, description = $2, image_hash = $3, status = $4, \
          predicted_code = $5, confidence = $6, model_version = $7, category_code = $8, \
          updated_at_ms = $9, classify_attempts = 0, next_classify_at_ms = NULL, \
-         classify_error = NULL, classify_given_up = 0 WHERE id = $10 AND deleted_at_ms IS NULL",
+         classify_error = NULL, classify_given_up = 0, revision = revision + 1 \
+         WHERE id = $10 AND deleted_at_ms IS NULL AND revision = $11",
     )
     .bind(
         changes
@@ -414,10 +429,16 @@ pub async fn update_product(
     .bind(classification.and_then(Classification::decided))
     .bind(now_ms())
     .bind(id)
+    .bind(expected)
     .execute(database.pool())
     .await?;
     if result.rows_affected() == 0 {
-        return Err(CatalogueError::UnknownProduct(id));
+        let now = get_product(database, id).await?;
+        return Err(CatalogueError::RevisionMismatch {
+            id,
+            expected,
+            current: now.revision,
+        });
     }
     get_product(database, id).await
 }
@@ -426,7 +447,7 @@ pub async fn update_product(
 pub async fn delete_product(database: &Database, id: i64) -> Result<(), CatalogueError> {
     let now = now_ms();
     let result = sqlx::query(
-        "UPDATE products SET deleted_at_ms = $1, updated_at_ms = $1 \
+        "UPDATE products SET deleted_at_ms = $1, updated_at_ms = $1, revision = revision + 1 \
          WHERE id = $2 AND deleted_at_ms IS NULL",
     )
     .bind(now)
@@ -486,7 +507,8 @@ pub async fn record_review(
     let now = now_ms();
     let mut transaction = database.pool().begin().await?;
     let updated = sqlx::query(
-        "UPDATE products SET status = 'reviewed', category_code = $1, updated_at_ms = $2 \
+        "UPDATE products SET status = 'reviewed', category_code = $1, updated_at_ms = $2, \
+         revision = revision + 1 \
          WHERE id = $3 AND deleted_at_ms IS NULL AND predicted_code IS NOT NULL",
     )
     .bind(i64::from(category.value()))
@@ -587,7 +609,7 @@ pub async fn apply_pending_classification(
     let applied = sqlx::query(
         "UPDATE products SET status = $1, predicted_code = $2, confidence = $3, \
          model_version = $4, category_code = $5, updated_at_ms = $6, classify_attempts = 0, \
-         next_classify_at_ms = NULL, classify_error = NULL \
+         next_classify_at_ms = NULL, classify_error = NULL, revision = revision + 1 \
          WHERE id = $7 AND status = 'pending' AND deleted_at_ms IS NULL",
     )
     .bind(classification.status().as_str())

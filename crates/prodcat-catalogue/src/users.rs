@@ -58,15 +58,41 @@ pub struct UserRecord {
     pub password_hash: String,
     pub created_at_ms: i64,
     pub disabled: bool,
+    /// Incremented whenever the user is disabled, changes role or password: tokens carry the
+    /// version they were issued at and older ones are refused.
+    pub token_version: i64,
+}
+
+/// The longest password or client secret accepted (checked before any hashing).
+pub const MAX_SECRET_BYTES: usize = 256;
+/// The longest user name.
+pub const MAX_NAME_BYTES: usize = 64;
+
+fn check_secret(secret: &str) -> Result<(), CatalogueError> {
+    if secret.chars().count() < 8 {
+        return Err(CatalogueError::Invalid(
+            "the password must have at least 8 characters".to_string(),
+        ));
+    }
+    if secret.len() > MAX_SECRET_BYTES {
+        return Err(CatalogueError::Invalid(format!(
+            "the password must have at most {MAX_SECRET_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `name` has the shape of a user name (1 to 64 letters, digits, `-_.@`).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
 }
 
 fn check_name(name: &str) -> Result<(), CatalogueError> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
-    if valid {
+    if is_valid_name(name) {
         Ok(())
     } else {
         Err(CatalogueError::Invalid(format!(
@@ -78,11 +104,7 @@ fn check_name(name: &str) -> Result<(), CatalogueError> {
 /// Creates a user; refuses an existing name and a secret shorter than 8 characters.
 pub async fn add_user(database: &Database, user: &NewUser) -> Result<UserRecord, CatalogueError> {
     check_name(&user.name)?;
-    if user.secret.chars().count() < 8 {
-        return Err(CatalogueError::Invalid(
-            "the password must have at least 8 characters".to_string(),
-        ));
-    }
+    check_secret(&user.secret)?;
     if get_user(database, &user.name).await?.is_some() {
         return Err(CatalogueError::UserExists(user.name.clone()));
     }
@@ -115,6 +137,7 @@ pub async fn add_user(database: &Database, user: &NewUser) -> Result<UserRecord,
         password_hash: hash,
         created_at_ms: now,
         disabled: false,
+        token_version: 0,
     })
 }
 
@@ -132,6 +155,7 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<UserRecord, CatalogueError> 
         password_hash: row.try_get("password_hash")?,
         created_at_ms: row.try_get("created_at_ms")?,
         disabled: disabled != 0,
+        token_version: row.try_get("token_version")?,
     })
 }
 
@@ -141,7 +165,8 @@ pub async fn get_user(
     name: &str,
 ) -> Result<Option<UserRecord>, CatalogueError> {
     let row = sqlx::query(
-        "SELECT name, role, kind, password_hash, created_at_ms, disabled FROM users WHERE name = $1",
+        "SELECT name, role, kind, password_hash, created_at_ms, disabled, token_version FROM users \
+         WHERE name = $1",
     )
     .bind(name.to_string())
     .fetch_optional(database.pool())
@@ -152,24 +177,67 @@ pub async fn get_user(
 /// Every user, by name.
 pub async fn list_users(database: &Database) -> Result<Vec<UserRecord>, CatalogueError> {
     let rows = sqlx::query(
-        "SELECT name, role, kind, password_hash, created_at_ms, disabled FROM users ORDER BY name",
+        "SELECT name, role, kind, password_hash, created_at_ms, disabled, token_version FROM users \
+         ORDER BY name",
     )
     .fetch_all(database.pool())
     .await?;
     rows.iter().map(user_from_row).collect()
 }
 
-/// Disables (or enables again) a user: a disabled user gets no new tokens.
+/// Disables (or enables again) a user: a disabled user gets no new tokens, and the tokens it
+/// holds stop working (their version is outdated).
 pub async fn set_disabled(
     database: &Database,
     name: &str,
     disabled: bool,
 ) -> Result<(), CatalogueError> {
-    let result = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
-        .bind(i64::from(disabled))
-        .bind(name.to_string())
-        .execute(database.pool())
-        .await?;
+    let result = sqlx::query(
+        "UPDATE users SET disabled = $1, token_version = token_version + 1 WHERE name = $2",
+    )
+    .bind(i64::from(disabled))
+    .bind(name.to_string())
+    .execute(database.pool())
+    .await?;
+    if result.rows_affected() == 0 {
+        return Err(CatalogueError::UnknownUser(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Gives a user another role; the tokens it holds stop working.
+pub async fn set_role(database: &Database, name: &str, role: Role) -> Result<(), CatalogueError> {
+    let result = sqlx::query(
+        "UPDATE users SET role = $1, token_version = token_version + 1 WHERE name = $2",
+    )
+    .bind(role.as_str())
+    .bind(name.to_string())
+    .execute(database.pool())
+    .await?;
+    if result.rows_affected() == 0 {
+        return Err(CatalogueError::UnknownUser(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Sets a user's password (or client secret); the tokens it holds stop working.
+pub async fn set_password(
+    database: &Database,
+    name: &str,
+    secret: &str,
+) -> Result<(), CatalogueError> {
+    check_secret(secret)?;
+    let secret = secret.to_string();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&secret))
+        .await
+        .map_err(|error| CatalogueError::PasswordHash(error.to_string()))??;
+    let result = sqlx::query(
+        "UPDATE users SET password_hash = $1, token_version = token_version + 1 WHERE name = $2",
+    )
+    .bind(hash)
+    .bind(name.to_string())
+    .execute(database.pool())
+    .await?;
     if result.rows_affected() == 0 {
         return Err(CatalogueError::UnknownUser(name.to_string()));
     }

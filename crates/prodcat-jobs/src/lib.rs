@@ -29,9 +29,9 @@ pub mod worker;
 pub use pending::{classify_pending, PendingPolicy, PendingReport};
 pub use queue::{
     complete_items, create_job, get_job, item_status_counts, job_items, lease_items, queue_depth,
-    reclaim_expired, renew_leases, CompletionReport, ItemInput, ItemOutcome, ItemResult,
-    ItemStatus, Job, JobId, JobItem, JobKind, JobStatus, LeasedItem, NewJob, QueueDepth,
-    RetryPolicy, ScoredCategory,
+    reclaim_expired, remove_stale_uploads, renew_leases, CompletionReport, ItemInput, ItemOutcome,
+    ItemResult, ItemStatus, Job, JobId, JobItem, JobKind, JobStatus, JobUpload, LeasedItem, NewJob,
+    QueueDepth, RetryPolicy, ScoredCategory,
 };
 pub use worker::{run_worker, WorkerOptions, WorkerStats};
 

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use prodcat_domain::sha256_hex;
 use prodcat_storage::{now_ms, Backend, Database, SqlPlaceholders};
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row};
@@ -82,6 +81,8 @@ impl JobKind {
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobStatus {
+    /// Its upload is still being read (items already stored may be worked on).
+    Receiving,
     /// Accepted; no item taken yet.
     Queued,
     /// Some items were taken by a worker.
@@ -93,6 +94,7 @@ pub enum JobStatus {
 impl JobStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Receiving => "receiving",
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::Completed => "completed",
@@ -101,6 +103,7 @@ impl JobStatus {
 
     fn parse(text: &str) -> Result<Self, JobError> {
         match text {
+            "receiving" => Ok(JobStatus::Receiving),
             "queued" => Ok(JobStatus::Queued),
             "running" => Ok(JobStatus::Running),
             "completed" => Ok(JobStatus::Completed),
@@ -340,15 +343,6 @@ fn validate_key(key: &str) -> Result<(), JobError> {
     Ok(())
 }
 
-fn items_hash(kind: JobKind, items: &[ItemInput]) -> Result<String, JobError> {
-    let mut text = String::from(kind.as_str());
-    for item in items {
-        text.push('\n');
-        text.push_str(&serde_json::to_string(item)?);
-    }
-    Ok(sha256_hex(text.as_bytes()))
-}
-
 const JOB_COLUMNS: &str = "id, kind, status, idempotency_key, created_by, item_count, done_count, \
     failed_count, created_at_ms, updated_at_ms, finished_at_ms, error";
 
@@ -360,7 +354,16 @@ fn job_from_row(row: &sqlx::any::AnyRow) -> Result<Job, JobError> {
         id: JobId::parse(&id)?,
         kind: JobKind::parse(&kind)?,
         status: JobStatus::parse(&status)?,
-        idempotency_key: row.try_get("idempotency_key")?,
+        idempotency_key: {
+            // Stored in the creator's key space (`<creator>:<key>`); shown as the client sent it.
+            let created_by: String = row.try_get("created_by")?;
+            let stored: Option<String> = row.try_get("idempotency_key")?;
+            stored.map(|key| {
+                key.strip_prefix(&format!("{created_by}:"))
+                    .map(str::to_string)
+                    .unwrap_or(key)
+            })
+        },
         created_by: row.try_get("created_by")?,
         item_count: row.try_get("item_count")?,
         done_count: row.try_get("done_count")?,
@@ -408,51 +411,117 @@ fn existing_or_conflict(
 /// square of their number per statement.
 const ITEM_INSERT_ROWS: usize = 64;
 
-/// Creates a job with its items in one transaction. With an idempotency key that was used
-/// before, returns the existing job and `false` (or a conflict when the items differ).
-pub async fn create_job(database: &Database, new_job: &NewJob) -> Result<(Job, bool), JobError> {
-    if new_job.items.is_empty() {
-        return Err(JobError::EmptyJob);
-    }
-    let hash = items_hash(new_job.kind, &new_job.items)?;
-    if let Some(key) = &new_job.idempotency_key {
-        validate_key(key)?;
-        if let Some(found) = find_by_key(database, key).await? {
-            return existing_or_conflict(key, found, &hash);
+/// The idempotency key as stored: each client has its own key space.
+fn namespaced_key(created_by: &str, key: &str) -> String {
+    format!("{created_by}:{key}")
+}
+
+/// What an upload does with the items it is given.
+enum UploadMode {
+    /// Store them under a new job.
+    Store,
+    /// The idempotency key names this job already: only hash them, to compare.
+    Verify { existing: Job, hash: String },
+}
+
+/// A job being created from an upload read in chunks: each chunk of items is stored in its own
+/// short transaction (no writer waits long, memory stays flat whatever the job's size), the
+/// job stays `receiving` until [`JobUpload::finish`], and [`JobUpload::abandon`] removes what
+/// was stored when the upload turns out to be bad.
+pub struct JobUpload {
+    id: JobId,
+    key: Option<String>,
+    hasher: sha2::Sha256,
+    count: i64,
+    mode: UploadMode,
+}
+
+impl JobUpload {
+    /// Starts a job of `kind` for `created_by`, under an optional idempotency key.
+    pub async fn begin(
+        database: &Database,
+        kind: JobKind,
+        created_by: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Self, JobError> {
+        use sha2::Digest;
+        let key = match idempotency_key {
+            Some(key) => {
+                validate_key(key)?;
+                Some(namespaced_key(created_by, key))
+            }
+            None => None,
+        };
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(kind.as_str().as_bytes());
+        let id = JobId::generate();
+        if let Some(key) = &key {
+            if let Some((existing, hash)) = find_by_key(database, key).await? {
+                return Ok(Self {
+                    id,
+                    key: Some(key.clone()),
+                    hasher,
+                    count: 0,
+                    mode: UploadMode::Verify { existing, hash },
+                });
+            }
         }
-    }
-    let id = JobId::generate();
-    let now = now_ms();
-    let result = async {
-        let mut transaction = database.pool().begin().await?;
+        let now = now_ms();
         sqlx::query(
             "INSERT INTO jobs (id, kind, status, idempotency_key, content_hash, created_by, \
              item_count, done_count, failed_count, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, $8, $8)",
+             VALUES ($1, $2, 'receiving', NULL, '', $3, 0, 0, 0, $4, $4)",
         )
         .bind(id.as_str().to_string())
-        .bind(new_job.kind.as_str())
-        .bind(JobStatus::Queued.as_str())
-        .bind(new_job.idempotency_key.clone())
-        .bind(hash.clone())
-        .bind(new_job.created_by.clone())
-        .bind(new_job.items.len() as i64)
+        .bind(kind.as_str())
+        .bind(created_by.to_string())
         .bind(now)
-        .execute(&mut *transaction)
+        .execute(database.pool())
         .await?;
-        let mut position = 0i64;
-        for chunk in new_job.items.chunks(ITEM_INSERT_ROWS) {
+        Ok(Self {
+            id,
+            key,
+            hasher,
+            count: 0,
+            mode: UploadMode::Store,
+        })
+    }
+
+    /// Items added so far.
+    pub fn count(&self) -> i64 {
+        self.count
+    }
+
+    /// Adds a chunk of items (stored in one transaction; already pending for the workers).
+    pub async fn add(&mut self, database: &Database, items: &[ItemInput]) -> Result<(), JobError> {
+        use sha2::Digest;
+        let mut encoded = Vec::with_capacity(items.len());
+        for item in items {
+            let text = serde_json::to_string(item)?;
+            self.hasher.update(b"\n");
+            self.hasher.update(text.as_bytes());
+            encoded.push(text);
+        }
+        let first = self.count;
+        self.count += items.len() as i64;
+        if matches!(self.mode, UploadMode::Verify { .. }) || items.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut transaction = database.pool().begin().await?;
+        let mut position = first;
+        for chunk in encoded.chunks(ITEM_INSERT_ROWS) {
             let sql = format!(
                 "INSERT INTO job_items (job_id, position, input, status, attempts, \
                  next_attempt_ms) VALUES {}",
                 SqlPlaceholders::values(chunk.len(), 6)
             );
             let mut query = sqlx::query(&sql);
-            for item in chunk {
+            for text in chunk {
                 query = query
-                    .bind(id.as_str().to_string())
+                    .bind(self.id.as_str().to_string())
                     .bind(position)
-                    .bind(serde_json::to_string(item)?)
+                    .bind(text.clone())
                     .bind(ItemStatus::Pending.as_str())
                     .bind(0i64)
                     .bind(now);
@@ -460,22 +529,138 @@ pub async fn create_job(database: &Database, new_job: &NewJob) -> Result<(Job, b
             }
             query.execute(&mut *transaction).await?;
         }
+        sqlx::query("UPDATE jobs SET item_count = $1, updated_at_ms = $2 WHERE id = $3")
+            .bind(self.count)
+            .bind(now)
+            .bind(self.id.as_str().to_string())
+            .execute(&mut *transaction)
+            .await?;
         transaction.commit().await?;
-        Ok::<_, JobError>(())
+        Ok(())
     }
-    .await;
-    match result {
-        Ok(()) => Ok((get_job(database, id.as_str()).await?, true)),
-        Err(error) => {
-            // A concurrent request with the same key may have won the race.
-            if let Some(key) = &new_job.idempotency_key {
-                if let Some(found) = find_by_key(database, key).await? {
-                    return existing_or_conflict(key, found, &hash);
+
+    /// Ends the upload: the job is queued (or completed, when the workers were faster), or,
+    /// when the idempotency key named a job already, that job is returned (`false`) or a
+    /// conflict when the items differ.
+    pub async fn finish(self, database: &Database) -> Result<(Job, bool), JobError> {
+        use sha2::Digest;
+        let hash = hex_of(&self.hasher.clone().finalize());
+        if let UploadMode::Verify {
+            existing,
+            hash: stored,
+        } = &self.mode
+        {
+            let key = self.key.clone().unwrap_or_default();
+            return existing_or_conflict(&key, (existing.clone(), stored.clone()), &hash);
+        }
+        if self.count == 0 {
+            self.abandon(database).await?;
+            return Err(JobError::EmptyJob);
+        }
+        let now = now_ms();
+        let finished = sqlx::query(
+            "UPDATE jobs SET idempotency_key = $1, content_hash = $2, item_count = $3, \
+             updated_at_ms = $4, \
+             status = CASE WHEN done_count + failed_count >= $3 THEN 'completed' \
+                           WHEN done_count + failed_count > 0 THEN 'running' ELSE 'queued' END, \
+             finished_at_ms = CASE WHEN done_count + failed_count >= $3 THEN $4 ELSE NULL END \
+             WHERE id = $5",
+        )
+        .bind(self.key.clone())
+        .bind(hash.clone())
+        .bind(self.count)
+        .bind(now)
+        .bind(self.id.as_str().to_string())
+        .execute(database.pool())
+        .await;
+        match finished {
+            Ok(_) => Ok((get_job(database, self.id.as_str()).await?, true)),
+            Err(error) => {
+                // A concurrent upload under the same key may have finished first.
+                if let Some(key) = &self.key {
+                    if let Some(found) = find_by_key(database, key).await? {
+                        let key = key.clone();
+                        self.abandon(database).await?;
+                        return existing_or_conflict(&key, found, &hash);
+                    }
                 }
+                Err(error.into())
             }
-            Err(error)
         }
     }
+
+    /// Removes the job and every item stored so far (a bad upload leaves nothing behind).
+    pub async fn abandon(self, database: &Database) -> Result<(), JobError> {
+        if matches!(self.mode, UploadMode::Verify { .. }) {
+            return Ok(());
+        }
+        delete_job(database, self.id.as_str()).await
+    }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deletes a job and its items, in short transactions.
+async fn delete_job(database: &Database, id: &str) -> Result<(), JobError> {
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM job_items WHERE id IN (SELECT id FROM job_items WHERE job_id = $1 \
+             LIMIT 5000)",
+        )
+        .bind(id.to_string())
+        .execute(database.pool())
+        .await?
+        .rows_affected();
+        if deleted == 0 {
+            break;
+        }
+    }
+    sqlx::query("DELETE FROM jobs WHERE id = $1")
+        .bind(id.to_string())
+        .execute(database.pool())
+        .await?;
+    Ok(())
+}
+
+/// Removes uploads that stopped half-way (their process died) more than `older_than_ms` ago.
+pub async fn remove_stale_uploads(
+    database: &Database,
+    older_than_ms: i64,
+) -> Result<usize, JobError> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'receiving' AND updated_at_ms < $1")
+            .bind(now_ms() - older_than_ms)
+            .fetch_all(database.pool())
+            .await?;
+    for id in &ids {
+        delete_job(database, id).await?;
+    }
+    Ok(ids.len())
+}
+
+/// Creates a job with its items (in chunks, see [`JobUpload`]). With an idempotency key that
+/// was used before by the same client, returns the existing job and `false` (or a conflict
+/// when the items differ).
+pub async fn create_job(database: &Database, new_job: &NewJob) -> Result<(Job, bool), JobError> {
+    if new_job.items.is_empty() {
+        return Err(JobError::EmptyJob);
+    }
+    let mut upload = JobUpload::begin(
+        database,
+        new_job.kind,
+        &new_job.created_by,
+        new_job.idempotency_key.as_deref(),
+    )
+    .await?;
+    for chunk in new_job.items.chunks(1_000) {
+        if let Err(error) = upload.add(database, chunk).await {
+            upload.abandon(database).await?;
+            return Err(error);
+        }
+    }
+    upload.finish(database).await
 }
 
 /// A job by id.
@@ -693,7 +878,8 @@ async fn add_counts(
         .await?;
         sqlx::query(
             "UPDATE jobs SET status = 'completed', finished_at_ms = $1 \
-             WHERE id = $2 AND status <> 'completed' AND done_count + failed_count >= item_count",
+             WHERE id = $2 AND status NOT IN ('completed', 'receiving') \
+             AND done_count + failed_count >= item_count",
         )
         .bind(now)
         .bind(job.clone())

@@ -152,7 +152,22 @@ async fn worker_loop(
 ) -> WorkerStats {
     let mut stats = WorkerStats::default();
     let mut last_model_warning: Option<Instant> = None;
+    let mut last_cleanup: Option<Instant> = None;
     while !shutdown.is_cancelled() {
+        if last_cleanup.is_none_or(|at| at.elapsed() > Duration::from_secs(600)) {
+            last_cleanup = Some(Instant::now());
+            // Uploads whose process died half-way: their items would never complete a job.
+            match crate::queue::remove_stale_uploads(
+                &predictor.models().platform().database,
+                3_600_000,
+            )
+            .await
+            {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "unfinished job uploads removed"),
+                Err(error) => tracing::warn!(%error, "removing unfinished job uploads failed"),
+            }
+        }
         let refreshed = predictor.models().refresh().await;
         if predictor.models().current().is_none() {
             if last_model_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {

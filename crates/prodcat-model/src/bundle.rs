@@ -12,7 +12,7 @@ use prodcat_domain::{sha256_hex, CategoryCode, DatasetVersionId, ModelVersionId}
 use prodcat_metrics::TemperatureScaling;
 use prodcat_storage::ObjectStorage;
 use prodcat_text_model::TextClassifier;
-use prodcat_vision::ImageHead;
+use prodcat_vision::{BackboneChoice, ImageHead};
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
@@ -50,7 +50,8 @@ pub struct BundleManifest {
     pub parameters: BTreeMap<String, serde_json::Value>,
     /// Headline metrics on the dataset version's test split.
     pub metrics: BTreeMap<String, f64>,
-    /// The pretrained image backbone the image head was trained on, if any.
+    /// The pretrained image backbone the image head was trained on, if any: its features'
+    /// identifier (`<name>[-flip]-<weights>`, see [`BackboneChoice::identifier`]).
     pub image_backbone: Option<String>,
     pub files: Vec<BundleFile>,
 }
@@ -137,6 +138,25 @@ impl ModelBundle {
             .filter_map(|code| CategoryCode::from_u16(*code).ok())
             .collect()
     }
+
+    /// The backbone and flip averaging the image branch was trained with, which serving must
+    /// use too. Bundles that name no backbone (or were written before other backbones existed)
+    /// mean MobileNetV2 without flip averaging.
+    pub fn image_backbone_choice(&self) -> Result<BackboneChoice, ModelError> {
+        backbone_choice_of(&self.manifest)
+    }
+}
+
+fn backbone_choice_of(manifest: &BundleManifest) -> Result<BackboneChoice, ModelError> {
+    match &manifest.image_backbone {
+        None => Ok(BackboneChoice::default()),
+        Some(identifier) => {
+            BackboneChoice::from_identifier(identifier).ok_or_else(|| ModelError::InvalidBundle {
+                version: manifest.model_version.clone(),
+                reason: format!("the image backbone {identifier:?} is not one this build knows"),
+            })
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -144,6 +164,28 @@ impl ModelBundle {
 struct ImageBranchFile {
     temperature: f64,
     categories: Vec<u16>,
+    /// The backbone the head was trained on; absent means MobileNetV2 (older bundles, and
+    /// MobileNetV2 bundles keep their bytes and so their version ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backbone: Option<String>,
+    /// Whether the features were averaged with the mirror image's; absent means no.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    flip_averaging: bool,
+}
+
+impl ImageBranchFile {
+    fn choice(&self, version: &str) -> Result<BackboneChoice, ModelError> {
+        let kind = match &self.backbone {
+            None => prodcat_vision::BackboneKind::default(),
+            Some(name) => prodcat_vision::BackboneKind::parse(name).map_err(|error| {
+                ModelError::InvalidBundle {
+                    version: version.to_string(),
+                    reason: error.to_string(),
+                }
+            })?,
+        };
+        Ok(BackboneChoice::new(kind, self.flip_averaging))
+    }
 }
 
 fn bundle_prefix(version: &str) -> String {
@@ -162,10 +204,15 @@ pub async fn write_bundle(
     }
     if let Some(image) = &bundle.image {
         let mut bytes = image.head.to_bytes();
-        // The head file is followed by a small JSON trailer with the calibration, length-prefixed.
+        // The head file is followed by a small JSON trailer with the calibration and the
+        // backbone choice, length-prefixed.
+        let choice = backbone_choice_of(&bundle.manifest)?;
         let trailer = serde_json::to_vec(&ImageBranchFile {
             temperature: image.calibration.temperature,
             categories: image.categories.iter().map(|c| c.value()).collect(),
+            backbone: (choice.kind != prodcat_vision::BackboneKind::default())
+                .then(|| choice.kind.as_str().to_string()),
+            flip_averaging: choice.flip_averaging,
         })?;
         bytes.extend_from_slice(&trailer);
         bytes.extend_from_slice(&(trailer.len() as u64).to_le_bytes());
@@ -271,6 +318,13 @@ pub async fn load_bundle(
             let head_end = bytes.len() - 8 - trailer_length;
             let trailer: ImageBranchFile =
                 serde_json::from_slice(&bytes[head_end..bytes.len() - 8])?;
+            let recorded = trailer.choice(version.as_str())?;
+            let declared = backbone_choice_of(&manifest)?;
+            if recorded != declared {
+                return Err(invalid(format!(
+                    "the image branch was trained on {recorded} but the manifest names {declared}"
+                )));
+            }
             let categories = trailer
                 .categories
                 .iter()
@@ -307,4 +361,96 @@ pub async fn load_bundle(
         image,
         fusion,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prodcat_vision::{BackboneKind, HeadKind, HeadTrainingOptions};
+
+    fn image_bundle(image_backbone: Option<&str>) -> ModelBundle {
+        let categories: Vec<CategoryCode> = CategoryCode::all().take(2).collect();
+        let features: Vec<Vec<f32>> = (0..40)
+            .map(|index| vec![(index % 2) as f32, 1.0 - (index % 2) as f32, 0.5])
+            .collect();
+        let labels: Vec<usize> = (0..40).map(|index| index % 2).collect();
+        let options = HeadTrainingOptions {
+            kind: HeadKind::LogisticRegression,
+            max_epochs: 3,
+            ..HeadTrainingOptions::default()
+        };
+        let (head, _) = ImageHead::train(&features, &labels, 2, &options).expect("head");
+        ModelBundle {
+            manifest: BundleManifest {
+                format_version: BUNDLE_FORMAT_VERSION,
+                model_version: String::new(),
+                label_set: categories.iter().map(|c| c.value()).collect(),
+                dataset_version: "dv-0000000000000000".to_string(),
+                code_version: "test".to_string(),
+                branches: vec!["image".to_string()],
+                parameters: BTreeMap::new(),
+                metrics: BTreeMap::new(),
+                image_backbone: image_backbone.map(str::to_string),
+                files: Vec::new(),
+            },
+            text: None,
+            image: Some(ImageBranch {
+                head,
+                calibration: TemperatureScaling::identity(),
+                categories,
+            }),
+            fusion: FusionSettings::default(),
+            reference_profile: None,
+        }
+    }
+
+    fn trailer_of(bytes: &[u8]) -> serde_json::Value {
+        let length = u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().expect("8 bytes"));
+        let start = bytes.len() - 8 - length as usize;
+        serde_json::from_slice(&bytes[start..bytes.len() - 8]).expect("trailer")
+    }
+
+    #[tokio::test]
+    async fn the_image_branch_records_its_backbone_choice() {
+        let folder =
+            std::env::temp_dir().join(format!("prodcat-bundle-backbone-{}", std::process::id()));
+        let objects = ObjectStorage::open(folder.to_str().expect("utf-8")).expect("objects");
+        let check = |identifier: Option<&'static str>, expected: BackboneChoice| {
+            let objects = objects.clone();
+            async move {
+                let written = write_bundle(&objects, image_bundle(identifier))
+                    .await
+                    .expect("write");
+                let version = written.version().expect("version");
+                let loaded = load_bundle(&objects, &version).await.expect("load");
+                assert_eq!(loaded.image_backbone_choice().expect("choice"), expected);
+                let bytes = objects
+                    .get(&format!("models/{version}/{IMAGE_FILE}"))
+                    .await
+                    .expect("image file");
+                trailer_of(&bytes)
+            }
+        };
+        // Bundles that name no backbone, and MobileNetV2 ones, mean MobileNetV2 without flip and
+        // keep the trailer they always had.
+        for identifier in [None, Some("mobilenet-v2-a9ecad95f7d4")] {
+            let trailer = check(identifier, BackboneChoice::default()).await;
+            assert!(trailer.get("backbone").is_none(), "{trailer}");
+            assert!(trailer.get("flipAveraging").is_none(), "{trailer}");
+        }
+        let trailer = check(
+            Some("efficientnet-lite1-flip-596a05ee7b95"),
+            BackboneChoice::new(BackboneKind::EfficientNetLite1, true),
+        )
+        .await;
+        assert_eq!(trailer["backbone"], "efficientnet-lite1");
+        assert_eq!(trailer["flipAveraging"], true);
+
+        // A backbone this build does not know is refused rather than served with the wrong one.
+        let error = write_bundle(&objects, image_bundle(Some("resnet-50-0123")))
+            .await
+            .expect_err("unknown backbone");
+        assert!(matches!(error, ModelError::InvalidBundle { .. }), "{error}");
+        let _ = std::fs::remove_dir_all(&folder);
+    }
 }

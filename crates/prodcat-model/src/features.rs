@@ -1,16 +1,20 @@
-//! The pretrained image backbone (frozen MobileNetV2 features) and a feature cache keyed by image
-//! content hash in the object store, so retraining never recomputes an image's features.
+//! The pretrained image backbone (frozen features of MobileNetV2 by default, or of another
+//! backbone chosen by name, optionally averaged with the mirror image's) and a feature cache
+//! keyed by image content hash in the object store, so retraining never recomputes an image's
+//! features.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use prodcat_drift::features::ImageStats;
 use prodcat_storage::{image_key, ObjectStorage, StorageError};
 use prodcat_vision::{
-    preprocess::decode_image, ImageFeatureExtractor, MobileNetV2, PreprocessOptions, Preprocessor,
+    preprocess::decode_image, BackboneChoice, BackboneKind, BackboneNetwork, ImageFeatureExtractor,
+    PreprocessOptions, Preprocessor,
 };
 
+use crate::bundle::ModelBundle;
 use crate::ModelError;
 
 /// The frozen feature extractor shared by every model version in a process.
@@ -18,6 +22,8 @@ use crate::ModelError;
 pub struct ImageBackbone {
     extractor: Arc<ImageFeatureExtractor>,
     id: String,
+    choice: BackboneChoice,
+    model_dir: PathBuf,
 }
 
 impl std::fmt::Debug for ImageBackbone {
@@ -31,8 +37,25 @@ impl std::fmt::Debug for ImageBackbone {
 impl ImageBackbone {
     /// Loads MobileNetV2 from `<model dir>/mobilenet-v2` (verifying its checksum).
     pub fn load(model_dir: &Path) -> Result<Self, ModelError> {
-        let directory = model_dir.join("mobilenet-v2");
-        let network = MobileNetV2::load(&directory)?;
+        Self::load_choice(model_dir, BackboneChoice::default())
+    }
+
+    /// Loads the backbone called `name` (`mobilenet-v2`, `efficientnet-lite0`, ...) from
+    /// `<model dir>/<name>`, its features averaged with the mirror image's when
+    /// `flip_averaging` is set.
+    pub fn load_named(
+        model_dir: &Path,
+        name: &str,
+        flip_averaging: bool,
+    ) -> Result<Self, ModelError> {
+        let kind = BackboneKind::parse(name)?;
+        Self::load_choice(model_dir, BackboneChoice::new(kind, flip_averaging))
+    }
+
+    /// Loads a backbone choice from `<model dir>/<name>` (verifying its checksum).
+    pub fn load_choice(model_dir: &Path, choice: BackboneChoice) -> Result<Self, ModelError> {
+        let directory = model_dir.join(choice.kind.as_str());
+        let network = BackboneNetwork::load_kind(&directory, choice.kind)?;
         let weights_hash = std::fs::read_to_string(directory.join("manifest.json"))
             .ok()
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
@@ -43,15 +66,52 @@ impl ImageBackbone {
                     .map(|s| s.to_string())
             })
             .unwrap_or_else(|| "unknown".to_string());
-        let id = format!(
-            "mobilenet-v2-{}",
-            &weights_hash[..weights_hash.len().min(12)]
-        );
-        let extractor = ImageFeatureExtractor::new(network, PreprocessOptions::product_features());
+        // MobileNetV2 without flip keeps the id of the bundles and feature caches written
+        // before other backbones existed.
+        let id = choice.identifier(&weights_hash[..weights_hash.len().min(12)]);
+        let extractor = ImageFeatureExtractor::new(network, PreprocessOptions::product_features())
+            .with_flip_averaging(choice.flip_averaging);
         Ok(Self {
             extractor: Arc::new(extractor),
             id,
+            choice,
+            model_dir: model_dir.to_path_buf(),
         })
+    }
+
+    /// Loads a named backbone when its files are present; `None` otherwise.
+    pub fn load_named_if_present(
+        model_dir: &Path,
+        name: &str,
+        flip_averaging: bool,
+    ) -> Result<Option<Self>, ModelError> {
+        let kind = BackboneKind::parse(name)?;
+        if model_dir
+            .join(kind.as_str())
+            .join("manifest.json")
+            .is_file()
+        {
+            Self::load_choice(model_dir, BackboneChoice::new(kind, flip_averaging)).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The backbone and flip averaging these features come from.
+    pub fn choice(&self) -> BackboneChoice {
+        self.choice
+    }
+
+    /// The backbone the bundle's image branch was trained on: this one when it matches,
+    /// otherwise that backbone loaded from the same model directory. Serving a head with
+    /// another backbone's features would answer nonsense, so callers swap to this one.
+    pub fn for_bundle(&self, bundle: &ModelBundle) -> Result<Self, ModelError> {
+        let wanted = bundle.image_backbone_choice()?;
+        if wanted == self.choice {
+            Ok(self.clone())
+        } else {
+            Self::load_choice(&self.model_dir, wanted)
+        }
     }
 
     /// Loads the backbone when its files are present; `None` otherwise.
@@ -83,7 +143,7 @@ impl ImageBackbone {
         let picture = decode_image(encoded, preprocessor.options.max_pixels)?;
         let stats = ImageStats::from_rgb(picture.width, picture.height, &picture.pixels)?;
         let prepared = preprocessor.prepare_picture(&picture)?;
-        let output = self.extractor.network().run(&prepared)?;
+        let output = self.extractor.extract_prepared(&prepared)?;
         Ok((output.features, stats))
     }
 

@@ -29,6 +29,7 @@ pub use features::{FeatureCache, ImageBackbone};
 pub use fusion::{
     automation_threshold, fit_fused_temperature, fuse, tune_fusion_weight, ThresholdChoice,
 };
+pub use prodcat_vision::{BackboneChoice, BackboneKind};
 pub use profile::{
     observation_for, out_of_vocabulary_share, reference_profile, ObservationBasis, ObservedProduct,
     ReferenceRow, StoredProfile, PROFILE_COMPONENTS,
@@ -171,7 +172,9 @@ fn vision_error_kind(error: &VisionError) -> ErrorKind {
         | VisionError::HeadParameters { .. }
         | VisionError::HeadFormat { .. }
         | VisionError::HeadVersionUnsupported { .. }
-        | VisionError::FeatureSizeMismatch { .. } => ErrorKind::Internal,
+        | VisionError::FeatureSizeMismatch { .. }
+        | VisionError::UnknownBackbone { .. }
+        | VisionError::BackboneMismatch { .. } => ErrorKind::Internal,
     }
 }
 

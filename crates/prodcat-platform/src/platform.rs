@@ -5,12 +5,12 @@
 //! version is loaded and verified once while it is in use, and a process that has served many
 //! versions over its life does not keep them all in memory.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use prodcat_embed::TextEmbedder;
-use prodcat_model::{load_bundle, ImageBackbone, ProductClassifier};
+use prodcat_model::{load_bundle, BackboneChoice, ImageBackbone, ProductClassifier};
 use prodcat_registry::ModelVersion;
 use prodcat_storage::{Database, ObjectStorage};
 
@@ -23,7 +23,7 @@ pub struct Platform {
     pub database: Database,
     pub objects: ObjectStorage,
     model_dir: PathBuf,
-    backbone: Arc<Mutex<Option<Option<ImageBackbone>>>>,
+    backbones: Arc<Mutex<HashMap<BackboneChoice, Option<ImageBackbone>>>>,
     embedder: Arc<Mutex<Option<Option<Arc<TextEmbedder>>>>>,
     classifiers: Arc<Mutex<ClassifierCache>>,
     webhook_url: Option<String>,
@@ -73,13 +73,25 @@ impl Platform {
             .with_webhook_url(settings.webhook_url.clone()))
     }
 
+    /// Like [`Platform::from_settings`], with the short database waits of a service: a
+    /// request that cannot get a connection within `server.database-timeout-milliseconds`
+    /// fails (and is answered 503) instead of waiting.
+    pub async fn for_service(settings: &Settings) -> Result<Self, PlatformError> {
+        let wait = prodcat_storage::ConnectOptions::interactive(settings.server.database_timeout);
+        let database = settings.open_database_with(&wait).await?;
+        let objects = settings.open_objects()?;
+        Ok(Self::new(database, objects, &settings.model_dir)
+            .with_model_cache_size(settings.model_cache_size)
+            .with_webhook_url(settings.webhook_url.clone()))
+    }
+
     /// A platform over an open database and object store (tests, tools).
     pub fn new(database: Database, objects: ObjectStorage, model_dir: &Path) -> Self {
         Self {
             database,
             objects,
             model_dir: model_dir.to_path_buf(),
-            backbone: Arc::new(Mutex::new(None)),
+            backbones: Arc::new(Mutex::new(HashMap::new())),
             embedder: Arc::new(Mutex::new(None)),
             classifiers: Arc::new(Mutex::new(ClassifierCache {
                 capacity: 4,
@@ -113,15 +125,28 @@ impl Platform {
         &self.model_dir
     }
 
-    /// The image backbone, loaded once; `None` when its files are not installed.
+    /// The default image backbone (MobileNetV2), loaded once; `None` when its files are not
+    /// installed.
     pub fn backbone(&self) -> Result<Option<ImageBackbone>, PlatformError> {
-        let mut slot = self.backbone.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(loaded) = slot.as_ref() {
-            return Ok(loaded.clone());
+        self.backbone_for(BackboneChoice::default())
+    }
+
+    /// A backbone choice, loaded once; `None` when its files are not installed.
+    pub fn backbone_for(
+        &self,
+        choice: BackboneChoice,
+    ) -> Result<Option<ImageBackbone>, PlatformError> {
+        let mut loaded = self.backbones.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(backbone) = loaded.get(&choice) {
+            return Ok(backbone.clone());
         }
-        let loaded = ImageBackbone::load_if_present(&self.model_dir)?;
-        *slot = Some(loaded.clone());
-        Ok(loaded)
+        let backbone = ImageBackbone::load_named_if_present(
+            &self.model_dir,
+            choice.kind.as_str(),
+            choice.flip_averaging,
+        )?;
+        loaded.insert(choice, backbone.clone());
+        Ok(backbone)
     }
 
     /// The folder of the text embedding model.
@@ -166,8 +191,10 @@ impl Platform {
             return Ok(found);
         }
         let bundle = load_bundle(&self.objects, &version.id).await?;
+        // The backbone the image branch was trained with (serving another one's features
+        // would answer nonsense).
         let backbone = if bundle.image.is_some() {
-            self.backbone()?
+            self.backbone_for(bundle.image_backbone_choice()?)?
         } else {
             None
         };

@@ -94,6 +94,10 @@ pub enum PredictError {
     Model(#[from] ModelError),
     #[error("the classification task failed: {0}")]
     Task(String),
+    #[error(
+        "not classified: the request's time budget of {0:?} ran out before this product's turn"
+    )]
+    OverBudget(std::time::Duration),
 }
 
 impl PredictError {
@@ -102,6 +106,7 @@ impl PredictError {
             PredictError::NoModel => ErrorKind::Unavailable,
             PredictError::Model(error) => error.kind(),
             PredictError::Task(_) => ErrorKind::Internal,
+            PredictError::OverBudget(_) => ErrorKind::Unavailable,
         }
     }
 }
@@ -123,6 +128,8 @@ pub struct Predictor {
     cpu: Arc<Semaphore>,
     /// Text-only products with at most this many bytes of text run inline.
     inline_text_bytes: usize,
+    /// The time a batch may take: products whose turn comes later are not scored.
+    batch_budget: std::time::Duration,
 }
 
 impl std::fmt::Debug for Predictor {
@@ -150,7 +157,14 @@ impl Predictor {
             log,
             cpu: Arc::new(Semaphore::new(available_cores())),
             inline_text_bytes: 8_192,
+            batch_budget: std::time::Duration::from_secs(60),
         }
+    }
+
+    /// Sets the time a batch may take (the service's request timeout).
+    pub fn with_batch_budget(mut self, budget: std::time::Duration) -> Self {
+        self.batch_budget = budget;
+        self
     }
 
     /// A predictor that serves one reference (a version, or an alias as it is now) and logs
@@ -292,11 +306,20 @@ impl Predictor {
         let classifier = model.classifier.clone();
         let products = Arc::new(products);
         let work = products.clone();
+        let budget = self.batch_budget;
+        let deadline = std::time::Instant::now() + budget;
         let outcomes = self
-            .run_cpu(move || -> Vec<Result<ProductPrediction, ModelError>> {
+            .run_cpu(move || -> Vec<Result<ProductPrediction, PredictError>> {
                 use rayon::prelude::*;
+                // Past the deadline, the products left are not scored: the work stops
+                // with the request instead of running on after its answer.
                 work.par_iter()
-                    .map(|product| classifier.predict(&product.input(), product.explain))
+                    .map(|product| {
+                        if std::time::Instant::now() > deadline {
+                            return Err(PredictError::OverBudget(budget));
+                        }
+                        Ok(classifier.predict(&product.input(), product.explain)?)
+                    })
                     .collect()
             })
             .await;

@@ -67,6 +67,16 @@ pub struct ServerLayer {
     pub pending_poll_milliseconds: Option<u64>,
     pub max_image_pixels: Option<u64>,
     pub max_batch_items: Option<usize>,
+    pub max_job_items: Option<usize>,
+    pub max_designation_bytes: Option<usize>,
+    pub max_description_bytes: Option<usize>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub private_networks: Option<Vec<String>>,
+    pub metrics_token_file: Option<PathBuf>,
+    pub header_read_timeout_seconds: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub database_timeout_milliseconds: Option<u64>,
+    pub revocation_check_seconds: Option<u64>,
 }
 
 /// The `[worker]` section.
@@ -131,7 +141,17 @@ impl SettingsLayer {
                 model_poll_milliseconds,
                 pending_poll_milliseconds,
                 max_image_pixels,
-                max_batch_items
+                max_batch_items,
+                max_job_items,
+                max_designation_bytes,
+                max_description_bytes,
+                trusted_proxies,
+                private_networks,
+                metrics_token_file,
+                header_read_timeout_seconds,
+                max_connections,
+                database_timeout_milliseconds,
+                revocation_check_seconds
             ]
         );
         overlay!(
@@ -223,6 +243,59 @@ pub struct ServerSettings {
     pub max_batch_items: usize,
     /// Folder keeping product text embeddings across restarts (search by meaning).
     pub search_cache_dir: Option<PathBuf>,
+    /// Largest number of items in one classification job.
+    pub max_job_items: usize,
+    /// What one product's text may carry (checked before any heavy work).
+    pub input_limits: prodcat_model::InputLimits,
+    /// Proxies whose `X-Forwarded-For` names the client (nobody else's is believed).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Networks allowed to read `/metrics` and the details of `/readyz` without a token.
+    pub private_networks: Vec<ipnet::IpNet>,
+    /// A file holding the bearer token scrapers outside those networks must send.
+    pub metrics_token_file: Option<PathBuf>,
+    /// A connection that has not sent a request's headers within this time is closed (an idle
+    /// keep-alive connection included: the wait for the next request counts).
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the listen queue.
+    pub max_connections: usize,
+    /// How long a request waits for a database connection before answering 503.
+    pub database_timeout: Duration,
+    /// How long a user's state (enabled, role, token version) is trusted before it is read
+    /// again: the time a revocation takes to reach every replica.
+    pub revocation_check: Duration,
+}
+
+/// Loopback, the private IPv4 ranges of RFC 1918 and IPv6 unique local addresses.
+pub fn default_private_networks() -> Vec<ipnet::IpNet> {
+    [
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+    ]
+    .iter()
+    .filter_map(|net| net.parse().ok())
+    .collect()
+}
+
+fn parse_networks(name: &str, values: &[String]) -> Result<Vec<ipnet::IpNet>, PlatformError> {
+    values
+        .iter()
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .map(|value| {
+            value
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| PlatformError::Settings {
+                    name: name.to_string(),
+                    reason: format!("{value:?} is not an address or a CIDR network (10.0.0.0/8)"),
+                })
+        })
+        .collect()
 }
 
 impl Default for ServerSettings {
@@ -242,6 +315,15 @@ impl Default for ServerSettings {
             max_image_pixels: prodcat_model::DEFAULT_MAX_IMAGE_PIXELS,
             max_batch_items: 1_000,
             search_cache_dir: None,
+            max_job_items: 1_000_000,
+            input_limits: prodcat_model::InputLimits::default(),
+            trusted_proxies: Vec::new(),
+            private_networks: default_private_networks(),
+            metrics_token_file: None,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1_024,
+            database_timeout: Duration::from_millis(1_000),
+            revocation_check: Duration::from_secs(2),
         }
     }
 }
@@ -368,6 +450,44 @@ impl Settings {
                     .max_batch_items
                     .unwrap_or(server_defaults.max_batch_items),
                 search_cache_dir: Some(data_dir.join("search-cache")),
+                max_job_items: server_layer
+                    .max_job_items
+                    .unwrap_or(server_defaults.max_job_items),
+                input_limits: prodcat_model::InputLimits {
+                    max_designation_bytes: server_layer
+                        .max_designation_bytes
+                        .unwrap_or(server_defaults.input_limits.max_designation_bytes),
+                    max_description_bytes: server_layer
+                        .max_description_bytes
+                        .unwrap_or(server_defaults.input_limits.max_description_bytes),
+                    max_image_pixels: server_layer
+                        .max_image_pixels
+                        .unwrap_or(server_defaults.max_image_pixels),
+                },
+                trusted_proxies: match &server_layer.trusted_proxies {
+                    Some(values) => parse_networks("server.trusted-proxies", values)?,
+                    None => server_defaults.trusted_proxies,
+                },
+                private_networks: match &server_layer.private_networks {
+                    Some(values) => parse_networks("server.private-networks", values)?,
+                    None => server_defaults.private_networks,
+                },
+                metrics_token_file: server_layer.metrics_token_file.clone(),
+                header_read_timeout: server_layer
+                    .header_read_timeout_seconds
+                    .map(Duration::from_secs)
+                    .unwrap_or(server_defaults.header_read_timeout),
+                max_connections: server_layer
+                    .max_connections
+                    .unwrap_or(server_defaults.max_connections),
+                database_timeout: server_layer
+                    .database_timeout_milliseconds
+                    .map(Duration::from_millis)
+                    .unwrap_or(server_defaults.database_timeout),
+                revocation_check: server_layer
+                    .revocation_check_seconds
+                    .map(Duration::from_secs)
+                    .unwrap_or(server_defaults.revocation_check),
             },
             worker: WorkerSettings {
                 model: worker_layer.model.clone().unwrap_or(worker_defaults.model),
@@ -393,13 +513,22 @@ impl Settings {
 
     /// Opens the metadata database (running migrations), creating the data folder for SQLite.
     pub async fn open_database(&self) -> Result<prodcat_storage::Database, PlatformError> {
+        self.open_database_with(&prodcat_storage::ConnectOptions::default())
+            .await
+    }
+
+    /// Opens the metadata database with explicit waits.
+    pub async fn open_database_with(
+        &self,
+        wait: &prodcat_storage::ConnectOptions,
+    ) -> Result<prodcat_storage::Database, PlatformError> {
         if self.database_url.starts_with("sqlite:") {
             std::fs::create_dir_all(&self.data_dir).map_err(|source| PlatformError::Io {
                 path: self.data_dir.display().to_string(),
                 source,
             })?;
         }
-        Ok(prodcat_storage::Database::connect(&self.database_url).await?)
+        Ok(prodcat_storage::Database::connect_with(&self.database_url, wait).await?)
     }
 
     /// Opens the object store.
@@ -441,6 +570,16 @@ impl Settings {
             server.request_timeout >= Duration::from_millis(10),
             "server.request-timeout-seconds",
             "it must be at least 1 second",
+        )?;
+        check(
+            server.max_connections >= 1,
+            "server.max-connections",
+            "it must be at least 1",
+        )?;
+        check(
+            server.max_job_items >= 1,
+            "server.max-job-items",
+            "it must be at least 1",
         )?;
         check(
             server.max_batch_items >= 1,

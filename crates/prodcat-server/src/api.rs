@@ -256,6 +256,12 @@ pub struct ProductBody {
     pub updated_at_ms: i64,
     pub created_by: String,
     pub view_count: i64,
+    /// Incremented by every change; also the `ETag` of `GET /v1/products/{id}`, to send back
+    /// in `If-Match` when changing the product.
+    pub revision: i64,
+    /// Failed attempts to classify it while pending, and the last error.
+    pub classify_attempts: i64,
+    pub classify_error: Option<String>,
 }
 
 impl ProductBody {
@@ -274,6 +280,9 @@ impl ProductBody {
             updated_at_ms: product.updated_at_ms,
             created_by: product.created_by.clone(),
             view_count: product.view_count,
+            revision: product.revision,
+            classify_attempts: product.classify_attempts,
+            classify_error: product.classify_error.clone(),
         }
     }
 }

@@ -26,6 +26,10 @@ pub struct TokenClaims {
     pub iss: String,
     pub iat: i64,
     pub exp: i64,
+    /// The user's token version when the token was issued: disabling the user or changing
+    /// their role or password increments it, and older tokens are refused.
+    #[serde(default)]
+    pub ver: i64,
 }
 
 const ISSUER: &str = "prodcat";
@@ -36,6 +40,8 @@ pub enum TokenProblem {
     Malformed,
     BadSignature,
     Expired,
+    /// The user was disabled, or changed role or password, after the token was issued.
+    Revoked,
 }
 
 impl TokenProblem {
@@ -44,6 +50,10 @@ impl TokenProblem {
             TokenProblem::Malformed => "the access token is malformed",
             TokenProblem::BadSignature => "the access token's signature is not valid",
             TokenProblem::Expired => "the access token has expired; request a new one",
+            TokenProblem::Revoked => {
+                "the access token was revoked (the account was disabled or changed); request a \
+                 new one"
+            }
         }
     }
 }
@@ -84,8 +94,14 @@ impl TokenSigner {
         self.lifetime
     }
 
-    /// A token for `subject` with `role`, valid from now for the configured lifetime.
+    /// A token for `subject` with `role` at token version 0, valid from now for the
+    /// configured lifetime.
     pub fn issue(&self, subject: &str, role: Role) -> String {
+        self.issue_versioned(subject, role, 0)
+    }
+
+    /// A token for `subject` with `role` at the user's current token `version`.
+    pub fn issue_versioned(&self, subject: &str, role: Role, version: i64) -> String {
         let now = now_seconds();
         self.issue_claims(&TokenClaims {
             sub: subject.to_string(),
@@ -93,6 +109,7 @@ impl TokenSigner {
             iss: ISSUER.to_string(),
             iat: now,
             exp: now + self.lifetime.as_secs() as i64,
+            ver: version,
         })
     }
 
@@ -184,6 +201,8 @@ impl Caller {
 pub enum Authentication {
     Missing,
     Invalid(TokenProblem),
+    /// The signature and expiry are fine; whether it was revoked is checked next.
+    Verified(TokenClaims),
     Valid(Caller),
 }
 
@@ -201,10 +220,7 @@ impl Authentication {
             _ => return Authentication::Invalid(TokenProblem::Malformed),
         };
         match signer.verify(token) {
-            Ok(claims) => Authentication::Valid(Caller {
-                name: claims.sub,
-                role: claims.role,
-            }),
+            Ok(claims) => Authentication::Verified(claims),
             Err(problem) => Authentication::Invalid(problem),
         }
     }
@@ -212,7 +228,9 @@ impl Authentication {
     pub fn caller(&self) -> Option<&Caller> {
         match self {
             Authentication::Valid(caller) => Some(caller),
-            Authentication::Missing | Authentication::Invalid(_) => None,
+            Authentication::Missing | Authentication::Invalid(_) | Authentication::Verified(_) => {
+                None
+            }
         }
     }
 }
@@ -226,10 +244,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             Some(Authentication::Invalid(problem)) => {
                 Err(ApiError::unauthorized(problem.message()))
             }
-            Some(Authentication::Missing) | None => Err(ApiError::unauthorized(
-                "this route needs an access token: send Authorization: Bearer <token> \
-                 (get one from POST /v1/auth/token)",
-            )),
+            Some(Authentication::Missing) | Some(Authentication::Verified(_)) | None => {
+                Err(ApiError::unauthorized(
+                    "this route needs an access token: send Authorization: Bearer <token> \
+                     (get one from POST /v1/auth/token)",
+                ))
+            }
         }
     }
 }
@@ -272,6 +292,7 @@ mod tests {
             iss: ISSUER.to_string(),
             iat: 0,
             exp: 1,
+            ver: 0,
         });
         assert_eq!(signer.verify(&expired), Err(TokenProblem::Expired));
     }

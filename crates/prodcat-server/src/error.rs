@@ -213,6 +213,15 @@ impl From<PredictError> for ApiError {
             PredictError::NoModel => ApiError::model_unavailable(error.to_string()),
             PredictError::Model(model) => ApiError::from(model),
             PredictError::Task(_) => ApiError::internal(&error),
+            PredictError::OverBudget(_) => {
+                let mut answer = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    error.to_string(),
+                );
+                answer.retry_after = Some(1);
+                answer
+            }
         }
     }
 }

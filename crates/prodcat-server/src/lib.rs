@@ -20,6 +20,7 @@ pub mod keys;
 mod metrics_export;
 mod middleware;
 mod openapi;
+pub mod revocation;
 pub mod search_service;
 mod server;
 mod state;

@@ -3,12 +3,12 @@
 //! JSON bodies for every error, and the audit log of writes.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -71,12 +71,83 @@ impl RateLimiter {
     }
 }
 
-fn client_address(request: &Request) -> String {
-    request
+/// The address of the client a request comes from: the connection's peer, or, when the peer
+/// is a trusted proxy, the last address in `X-Forwarded-For` that is not one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl ClientAddress {
+    pub fn text(&self) -> String {
+        self.0
+            .map(|address| address.to_string())
+            .unwrap_or_else(|| "unknown".to_string())
+    }
+}
+
+/// Resolves the client's address once (see [`ClientAddress`]) and stores it in the request.
+pub async fn client_address(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip().to_string())
+        .map(|info| info.0.ip());
+    let address = resolve_client(peer, request.headers(), &state.settings.trusted_proxies);
+    request.extensions_mut().insert(ClientAddress(address));
+    next.run(request).await
+}
+
+/// The client behind `peer`: `X-Forwarded-For` is read right to left only while the hops are
+/// trusted proxies; anybody else's header is ignored.
+pub fn resolve_client(
+    peer: Option<IpAddr>,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
+    let mut client = peer?;
+    if !is_trusted(&client) {
+        return Some(client);
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    for hop in forwarded.into_iter().rev() {
+        client = hop;
+        if !is_trusted(&hop) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+fn client_address_of(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<ClientAddress>()
+        .map(ClientAddress::text)
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Headers every answer carries: no MIME sniffing (an uploaded photo is never run as a page),
+/// no framing by other sites.
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers
+        .entry(header::X_FRAME_OPTIONS)
+        .or_insert(HeaderValue::from_static("DENY"));
+    response
 }
 
 /// Verifies the bearer token (if any) and stores the result for the [`crate::Caller`] extractor.
@@ -85,7 +156,25 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let authentication = Authentication::of_headers(request.headers(), &state.signer);
+    let mut authentication = Authentication::of_headers(request.headers(), &state.signer);
+    if let Authentication::Verified(claims) = &authentication {
+        authentication = match state
+            .revocation
+            .check(
+                &state.platform.database,
+                &claims.sub,
+                claims.role,
+                claims.ver,
+            )
+            .await
+        {
+            Ok(()) => Authentication::Valid(crate::auth::Caller {
+                name: claims.sub.clone(),
+                role: claims.role,
+            }),
+            Err(problem) => Authentication::Invalid(problem),
+        };
+    }
     request.extensions_mut().insert(authentication);
     next.run(request).await
 }
@@ -98,7 +187,7 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
         .and_then(Authentication::caller)
     {
         Some(caller) => format!("user:{}", caller.name),
-        None => format!("address:{}", client_address(&request)),
+        None => format!("address:{}", client_address_of(&request)),
     };
     match state.limiter.check(&key) {
         Ok(()) => next.run(request).await,
@@ -144,7 +233,17 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = request.method().as_str().to_string();
+    // Label values come from closed sets: a made-up method or path adds no series.
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!(
@@ -244,7 +343,7 @@ pub async fn audit(State(state): State<AppState>, request: Request, next: Next) 
         .cloned();
     let action = format!("{} {route}", request.method());
     let target = request.uri().path().to_string();
-    let address = client_address(&request);
+    let address = client_address_of(&request);
     let response = next.run(request).await;
     let note = response.extensions().get::<AuditNote>().cloned();
     let entry = AuditEntry {

@@ -39,6 +39,11 @@ pub fn router(state: AppState) -> Router {
     let settings = &state.settings;
     let layers = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::client_address,
+        ))
         .layer(axum::middleware::from_fn(middleware::record_metrics))
         .layer(axum::middleware::from_fn(middleware::json_errors))
         .layer(axum::middleware::from_fn_with_state(
@@ -97,6 +102,89 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         .layer(layers)
         .with_state(state)
+}
+
+/// Bounds on the connections a server keeps.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    /// Connections served at once; further ones wait in the listen queue.
+    max_connections: usize,
+    /// A connection that sends no complete request head within this time (an idle keep-alive
+    /// connection included) is closed.
+    header_read_timeout: Duration,
+}
+
+/// Accepts connections until `shutdown`, at most `max_connections` at a time, each served
+/// over HTTP/1.1 or HTTP/2 with the header-read timeout; then lets the requests in flight
+/// finish (graceful shutdown) before returning.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_read_timeout)
+        .keep_alive_timeout(limits.header_read_timeout);
+    loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let router = app.clone();
+        let service = tower::service_fn(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            },
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// A running server.
@@ -195,6 +283,25 @@ fn spawn_gauges(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> 
     })
 }
 
+/// The scrapers' bearer token, from the configured file.
+fn read_metrics_token(settings: &ServerSettings) -> Result<Option<String>, ServerError> {
+    let Some(path) = &settings.metrics_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ServerError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let token = text.trim().to_string();
+    if token.len() < 16 {
+        return Err(ServerError::InvalidSetting {
+            name: "metrics token",
+            reason: format!("{} holds fewer than 16 characters", path.display()),
+        });
+    }
+    Ok(Some(token))
+}
+
 /// Builds the state, loads the champion (if any), binds the listener and starts serving.
 pub async fn start(
     platform: Platform,
@@ -214,12 +321,16 @@ pub async fn start(
     let state = AppState::new(StateInner {
         search,
         signer: TokenSigner::new(keys, settings.token_lifetime),
-        predictor: Predictor::new(models, Some(log.clone())),
+        predictor: Predictor::new(models, Some(log.clone()))
+            .with_batch_budget(settings.request_timeout),
         limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
         swagger: SwaggerAssets::load(settings.swagger_ui_dir.as_deref()),
         metrics,
         started: Instant::now(),
         pending_wakeup: tokio::sync::Notify::new(),
+        revocation: crate::revocation::RevocationCache::new(settings.revocation_check),
+        password_checks: tokio::sync::Semaphore::new(prodcat_platform::available_cores()),
+        metrics_token: read_metrics_token(&settings)?,
         platform,
         settings,
     });
@@ -259,12 +370,14 @@ pub async fn start(
                 .run(state.platform.clone(), background.clone()),
         ),
     ];
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state.clone());
     let serve_shutdown = shutdown.clone();
+    let connections = ConnectionLimits {
+        max_connections: state.settings.max_connections,
+        header_read_timeout: state.settings.header_read_timeout,
+    };
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
-            .await;
+        let served = serve_connections(listener, app, connections, serve_shutdown).await;
         background.cancel();
         for task in tasks {
             let _ = task.await;

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prodcat_platform::{ModelService, Platform, Predictor, ServerSettings};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::auth::TokenSigner;
 use crate::middleware::RateLimiter;
+use crate::revocation::RevocationCache;
 use crate::search_service::SearchService;
 use crate::swagger::SwaggerAssets;
 
@@ -35,6 +36,12 @@ pub struct StateInner {
     pub started: Instant,
     /// Wakes the task that classifies pending products (after a model swap, a new product).
     pub pending_wakeup: Notify,
+    /// Users' current states, for revoking tokens.
+    pub revocation: RevocationCache,
+    /// Bounds the password checks (argon2, 19 MiB each) running at once.
+    pub password_checks: Semaphore,
+    /// The bearer token scrapers outside the private networks send for `/metrics`.
+    pub metrics_token: Option<String>,
 }
 
 impl Deref for AppState {

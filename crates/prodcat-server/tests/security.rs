@@ -176,6 +176,7 @@ async fn tokens_are_issued_checked_and_refused() {
             iss: "prodcat".to_string(),
             iat: 1,
             exp: 2,
+            ver: 0,
         });
         let (status, body) = app.get("/v1/models", &expired).await;
         assert_error(status, &body, 401, "expired token");

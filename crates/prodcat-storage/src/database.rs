@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::{AnyPool, ConnectOptions as _, Executor};
 
 use crate::StorageError;
 
@@ -54,6 +54,38 @@ impl Backend {
     }
 }
 
+/// How long database work waits before it gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// For a free connection from the pool (a database that is down answers after this).
+    pub acquire_timeout: Duration,
+    /// For SQLite's write lock held by another writer.
+    pub busy_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    /// Patient waits, right for batch work (imports, training, workers).
+    fn default() -> Self {
+        Self {
+            acquire_timeout: Duration::from_secs(30),
+            busy_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Short waits, right for a service that would rather answer 503 with `Retry-After` than
+    /// keep a client waiting (`wait` for a connection, at most five seconds for SQLite's lock).
+    pub fn interactive(wait: Duration) -> Self {
+        Self {
+            acquire_timeout: wait,
+            busy_timeout: wait
+                .max(Duration::from_millis(100))
+                .min(Duration::from_secs(5)),
+        }
+    }
+}
+
 /// A migrated connection pool to the metadata database.
 #[derive(Clone, Debug)]
 pub struct Database {
@@ -76,6 +108,11 @@ impl Database {
     /// Accepted forms: `sqlite://path/to/file.db` (created with its folder when missing), a bare
     /// file path ending in `.db`, `sqlite::memory:`, and `postgres://user@host:port/database`.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        Self::connect_with(url, &ConnectOptions::default()).await
+    }
+
+    /// Connects with explicit waits (see [`ConnectOptions`]).
+    pub async fn connect_with(url: &str, wait: &ConnectOptions) -> Result<Self, StorageError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = normalise_url(url)?;
         let display_url = redact_password(&url);
@@ -91,11 +128,13 @@ impl Database {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(Duration::from_secs(30));
+            .acquire_timeout(wait.acquire_timeout);
+        let busy_timeout = format!("PRAGMA busy_timeout = {}", wait.busy_timeout.as_millis());
         let pool_options = match backend {
-            Backend::Sqlite => pool_options.after_connect(|connection, _| {
+            Backend::Sqlite => pool_options.after_connect(move |connection, _| {
+                let busy_timeout = busy_timeout.clone();
                 Box::pin(async move {
-                    connection.execute("PRAGMA busy_timeout = 30000").await?;
+                    connection.execute(busy_timeout.as_str()).await?;
                     connection.execute("PRAGMA foreign_keys = ON").await?;
                     connection.execute("PRAGMA synchronous = NORMAL").await?;
                     Ok(())

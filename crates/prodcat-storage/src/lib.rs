@@ -10,6 +10,6 @@ mod error;
 mod objects;
 pub mod testing;
 
-pub use database::{now_ms, Backend, Database, SqlPlaceholders};
+pub use database::{now_ms, Backend, ConnectOptions, Database, SqlPlaceholders};
 pub use error::{sql_error_kind, StorageError};
 pub use objects::{image_key, ObjectStorage};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// features or training and loading the image head.
 #[derive(Debug, thiserror::Error)]
 pub enum VisionError {
-    #[error("model file {path} is missing (run `python3 scripts/models/fetch-mobilenet.py` or point PRODCAT_MODEL_DIR at a directory holding it)")]
+    #[error("model file {path} is missing (run `scripts/setup` or point PRODCAT_MODEL_DIR at a directory holding it)")]
     ModelFileMissing { path: PathBuf },
 
     #[error("cannot read {path}: {source}")]
@@ -42,13 +42,26 @@ pub enum VisionError {
     #[error("tensor {name} has dtype {dtype}; only F32 and F64 weights are supported")]
     TensorDtypeUnsupported { name: String, dtype: String },
 
+    #[error("unknown image backbone {name:?} (known: {})", known.join(", "))]
+    UnknownBackbone {
+        name: String,
+        known: Vec<&'static str>,
+    },
+
+    #[error("model directory {path} holds {found}, not {expected}")]
+    BackboneMismatch {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+
     #[error("cannot build the network graph: {reason}")]
     GraphConstruction { reason: String },
 
     #[error("network inference failed: {reason}")]
     Inference { reason: String },
 
-    #[error("input tensor has {actual} values, expected {expected} (224 x 224 x 3, NHWC)")]
+    #[error("input tensor has {actual} values, expected {expected} (side x side x 3, NHWC)")]
     InputSizeMismatch { expected: usize, actual: usize },
 
     #[error("image is empty (0 bytes)")]

@@ -1,14 +1,21 @@
 //! Image preparation: decode JPEG/PNG with size limits checked from the header before any
-//! pixel is decoded, crop the white border around the product, resize, and normalise with the
-//! ImageNet mean/std into the NHWC float tensor the network takes.
+//! pixel is decoded, crop the white border around the product, resize to the backbone's input
+//! size, and normalise as the backbone was trained (see [`crate::backbone`]) into the NHWC float
+//! tensor the network takes.
 //!
 //! Two recipes:
 //! - [`PreprocessOptions::imagenet_classification`] reproduces torchvision's evaluation
 //!   transform (shorter side resized to 256 with antialiased bilinear filtering, centre crop
-//!   224), used to check the network on known images;
+//!   224), used to check the network on known images; [`PreprocessOptions::
+//!   imagenet_classification_for`] keeps the same crop fraction (size / (size + 32)) at another
+//!   backbone's input size;
 //! - [`PreprocessOptions::product_features`] is the recipe for catalogue photos: crop the white
-//!   border, pad the product box to a square with white, resize to 224, so the whole product is
-//!   seen at the largest scale that fits (see the crate's benchmark notes for the comparison).
+//!   border, pad the product box to a square with white, resize to the input size, so the whole
+//!   product is seen at the largest scale that fits (see the crate's benchmark notes for the
+//!   comparison).
+//!
+//! A [`Preprocessor`] pairs the options with the backbone's [`NetworkInput`] (side and
+//! normalisation); [`Preprocessor::new`] keeps MobileNetV2's 224 px and ImageNet mean/std.
 
 use std::cell::RefCell;
 use std::io::Cursor;
@@ -17,26 +24,24 @@ use fast_image_resize::images::{CroppedImageMut, Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
+use crate::backbone::{BackboneKind, NetworkInput};
+pub use crate::backbone::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::error::{Result, VisionError};
-use crate::network::{INPUT_SIZE, INPUT_VALUE_COUNT};
-
-/// ImageNet channel means (RGB, on the 0..1 scale).
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-/// ImageNet channel standard deviations (RGB, on the 0..1 scale).
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+use crate::network::INPUT_SIZE;
 /// Default decompression-bomb limit: 40 megapixels.
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
 /// Default limit on the encoded size of one image: 32 MiB.
 pub const DEFAULT_MAX_ENCODED_BYTES: u64 = 32 << 20;
 
-/// How the (possibly border-cropped) picture is brought to 224 x 224.
+/// How the (possibly border-cropped) picture is brought to the input size (224 x 224 for
+/// MobileNetV2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResizeGeometry {
     /// Resize so the shorter side is `shorter_side` (torchvision truncates the longer side),
-    /// then cut the centred 224 x 224 window (offsets rounded half to even as Python does).
+    /// then cut the centred input-size window (offsets rounded half to even as Python does).
     ShorterSideThenCenterCrop { shorter_side: u32 },
-    /// Scale the longer side to 224 keeping the aspect ratio and centre the picture on a white
-    /// 224 x 224 canvas.
+    /// Scale the longer side to the input size keeping the aspect ratio and centre the picture
+    /// on a white square canvas.
     PadToSquare,
 }
 
@@ -82,7 +87,20 @@ impl PreprocessOptions {
         }
     }
 
-    /// The recipe for product photos: white-border crop, pad to square, resize to 224.
+    /// torchvision's evaluation transform scaled to `backbone`'s input size: shorter side to
+    /// size + 32, centre crop size (the original EfficientNet evaluation keeps the same
+    /// fraction of the shorter side).
+    pub fn imagenet_classification_for(backbone: BackboneKind) -> Self {
+        Self {
+            geometry: ResizeGeometry::ShorterSideThenCenterCrop {
+                shorter_side: backbone.imagenet_shorter_side(),
+            },
+            ..Self::imagenet_classification()
+        }
+    }
+
+    /// The recipe for product photos: white-border crop, pad to square, resize to the input
+    /// size (the same for every backbone: the size comes from the [`Preprocessor`]).
     pub fn product_features() -> Self {
         Self {
             max_pixels: DEFAULT_MAX_PIXELS,
@@ -99,27 +117,54 @@ impl Default for PreprocessOptions {
     }
 }
 
-/// A normalised 1 x 224 x 224 x 3 (NHWC) float image ready for the network.
+/// A normalised 1 x side x side x 3 (NHWC) float image ready for the network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedImage {
     values: Vec<f32>,
+    side: u32,
 }
 
 impl PreparedImage {
     /// Wrap already-normalised NHWC values (224 * 224 * 3 of them).
     pub fn from_values(values: Vec<f32>) -> Result<Self> {
-        if values.len() != INPUT_VALUE_COUNT {
+        Self::from_values_with_side(values, INPUT_SIZE as u32)
+    }
+
+    /// Wrap already-normalised NHWC values of a `side` x `side` picture.
+    pub fn from_values_with_side(values: Vec<f32>, side: u32) -> Result<Self> {
+        let expected = side as usize * side as usize * 3;
+        if side == 0 || values.len() != expected {
             return Err(VisionError::InputSizeMismatch {
-                expected: INPUT_VALUE_COUNT,
+                expected,
                 actual: values.len(),
             });
         }
-        Ok(Self { values })
+        Ok(Self { values, side })
     }
 
     /// The NHWC values.
     pub fn values(&self) -> &[f32] {
         &self.values
+    }
+
+    /// Side of the square picture, in pixels.
+    pub fn side(&self) -> u32 {
+        self.side
+    }
+
+    /// The same picture mirrored left to right.
+    pub fn mirrored(&self) -> Self {
+        let side = self.side as usize;
+        let mut values = Vec::with_capacity(self.values.len());
+        for row in self.values.chunks_exact(side * 3) {
+            for pixel in row.chunks_exact(3).rev() {
+                values.extend_from_slice(pixel);
+            }
+        }
+        Self {
+            values,
+            side: self.side,
+        }
     }
 }
 
@@ -376,7 +421,21 @@ pub fn resize_to_input(
     region: PixelBox,
     geometry: ResizeGeometry,
 ) -> Result<Vec<u8>> {
-    let side = INPUT_SIZE as u32;
+    resize_to_side(picture, region, geometry, INPUT_SIZE as u32)
+}
+
+/// Bring the chosen region to `side` x `side` RGB8 according to `geometry`.
+pub fn resize_to_side(
+    picture: &RgbPicture,
+    region: PixelBox,
+    geometry: ResizeGeometry,
+    side: u32,
+) -> Result<Vec<u8>> {
+    if side == 0 {
+        return Err(resize_error("the input side is zero"));
+    }
+    let side_pixels = side as usize;
+    let value_count = side_pixels * side_pixels * 3;
     match geometry {
         ResizeGeometry::ShorterSideThenCenterCrop { shorter_side } => {
             let shorter_side = shorter_side.max(side);
@@ -408,10 +467,10 @@ pub fn resize_to_input(
             let offset = |length: u32| (f64::from(length - side) / 2.0).round_ties_even() as usize;
             let (left, top) = (offset(new_width), offset(new_height));
             let row_bytes = new_width as usize * 3;
-            let mut output = Vec::with_capacity(INPUT_VALUE_COUNT);
-            for y in top..top + INPUT_SIZE {
+            let mut output = Vec::with_capacity(value_count);
+            for y in top..top + side_pixels {
                 let start = y * row_bytes + left * 3;
-                output.extend_from_slice(&resized.buffer()[start..start + INPUT_SIZE * 3]);
+                output.extend_from_slice(&resized.buffer()[start..start + side_pixels * 3]);
             }
             Ok(output)
         }
@@ -423,7 +482,7 @@ pub fn resize_to_input(
             };
             let (new_width, new_height) = (scaled(region.width), scaled(region.height));
             let mut canvas =
-                Image::from_vec_u8(side, side, vec![255u8; INPUT_VALUE_COUNT], PixelType::U8x3)
+                Image::from_vec_u8(side, side, vec![255u8; value_count], PixelType::U8x3)
                     .map_err(resize_error)?;
             resize_region(
                 picture,
@@ -443,18 +502,18 @@ pub fn resize_to_input(
 
 /// Scale 224 x 224 RGB8 to [0, 1] and apply ImageNet mean/std, keeping NHWC order.
 pub fn normalize_imagenet(rgb: &[u8]) -> Result<PreparedImage> {
-    if rgb.len() != INPUT_VALUE_COUNT {
+    normalize(rgb, BackboneKind::MobileNetV2.input())
+}
+
+/// Normalise `input.side` x `input.side` RGB8 as `input.normalization` says, keeping NHWC order.
+pub fn normalize(rgb: &[u8], input: NetworkInput) -> Result<PreparedImage> {
+    if rgb.len() != input.value_count() {
         return Err(VisionError::InputSizeMismatch {
-            expected: INPUT_VALUE_COUNT,
+            expected: input.value_count(),
             actual: rgb.len(),
         });
     }
-    let mut table = [[0f32; 256]; 3];
-    for (channel, channel_table) in table.iter_mut().enumerate() {
-        for (value, entry) in channel_table.iter_mut().enumerate() {
-            *entry = (value as f32 / 255.0 - IMAGENET_MEAN[channel]) / IMAGENET_STD[channel];
-        }
-    }
+    let table = input.normalization.lookup_table();
     let values = rgb
         .chunks_exact(3)
         .flat_map(|pixel| {
@@ -465,18 +524,35 @@ pub fn normalize_imagenet(rgb: &[u8]) -> Result<PreparedImage> {
             ]
         })
         .collect();
-    PreparedImage::from_values(values)
+    PreparedImage::from_values_with_side(values, input.side)
 }
 
-/// Prepares encoded images for the network according to its options.
+/// Prepares encoded images for the network according to its options and input convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Preprocessor {
     pub options: PreprocessOptions,
+    input: NetworkInput,
 }
 
 impl Preprocessor {
+    /// MobileNetV2's input: 224 px, ImageNet mean/std.
     pub fn new(options: PreprocessOptions) -> Self {
-        Self { options }
+        Self::with_input(options, NetworkInput::default())
+    }
+
+    /// Prepare images for `backbone`: its input size and normalisation.
+    pub fn for_backbone(options: PreprocessOptions, backbone: BackboneKind) -> Self {
+        Self::with_input(options, backbone.input())
+    }
+
+    /// Prepare images for any input side and normalisation.
+    pub fn with_input(options: PreprocessOptions, input: NetworkInput) -> Self {
+        Self { options, input }
+    }
+
+    /// The input side and normalisation produced.
+    pub fn input(&self) -> NetworkInput {
+        self.input
     }
 
     /// Decode, crop, resize and normalise encoded JPEG/PNG bytes.
@@ -520,7 +596,7 @@ impl Preprocessor {
                 height: picture.height,
             },
         };
-        let rgb = resize_to_input(picture, region, self.options.geometry)?;
-        normalize_imagenet(&rgb)
+        let rgb = resize_to_side(picture, region, self.options.geometry, self.input.side)?;
+        normalize(&rgb, self.input)
     }
 }

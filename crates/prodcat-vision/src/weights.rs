@@ -1,15 +1,20 @@
-//! Loading MobileNetV2 weights from a model directory: the manifest, its checksum, the
+//! Loading backbone weights from a model directory: the manifest, its checksum, the
 //! safetensors file and (optionally) the ImageNet class names.
 //!
 //! A model directory holds:
 //! - `manifest.json` with at least `weights_file` (usually `model.safetensors`) and
-//!   `weights_sha256`; `class_names_file` is optional;
-//! - the safetensors file with torchvision's MobileNetV2 state-dict names
-//!   (`features.0.0.weight`, `features.0.1.running_mean`, ..., `classifier.1.bias`),
-//!   convolution kernels in PyTorch's OIHW layout, batch norm not folded.
+//!   `weights_sha256`; `class_names_file` is optional, and so is `architecture`
+//!   (`mobilenet_v2`, `efficientnet_lite0`, ...: when present it must match the backbone
+//!   asked for);
+//! - the safetensors file with the PyTorch state-dict names of the backbone: torchvision's for
+//!   MobileNetV2 (`features.0.0.weight`, `features.0.1.running_mean`, ..., `classifier.1.bias`),
+//!   the EfficientNet PyTorch port's for EfficientNet-Lite (`_conv_stem.weight`, `_bn0.*`,
+//!   `_blocks.N._expand_conv.weight`, ..., `_fc.bias`); convolution kernels in PyTorch's OIHW
+//!   layout, batch norm not folded.
 //!
-//! `scripts/models/fetch-mobilenet.py` produces such a directory; any directory with the same
-//! tensor names and a manifest naming the weights and their sha256 is accepted.
+//! `scripts/models/fetch-mobilenet.py` and `scripts/models/fetch-efficientnet.py` produce such
+//! directories; any directory with the same tensor names and a manifest naming the weights and
+//! their sha256 is accepted.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::backbone::BackboneKind;
 use crate::error::{Result, VisionError};
 
 /// Name of the MobileNetV2 folder inside the model root.
@@ -33,6 +39,11 @@ pub fn model_root_from_environment() -> PathBuf {
 /// `<model root>/mobilenet-v2`, the directory `fetch-mobilenet.py` writes.
 pub fn default_mobilenet_directory() -> PathBuf {
     model_root_from_environment().join(MOBILENET_DIRECTORY_NAME)
+}
+
+/// `<model root>/<backbone name>`, the directory the setup scripts write for `backbone`.
+pub fn default_backbone_directory(backbone: BackboneKind) -> PathBuf {
+    model_root_from_environment().join(backbone.as_str())
 }
 
 /// The fields of `manifest.json` this crate reads (others are kept by the file, ignored here).
@@ -63,7 +74,7 @@ pub struct WeightTensor {
 
 /// All tensors of a checkpoint by name, plus what the manifest said about them.
 #[derive(Debug, Clone)]
-pub struct MobileNetWeights {
+pub struct BackboneWeights {
     tensors: HashMap<String, WeightTensor>,
     manifest: Option<ModelManifest>,
     class_names: Option<Vec<String>>,
@@ -89,7 +100,10 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-impl MobileNetWeights {
+/// The name this type had when MobileNetV2 was the only backbone.
+pub type MobileNetWeights = BackboneWeights;
+
+impl BackboneWeights {
     /// Load a model directory: read the manifest, verify the weights' sha256, parse them.
     pub fn load_directory(directory: &Path) -> Result<Self> {
         let manifest_path = directory.join("manifest.json");
@@ -251,5 +265,29 @@ impl MobileNetWeights {
     /// ImageNet class names, when the directory ships them.
     pub fn class_names(&self) -> Option<&[String]> {
         self.class_names.as_deref()
+    }
+
+    /// The architecture the manifest declares, if it declares one.
+    pub fn declared_architecture(&self) -> Option<&str> {
+        self.manifest
+            .as_ref()
+            .and_then(|manifest| manifest.architecture.as_deref())
+    }
+
+    /// The backbone the manifest declares: `None` when it declares none, an error when it
+    /// declares one this crate does not know.
+    pub fn declared_backbone(&self) -> Result<Option<BackboneKind>> {
+        match self.declared_architecture() {
+            None => Ok(None),
+            Some(architecture) => BackboneKind::from_architecture(architecture)
+                .map(Some)
+                .ok_or_else(|| VisionError::UnknownBackbone {
+                    name: architecture.to_string(),
+                    known: BackboneKind::ALL
+                        .iter()
+                        .map(|kind| kind.architecture())
+                        .collect(),
+                }),
+        }
     }
 }

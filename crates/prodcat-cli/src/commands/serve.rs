@@ -44,7 +44,7 @@ pub async fn serve(
 }
 
 pub async fn run(settings: &Settings) -> anyhow::Result<()> {
-    let platform = Platform::from_settings(settings).await?;
+    let platform = Platform::for_service(settings).await?;
     serve(
         platform,
         settings,

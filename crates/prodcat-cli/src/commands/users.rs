@@ -3,7 +3,9 @@
 
 use clap::{Args, Subcommand};
 use prodcat_catalogue::audit::{self, AuditFilter};
-use prodcat_catalogue::users::{add_user, generate_secret, list_users, set_disabled};
+use prodcat_catalogue::users::{
+    add_user, generate_secret, list_users, set_disabled, set_password, set_role,
+};
 use prodcat_catalogue::{NewUser, Role, UserKind};
 
 use crate::commands::data::format_time;
@@ -16,10 +18,24 @@ pub enum UsersCommand {
     Add(AddArgs),
     /// List users with their role and kind.
     List,
-    /// Refuse new tokens to a user (tokens already issued expire on their own).
+    /// Disable a user: no new tokens, and the tokens it holds stop working within seconds on
+    /// every replica.
     Disable { name: String },
-    /// Allow a disabled user again.
+    /// Allow a disabled user again (it signs in anew).
     Enable { name: String },
+    /// Give a user another role; the tokens it holds stop working.
+    Role {
+        name: String,
+        /// admin, reviewer, service or viewer.
+        role: String,
+    },
+    /// Set a user's password or client secret (random and printed once when not given); the
+    /// tokens it holds stop working.
+    Password {
+        name: String,
+        #[arg(long, env = "PRODCAT_NEW_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +124,21 @@ pub async fn run(settings: &Settings, command: UsersCommand) -> anyhow::Result<(
         UsersCommand::Enable { name } => {
             set_disabled(&database, &name, false).await?;
             println!("{name} is enabled");
+        }
+        UsersCommand::Role { name, role } => {
+            set_role(&database, &name, Role::parse(&role)?).await?;
+            println!("{name} now has the role {role}; its earlier tokens no longer work");
+        }
+        UsersCommand::Password { name, password } => {
+            let generated = password.is_none();
+            let secret = password.unwrap_or_else(generate_secret);
+            set_password(&database, &name, &secret).await?;
+            if generated {
+                println!("{name}'s new password (shown once): {secret}");
+            } else {
+                println!("{name}'s password is changed");
+            }
+            println!("its earlier tokens no longer work");
         }
     }
     Ok(())

@@ -13,9 +13,12 @@ use crate::api::{TokenRequest, TokenResponse};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::handlers::parse_json;
-use crate::middleware::AuditNote;
+use crate::middleware::{AuditNote, ClientAddress};
 use crate::state::AppState;
-use prodcat_catalogue::users::{decoy_hash, get_user, verify_password};
+use prodcat_catalogue::throttle::{self, ThrottlePolicy};
+use prodcat_catalogue::users::{
+    decoy_hash, get_user, is_valid_name, verify_password, MAX_SECRET_BYTES,
+};
 use prodcat_catalogue::UserKind;
 
 fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, ApiError> {
@@ -105,13 +108,50 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn refused(error: ApiError, name: &str, detail: &str) -> Response {
-    let mut response = error.into_response();
+fn invalid_grant() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+        "the name or the password is wrong",
+    )
+}
+
+/// A 429 for a throttled sign-in, with the wait in `Retry-After`.
+fn too_many(block_ms: i64) -> Response {
+    let seconds = ((block_ms + 999) / 1000).max(1) as u64;
+    let mut error = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many failed sign-ins; try again in {seconds} s"),
+    );
+    error.retry_after = Some(seconds);
+    error.into_response()
+}
+
+/// The 429 answer when one of the keys is blocked now.
+async fn blocked(state: &AppState, keys: &[String]) -> Result<Option<Response>, ApiError> {
+    let mut longest = 0;
+    for key in keys {
+        longest = longest.max(throttle::blocked_for_ms(&state.platform.database, key).await?);
+    }
+    Ok((longest > 0).then(|| too_many(longest)))
+}
+
+fn refused_with(mut response: Response, name: &str, detail: &str) -> Response {
+    let actor = if is_valid_name(name) {
+        name
+    } else {
+        "invalid name"
+    };
     response.extensions_mut().insert(AuditNote {
-        actor: Some(name.to_string()),
+        actor: Some(actor.to_string()),
         detail: detail.to_string(),
     });
     response
+}
+
+fn refused(error: ApiError, name: &str, detail: &str) -> Response {
+    refused_with(error.into_response(), name, detail)
 }
 
 /// Exchange credentials for an access token (OAuth2 password or client credentials grant).
@@ -124,13 +164,17 @@ fn refused(error: ApiError, name: &str, detail: &str) -> Response {
         (status = 200, description = "A signed, expiring bearer token", body = TokenResponse),
         (status = 400, description = "Unsupported grant or missing fields", body = ErrorBody),
         (status = 401, description = "Wrong credentials or disabled account", body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins for this account or address; see Retry-After", body = ErrorBody),
+        (status = 503, description = "Too many sign-ins at once; see Retry-After", body = ErrorBody),
     ),
 )]
 pub async fn issue_token(
     State(state): State<AppState>,
+    address: Option<axum::Extension<ClientAddress>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let address = address.map(|a| a.0).unwrap_or(ClientAddress(None));
     let request = match parse_request(&headers, &body) {
         Ok(request) => request,
         Err(error) => return refused(error, "unknown", "malformed token request"),
@@ -174,6 +218,20 @@ pub async fn issue_token(
             "missing credentials",
         );
     };
+    // Shapes are checked before anything costly happens or is written down: a name that
+    // cannot exist is a wrong credential, and the audit log never holds what was typed.
+    if !is_valid_name(&name) || secret.len() > MAX_SECRET_BYTES {
+        return refused(invalid_grant(), "invalid name", "malformed credentials");
+    }
+    let throttle_keys = vec![
+        format!("account:{name}"),
+        format!("address:{}", address.text()),
+    ];
+    match blocked(&state, &throttle_keys).await {
+        Ok(Some(response)) => return refused_with(response, &name, "throttled"),
+        Ok(None) => {}
+        Err(error) => return error.into_response(),
+    }
     let user = match get_user(&state.platform.database, &name).await {
         Ok(user) => user,
         Err(error) => return ApiError::from(error).into_response(),
@@ -182,19 +240,46 @@ pub async fn issue_token(
         .as_ref()
         .map(|user| user.password_hash.clone())
         .unwrap_or_else(|| decoy_hash().to_string());
+    // At most one password check per core runs at once; the others wait their turn briefly.
+    let permit = match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.password_checks.acquire(),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            let mut error = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many sign-ins at once; try again in a second",
+            );
+            error.retry_after = Some(1);
+            return refused(error, &name, "password checks saturated");
+        }
+    };
     let matches = tokio::task::spawn_blocking(move || verify_password(&secret, &stored_hash))
         .await
         .unwrap_or(false);
-    let invalid = || {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_grant",
-            "the name or the password is wrong",
-        )
-    };
+    drop(permit);
     let Some(user) = user.filter(|_| matches) else {
-        return refused(invalid(), &name, "wrong credentials");
+        return match throttle::record_failure(
+            &state.platform.database,
+            &throttle_keys,
+            &ThrottlePolicy::default(),
+        )
+        .await
+        {
+            Ok(block_ms) if block_ms > 0 => {
+                refused_with(too_many(block_ms), &name, "wrong credentials; throttled")
+            }
+            Ok(_) => refused(invalid_grant(), &name, "wrong credentials"),
+            Err(error) => ApiError::from(error).into_response(),
+        };
     };
+    if let Err(error) = throttle::clear(&state.platform.database, &throttle_keys[0]).await {
+        tracing::warn!(%error, "clearing the sign-in throttle failed");
+    }
     if user.disabled {
         return refused(
             ApiError::new(
@@ -220,7 +305,9 @@ pub async fn issue_token(
             "wrong grant for the account kind",
         );
     }
-    let token = state.signer.issue(&user.name, user.role);
+    let token = state
+        .signer
+        .issue_versioned(&user.name, user.role, user.token_version);
     let mut response = (
         [(header::CACHE_CONTROL, "no-store")],
         Json(TokenResponse {

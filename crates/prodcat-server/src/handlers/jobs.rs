@@ -9,8 +9,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prodcat_domain::{CategoryCode, ContentHash};
-use prodcat_jobs::{ItemInput, ItemStatus, JobKind, JobStatus, NewJob};
+use prodcat_jobs::{ItemInput, ItemStatus, JobKind, JobStatus, JobUpload};
 use serde::Deserialize;
+use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 use crate::api::{
@@ -18,19 +19,12 @@ use crate::api::{
 };
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::handlers::{bytes_rejection, decode_base64_image, parse_json};
+use crate::handlers::job_upload::{parse_upload, ChannelReader, UploadFormat, UploadedItem};
 use crate::middleware::AuditNote;
 use crate::state::AppState;
 use prodcat_catalogue::products::store_image;
 use prodcat_catalogue::ImageUpload;
 use prodcat_catalogue::Permission;
-
-/// The upload formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UploadFormat {
-    JsonLines,
-    Csv,
-}
 
 fn format_of(content_type: &str, file_name: Option<&str>) -> Option<UploadFormat> {
     let content_type = content_type.to_ascii_lowercase();
@@ -52,182 +46,215 @@ fn format_of(content_type: &str, file_name: Option<&str>) -> Option<UploadFormat
     None
 }
 
-/// A product read from an upload, before its image is stored.
-struct UploadedItem {
-    designation: String,
-    description: String,
-    image: Option<Bytes>,
-    product_id: Option<i64>,
-}
-
-fn check_item(line: usize, item: &UploadedItem) -> Result<(), ApiError> {
-    if item.designation.trim().is_empty()
-        && item.description.trim().is_empty()
-        && item.image.is_none()
-    {
-        return Err(ApiError::invalid(format!(
-            "line {line}: the designation is missing (give a designation, a description or an image)"
-        )));
+fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large("the upload is larger than the limit")
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_multipart",
+            error.body_text(),
+        )
     }
-    Ok(())
 }
 
-fn parse_json_lines(bytes: &[u8]) -> Result<Vec<UploadedItem>, ApiError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|error| ApiError::malformed_json(format!("the upload is not UTF-8: {error}")))?;
-    let mut items = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let number = index + 1;
-        if line.trim().is_empty() {
-            continue;
+/// Where an upload's bytes come from: the body, or the "file" part of a multipart form.
+enum UploadSource<'a> {
+    Body(axum::body::BodyDataStream),
+    Field(axum::extract::multipart::Field<'a>),
+}
+
+impl UploadSource<'_> {
+    /// The next piece of the upload (`None` at its end).
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
+        use futures::StreamExt;
+        match self {
+            UploadSource::Body(stream) => match stream.next().await {
+                None => Ok(None),
+                Some(Ok(bytes)) => Ok(Some(bytes)),
+                Some(Err(error)) => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("the upload could not be read: {error}"),
+                )),
+            },
+            UploadSource::Field(field) => field.chunk().await.map_err(multipart_error),
         }
-        let request: JobItemRequest = parse_json(line.as_bytes()).map_err(|error| ApiError {
-            message: format!("line {number}: {}", error.message),
-            ..error
-        })?;
-        let image = request
-            .image
-            .as_deref()
-            .map(decode_base64_image)
-            .transpose()
-            .map_err(|error| ApiError {
-                message: format!("line {number}: {}", error.message),
-                ..error
-            })?;
-        let item = UploadedItem {
-            designation: request.designation.unwrap_or_default(),
-            description: request.description.unwrap_or_default(),
-            image,
-            product_id: request.product_id,
-        };
-        check_item(number, &item)?;
-        items.push(item);
     }
-    Ok(items)
 }
 
-fn parse_csv(bytes: &[u8]) -> Result<Vec<UploadedItem>, ApiError> {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
-    let headers = reader
+fn is_multipart(request: &Request) -> bool {
+    request
         .headers()
-        .map_err(|error| ApiError::invalid(format!("the CSV header can not be read: {error}")))?
-        .clone();
-    let column = |names: &[&str]| {
-        headers
-            .iter()
-            .position(|h| names.iter().any(|n| h.trim().eq_ignore_ascii_case(n)))
-    };
-    let Some(designation_column) = column(&["designation"]) else {
-        return Err(ApiError::invalid(
-            "the CSV has no designation column (expected a header such as \
-             designation,description,productid)",
-        ));
-    };
-    let description_column = column(&["description"]);
-    let product_column = column(&["productid", "product_id", "productId"]);
-    let mut items = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let line = index + 2;
-        let record = record.map_err(|error| {
-            ApiError::invalid(format!("line {line}: unreadable CSV row: {error}"))
-        })?;
-        let field =
-            |column: Option<usize>| column.and_then(|c| record.get(c)).unwrap_or("").to_string();
-        let product_id = match field(product_column).trim() {
-            "" => None,
-            text => Some(text.parse::<i64>().map_err(|_| {
-                ApiError::invalid(format!("line {line}: productid {text:?} is not an integer"))
-            })?),
-        };
-        let item = UploadedItem {
-            designation: field(Some(designation_column)),
-            description: field(description_column),
-            image: None,
-            product_id,
-        };
-        check_item(line, &item)?;
-        items.push(item);
-    }
-    Ok(items)
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
 }
 
-async fn read_upload(request: Request, state: &AppState) -> Result<Vec<UploadedItem>, ApiError> {
+/// The format of a body upload, from its content type.
+fn body_format(request: &Request) -> Result<UploadFormat, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .unwrap_or("application/x-ndjson")
-        .to_string();
-    if content_type
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
-    {
-        let mut multipart = Multipart::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_multipart",
-                    rejection.body_text(),
-                )
-            })?;
-        while let Some(field) = multipart.next_field().await.map_err(|error| {
-            if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large("the upload is larger than the limit")
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_multipart",
-                    error.body_text(),
-                )
-            }
-        })? {
-            if field.name() != Some("file") {
-                continue;
-            }
-            let format = format_of(field.content_type().unwrap_or(""), field.file_name())
-                .unwrap_or(UploadFormat::JsonLines);
-            let bytes = field.bytes().await.map_err(|error| {
-                if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::too_large("the upload is larger than the limit")
-                } else {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_multipart",
-                        error.body_text(),
-                    )
-                }
-            })?;
-            return parse_upload(format, bytes).await;
-        }
-        return Err(ApiError::invalid(
-            "the multipart form has no \"file\" part with the products",
-        ));
-    }
-    let Some(format) = format_of(&content_type, None) else {
-        return Err(ApiError::new(
+        .unwrap_or("application/x-ndjson");
+    format_of(content_type, None).ok_or_else(|| {
+        ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             format!(
                 "expected JSON lines (application/x-ndjson), CSV (text/csv) or a multipart form, \
                  got {content_type:?}"
             ),
-        ));
-    };
-    let bytes = Bytes::from_request(request, state)
-        .await
-        .map_err(bytes_rejection)?;
-    parse_upload(format, bytes).await
+        )
+    })
 }
 
-async fn parse_upload(format: UploadFormat, bytes: Bytes) -> Result<Vec<UploadedItem>, ApiError> {
-    // Large uploads are parsed off the async runtime.
-    tokio::task::spawn_blocking(move || match format {
-        UploadFormat::JsonLines => parse_json_lines(&bytes),
-        UploadFormat::Csv => parse_csv(&bytes),
-    })
-    .await
-    .map_err(|error| ApiError::internal(&error))?
+/// Stores a chunk of parsed items (their photos first) as the job's next items.
+async fn store_items(
+    state: &AppState,
+    upload: &mut JobUpload,
+    items: Vec<UploadedItem>,
+    max_pixels: u64,
+) -> Result<(), ApiError> {
+    let mut inputs = Vec::with_capacity(items.len());
+    for item in items {
+        let image_hash = match item.image {
+            Some(bytes) => {
+                let (width, height) = prodcat_model::probe_image(&bytes, max_pixels)?;
+                let image = ImageUpload {
+                    hash: ContentHash::of(&bytes),
+                    width,
+                    height,
+                    bytes,
+                };
+                store_image(&state.platform.database, &state.platform.objects, &image).await?;
+                Some(image.hash.as_str().to_string())
+            }
+            None => None,
+        };
+        inputs.push(ItemInput {
+            designation: item.designation,
+            description: item.description,
+            image_hash,
+            product_id: item.product_id,
+        });
+    }
+    upload.add(&state.platform.database, &inputs).await?;
+    Ok(())
+}
+
+/// Moves the upload's bytes to the parser and the parsed items into the job, until the
+/// parser has read everything; enforces the size and item limits.
+async fn pump(
+    state: &AppState,
+    mut source: UploadSource<'_>,
+    bytes_out: mpsc::Sender<Bytes>,
+    items_in: &mut mpsc::Receiver<Vec<UploadedItem>>,
+    upload: &mut JobUpload,
+) -> Result<(), ApiError> {
+    let settings = &state.settings;
+    let mut bytes_out = Some(bytes_out);
+    let mut pending: Option<Bytes> = None;
+    let mut received = 0usize;
+    loop {
+        let reserve = bytes_out.clone().map(mpsc::Sender::reserve_owned);
+        tokio::select! {
+            permit = async { reserve?.await.ok() }, if pending.is_some() => {
+                if let (Some(permit), Some(bytes)) = (permit, pending.take()) {
+                    permit.send(bytes);
+                }
+            }
+            chunk = source.next_chunk(), if pending.is_none() && bytes_out.is_some() => {
+                match chunk? {
+                    Some(bytes) => {
+                        received += bytes.len();
+                        if received > settings.upload_limit_bytes {
+                            return Err(ApiError::too_large(format!(
+                                "the upload is larger than the limit of {} MiB",
+                                settings.upload_limit_bytes >> 20
+                            )));
+                        }
+                        pending = Some(bytes);
+                    }
+                    // The end of the upload: the parser sees the end of its input.
+                    None => bytes_out = None,
+                }
+            }
+            items = items_in.recv() => match items {
+                Some(items) => {
+                    store_items(state, upload, items, settings.max_image_pixels).await?;
+                    if upload.count() > settings.max_job_items as i64 {
+                        return Err(ApiError::invalid(format!(
+                            "the job has more than {} items, the most one job may have; split \
+                             it into several jobs",
+                            settings.max_job_items
+                        )));
+                    }
+                }
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+/// Reads an upload into a new job (or finds the job its idempotency key names).
+async fn receive_job(
+    state: &AppState,
+    caller: &Caller,
+    idempotency_key: Option<&str>,
+    format: UploadFormat,
+    source: UploadSource<'_>,
+) -> Result<(prodcat_jobs::Job, bool), ApiError> {
+    let mut upload = JobUpload::begin(
+        &state.platform.database,
+        JobKind::Classify,
+        &caller.name,
+        idempotency_key,
+    )
+    .await?;
+    // The parser runs on the blocking pool; bytes go in and chunks of items come out through
+    // small channels, so memory stays flat.
+    let (bytes_out, bytes_in) = mpsc::channel::<Bytes>(8);
+    let (items_out, mut items_in) = mpsc::channel::<Vec<UploadedItem>>(2);
+    let limits = state.settings.input_limits;
+    let parser = tokio::task::spawn_blocking(move || {
+        parse_upload(
+            format,
+            ChannelReader::new(bytes_in),
+            &limits,
+            500,
+            &mut |chunk| items_out.blocking_send(chunk).is_ok(),
+        )
+    });
+    let pumped = pump(state, source, bytes_out, &mut items_in, &mut upload).await;
+    drop(items_in);
+    let parsed = parser
+        .await
+        .map_err(|error| ApiError::internal(&error))
+        .and_then(|parsed| parsed);
+    // The parser's error names the line; a storage error comes from the pump.
+    let outcome = match (parsed, pumped) {
+        (Err(error), _) | (Ok(_), Err(error)) => Err(error),
+        (Ok(_), Ok(())) => Ok(()),
+    };
+    if let Err(error) = outcome {
+        if let Err(cleanup) = upload.abandon(&state.platform.database).await {
+            tracing::warn!(error = %cleanup, "removing a refused upload failed");
+        }
+        return Err(error);
+    }
+    match upload.finish(&state.platform.database).await {
+        Ok(finished) => Ok(finished),
+        Err(prodcat_jobs::JobError::EmptyJob) => {
+            Err(ApiError::invalid("the upload has no products"))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Accept products for classification as a durable job.
@@ -264,61 +291,42 @@ pub async fn create_job(
                 .map_err(|_| ApiError::invalid("the Idempotency-Key header is not text"))
         })
         .transpose()?;
-    let uploaded = read_upload(request, &state).await?;
-    if uploaded.is_empty() {
-        return Err(ApiError::invalid("the upload has no products"));
-    }
-    let limits = prodcat_model::InputLimits {
-        max_image_pixels: state.settings.max_image_pixels,
-        ..prodcat_model::InputLimits::default()
-    };
-    let mut items = Vec::with_capacity(uploaded.len());
-    for (index, item) in uploaded.into_iter().enumerate() {
-        // The same checks as every other way in (text sizes, the image's header).
-        limits
-            .check_product(&prodcat_model::ProductInput {
-                designation: &item.designation,
-                description: &item.description,
-                image: item.image.as_deref(),
-            })
-            .map_err(|error| {
-                let error = ApiError::from(error);
-                ApiError {
-                    message: format!("item {}: {}", index + 1, error.message),
-                    ..error
-                }
+    let (job, created) = if is_multipart(&request) {
+        let mut form = Multipart::from_request(request, &state)
+            .await
+            .map_err(|rejection| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_multipart",
+                    rejection.body_text(),
+                )
             })?;
-        let image_hash = match item.image {
-            Some(bytes) => {
-                let (width, height) = prodcat_model::probe_image(&bytes, limits.max_image_pixels)?;
-                let upload = ImageUpload {
-                    hash: ContentHash::of(&bytes),
-                    width,
-                    height,
-                    bytes,
-                };
-                store_image(&state.platform.database, &state.platform.objects, &upload).await?;
-                Some(upload.hash.as_str().to_string())
+        // The "file" part holds the products; its format comes from its type or name.
+        loop {
+            let Some(field) = form.next_field().await.map_err(multipart_error)? else {
+                return Err(ApiError::invalid(
+                    "the multipart form has no \"file\" part with the products",
+                ));
+            };
+            if field.name() != Some("file") {
+                continue;
             }
-            None => None,
-        };
-        items.push(ItemInput {
-            designation: item.designation,
-            description: item.description,
-            image_hash,
-            product_id: item.product_id,
-        });
-    }
-    let (job, created) = prodcat_jobs::create_job(
-        &state.platform.database,
-        &NewJob {
-            kind: JobKind::Classify,
-            idempotency_key,
-            created_by: caller.name.clone(),
-            items,
-        },
-    )
-    .await?;
+            let format = format_of(field.content_type().unwrap_or(""), field.file_name())
+                .unwrap_or(UploadFormat::JsonLines);
+            break receive_job(
+                &state,
+                &caller,
+                idempotency_key.as_deref(),
+                format,
+                UploadSource::Field(field),
+            )
+            .await?;
+        }
+    } else {
+        let format = body_format(&request)?;
+        let source = UploadSource::Body(request.into_body().into_data_stream());
+        receive_job(&state, &caller, idempotency_key.as_deref(), format, source).await?
+    };
     let body = JobAccepted {
         job_id: job.id.to_string(),
         status: job.status.as_str().to_string(),
@@ -410,6 +418,11 @@ pub async fn get_job(
     caller.require(Permission::Jobs)?;
     let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
     let job = prodcat_jobs::get_job(&state.platform.database, &id).await?;
+    // A job belongs to the client that created it: to anybody else (admins aside) it does not
+    // exist.
+    if job.created_by != caller.name && caller.role != prodcat_catalogue::Role::Admin {
+        return Err(ApiError::from(prodcat_jobs::JobError::UnknownJob(id)));
+    }
     let offset = query.offset.unwrap_or(0).max(0);
     let limit = query.limit.unwrap_or(100).clamp(0, 1000);
     let items = if limit > 0 {
@@ -466,27 +479,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uploads_are_parsed_with_line_numbers() {
-        let lines =
-            b"{\"designation\": \"Piscine\"}\n\n{\"designation\": \"Jeu\", \"productId\": 7}\n";
-        let items = parse_json_lines(lines).unwrap();
-        assert_eq!(items.len(), 2);
-        assert_eq!(items[1].product_id, Some(7));
-        let error = parse_json_lines(b"{\"designation\": \"ok\"}\n{broken\n")
-            .err()
-            .unwrap();
-        assert_eq!(error.status, StatusCode::BAD_REQUEST);
-        assert!(error.message.starts_with("line 2:"), "{}", error.message);
-        let error = parse_json_lines(b"{\"description\": \"\"}\n")
-            .err()
-            .unwrap();
-        assert_eq!(error.status, StatusCode::UNPROCESSABLE_ENTITY);
-        let csv = b"designation,description,productid\nPiscine,\"<b>ronde</b>, 3m\",12\nJeu,,\n";
-        let items = parse_csv(csv).unwrap();
-        assert_eq!(items.len(), 2);
-        assert_eq!(items[0].description, "<b>ronde</b>, 3m");
-        assert_eq!(items[0].product_id, Some(12));
-        assert!(parse_csv(b"title\nx\n").is_err());
+    fn upload_formats_come_from_the_type_or_the_file_name() {
         assert_eq!(
             format_of("text/csv; charset=utf-8", None),
             Some(UploadFormat::Csv)

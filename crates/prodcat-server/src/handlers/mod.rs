@@ -2,6 +2,7 @@
 //! (JSON or multipart), base64 images checked before use, and the bounded pool for model work.
 
 pub mod auth;
+pub mod job_upload;
 pub mod jobs;
 pub mod models;
 pub mod operations;

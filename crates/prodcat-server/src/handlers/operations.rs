@@ -26,6 +26,67 @@ pub async fn healthz(State(state): State<AppState>) -> Json<HealthBody> {
     })
 }
 
+/// Whether a request may see operational details (`/metrics`, the details of `/readyz`): it
+/// comes from a private network, carries the scrapers' token, or an admin's token.
+fn may_see_operations(state: &AppState, request_parts: &OperationsCaller) -> bool {
+    let private = request_parts.address.0.is_some_and(|address| {
+        state
+            .settings
+            .private_networks
+            .iter()
+            .any(|net| net.contains(&address))
+    });
+    let scraper = match (&state.metrics_token, &request_parts.bearer) {
+        (Some(expected), Some(given)) => constant_time_equal(expected.as_bytes(), given.as_bytes()),
+        _ => false,
+    };
+    let admin = request_parts
+        .caller
+        .as_ref()
+        .is_some_and(|caller| caller.role.allows(Permission::Audit));
+    private || scraper || admin
+}
+
+fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What the operations routes need to know about a request.
+pub struct OperationsCaller {
+    address: crate::middleware::ClientAddress,
+    bearer: Option<String>,
+    caller: Option<Caller>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for OperationsCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            address: parts
+                .extensions
+                .get::<crate::middleware::ClientAddress>()
+                .copied()
+                .unwrap_or(crate::middleware::ClientAddress(None)),
+            bearer: parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim().to_string()),
+            caller: parts
+                .extensions
+                .get::<crate::auth::Authentication>()
+                .and_then(crate::auth::Authentication::caller)
+                .cloned(),
+        })
+    }
+}
+
 /// Ready to serve: a model is loaded and the database answers.
 #[utoipa::path(
     get,
@@ -36,7 +97,7 @@ pub async fn healthz(State(state): State<AppState>) -> Json<HealthBody> {
         (status = 503, description = "Not ready (no model, or the database does not answer)", body = ReadyBody),
     ),
 )]
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<AppState>, who: OperationsCaller) -> Response {
     let database_ok = matches!(
         tokio::time::timeout(Duration::from_secs(2), state.platform.database.ping()).await,
         Ok(Ok(()))
@@ -46,13 +107,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .current()
         .map(|m| m.version.to_string());
     let ready = database_ok && model.is_some();
+    // Details (versions, load errors) only for the private network, scrapers and admins.
+    let detailed = may_see_operations(&state, &who);
     let body = ReadyBody {
         ready,
-        model_version: model,
+        model_version: model.filter(|_| detailed),
         database: if database_ok { "ok" } else { "unreachable" }.to_string(),
         model_load_error: state
             .model_service()
             .last_failure()
+            .filter(|_| detailed)
             .map(|failure| format!("{}: {}", failure.version, failure.error)),
     };
     let status = if ready {
@@ -68,9 +132,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus exposition format", content_type = "text/plain")),
+    responses(
+        (status = 200, description = "Prometheus exposition format", content_type = "text/plain"),
+        (status = 403, description = "Not from the private network, without the scrapers' token or an admin's", body = ErrorBody),
+    ),
 )]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, who: OperationsCaller) -> Response {
+    if !may_see_operations(&state, &who) {
+        return ApiError::forbidden(
+            "metrics are served to the private network, to scrapers with the metrics token and \
+             to admins",
+        )
+        .into_response();
+    }
     let mut text = state
         .metrics
         .as_ref()

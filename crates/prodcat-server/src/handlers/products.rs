@@ -201,11 +201,37 @@ pub async fn get_product(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-) -> Result<Json<ProductBody>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Permission::ProductsRead)?;
     let product = catalogue::get_product(&state.platform.database, id).await?;
     catalogue::count_view(&state.platform.database, id).await?;
-    Ok(Json(ProductBody::of(&product)))
+    Ok((
+        [(header::ETAG, etag(product.revision))],
+        Json(ProductBody::of(&product)),
+    )
+        .into_response())
+}
+
+/// The ETag of a product revision.
+fn etag(revision: i64) -> String {
+    format!("\"{revision}\"")
+}
+
+/// The revision an `If-Match` header names (`"7"`, `W/"7"` or `7`).
+fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::invalid("the If-Match header is not text"))?
+        .trim();
+    let bare = text.trim_start_matches("W/").trim_matches('"');
+    bare.parse().map(Some).map_err(|_| {
+        ApiError::invalid(format!(
+            "If-Match {text:?} is not a product ETag (send back the ETag of GET /v1/products/{{id}})"
+        ))
+    })
 }
 
 /// A product's photo.
@@ -307,9 +333,12 @@ pub async fn list_products(
     tag = "catalogue",
     params(("id" = i64, Path, description = "Product id")),
     request_body = crate::api::UpdateProductRequest,
+    params(("If-Match" = Option<String>, Header, description = "The product's ETag (revision) the change is based on; a stale one is refused with 412")),
     responses(
         (status = 200, body = ProductResponse),
         (status = 404, description = "Unknown product", body = ErrorBody),
+        (status = 409, description = "The product changed while this change was made", body = ErrorBody),
+        (status = 412, description = "If-Match names a revision that is no longer current", body = ErrorBody),
         (status = 422, description = "Nothing to change, bad image", body = ErrorBody),
     ),
     security(("bearer" = [])),
@@ -318,10 +347,12 @@ pub async fn update_product(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
     JsonBody(request): JsonBody<crate::api::UpdateProductRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     caller.require(Permission::ProductsWrite)?;
+    let if_match = if_match(&headers)?;
     if request.designation.is_none() && request.description.is_none() && request.image.is_none() {
         return Err(ApiError::invalid(
             "nothing to change: give designation, description or image",
@@ -343,6 +374,7 @@ pub async fn update_product(
         designation: request.designation,
         description: request.description,
         image,
+        expected_revision: if_match,
     };
     let designation = changes
         .designation
@@ -369,7 +401,7 @@ pub async fn update_product(
         }
         None => None,
     };
-    let product = catalogue::update_product(
+    let product = match catalogue::update_product(
         &state.platform.database,
         &state.platform.objects,
         id,
@@ -379,18 +411,36 @@ pub async fn update_product(
             .map(|predicted| Classification::of(&predicted.prediction))
             .as_ref(),
     )
-    .await?;
+    .await
+    {
+        Ok(product) => product,
+        Err(error @ prodcat_catalogue::CatalogueError::RevisionMismatch { .. })
+            if if_match.is_some() =>
+        {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                error.to_string(),
+            ))
+        }
+        Err(error) => return Err(error.into()),
+    };
     state.search.notify_change();
     let prediction = answer(&state, classified, product.id, started);
     let detail = format!("product {} {}", product.id, product.status.as_str());
-    Ok(with_note(
+    let etag_value = etag(product.revision);
+    let mut response = with_note(
         Json(ProductResponse {
             product: ProductBody::of(&product),
             prediction,
         })
         .into_response(),
         detail,
-    ))
+    );
+    if let Ok(value) = axum::http::HeaderValue::from_str(&etag_value) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    Ok(response)
 }
 
 /// Delete a product.

@@ -42,6 +42,7 @@ pub fn settings() -> ServerSettings {
     settings.pending_poll_interval = Duration::from_millis(200);
     settings.rate_limit_per_second = 100_000.0;
     settings.rate_limit_burst = 100_000.0;
+    settings.revocation_check = Duration::from_millis(200);
     settings.swagger_ui_dir =
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/swagger-ui-dist"));
     settings
@@ -76,6 +77,34 @@ impl TestApp {
             .expect("start the server");
         let base = format!("http://{}", server.address);
         let signer = server.state.signer.clone();
+        // The tokens' users exist (tokens of unknown users are refused).
+        for (name, role) in [
+            ("ada", Role::Admin),
+            ("rey", Role::Reviewer),
+            ("svc", Role::Service),
+            ("vic", Role::Viewer),
+        ] {
+            let added = add_user(
+                &platform.platform.database,
+                &NewUser {
+                    name: name.to_string(),
+                    role,
+                    kind: if role == Role::Service {
+                        UserKind::Service
+                    } else {
+                        UserKind::Person
+                    },
+                    secret: PASSWORD.to_string(),
+                },
+            )
+            .await;
+            if let Err(error) = added {
+                assert!(
+                    matches!(error, prodcat_catalogue::CatalogueError::UserExists(_)),
+                    "{error}"
+                );
+            }
+        }
         Self {
             admin: signer.issue("ada", Role::Admin),
             reviewer: signer.issue("rey", Role::Reviewer),
