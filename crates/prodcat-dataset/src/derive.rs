@@ -11,14 +11,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prodcat_domain::{CategoryCode, DatasetVersionId};
-use prodcat_storage::{now_ms, Database, ObjectStorage, SqlPlaceholders};
+use prodcat_storage::{now_ms, Database, ObjectStorage};
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::import::record_hash;
+use crate::records::{insert_records, NewRecord};
 use crate::split::SplitRatios;
 use crate::version::{
-    create_version, load_rows, resolve_version, DatasetVersion, NewVersionRow, VersionMetadata,
+    create_version, load_rows, resolve_version, DatasetRow, DatasetVersion, NewVersionRow,
+    VersionMetadata,
 };
 use crate::DatasetError;
 
@@ -82,17 +83,6 @@ struct ReviewedProduct {
     image_hash: Option<String>,
 }
 
-/// A record to write before the version that uses it.
-struct NewRecord {
-    hash: String,
-    product_id: i64,
-    image_id: i64,
-    designation: String,
-    description: String,
-    category: CategoryCode,
-    image_hash: Option<String>,
-}
-
 /// Derives a version from `parent` (a reference: id, prefix or `latest`) plus what arrived since.
 /// With nothing new, returns the parent unchanged (`created: false`, no new rows).
 pub async fn derive_version(
@@ -103,35 +93,103 @@ pub async fn derive_version(
 ) -> Result<DeriveOutcome, DatasetError> {
     let parent = resolve_version(database, parent).await?;
     let parent_rows = load_rows(database, &parent.id, None).await?;
-    let mut rows: Vec<NewVersionRow> = parent_rows
-        .iter()
-        .map(|row| NewVersionRow {
-            record_hash: row.record_hash.clone(),
-            product_id: row.product_id,
-            source_index: row.source_index,
-            category: row.category,
-            split: Some(row.split),
-        })
-        .collect();
-    let mut position_of: HashMap<i64, usize> = rows
-        .iter()
-        .enumerate()
-        .map(|(position, row)| (row.product_id, position))
-        .collect();
-    let mut outcome = DeriveOutcome {
-        version: parent.clone(),
-        parent: parent.id.clone(),
-        created: false,
-        reviewed_added: 0,
-        reviewed_relabelled: 0,
-        reviewed_unchanged: 0,
-        imported_rows: 0,
-        imported_versions: Vec::new(),
-        decisions_marked: 0,
-    };
-
-    // Labelled rows of versions imported after the parent, oldest first.
+    let mut derivation = Derivation::new(&parent, &parent_rows);
     if options.include_imports {
+        derivation.fold_imports(database, &parent).await?;
+    }
+    if options.include_reviewed {
+        derivation
+            .fold_reviews(database, objects, &parent_rows)
+            .await?;
+    }
+    derivation.write(database, &parent, options).await
+}
+
+/// A derivation in progress: the rows of the new version (the parent's first), the records
+/// they need, and what was folded in.
+struct Derivation {
+    rows: Vec<NewVersionRow>,
+    /// Position in `rows` of each product.
+    position_of: HashMap<i64, usize>,
+    /// Records of reviewed products, written before the version.
+    records: Vec<NewRecord>,
+    /// The review decisions considered.
+    decision_ids: Vec<i64>,
+    outcome: DeriveOutcome,
+}
+
+impl Derivation {
+    fn new(parent: &DatasetVersion, parent_rows: &[DatasetRow]) -> Self {
+        let rows: Vec<NewVersionRow> = parent_rows
+            .iter()
+            .map(|row| NewVersionRow {
+                record_hash: row.record_hash.clone(),
+                product_id: row.product_id,
+                source_index: row.source_index,
+                category: row.category,
+                split: Some(row.split),
+            })
+            .collect();
+        let position_of = rows
+            .iter()
+            .enumerate()
+            .map(|(position, row)| (row.product_id, position))
+            .collect();
+        Self {
+            rows,
+            position_of,
+            records: Vec::new(),
+            decision_ids: Vec::new(),
+            outcome: DeriveOutcome {
+                version: parent.clone(),
+                parent: parent.id.clone(),
+                created: false,
+                reviewed_added: 0,
+                reviewed_relabelled: 0,
+                reviewed_unchanged: 0,
+                imported_rows: 0,
+                imported_versions: Vec::new(),
+                decisions_marked: 0,
+            },
+        }
+    }
+
+    /// Gives `product_id` the record `record_hash` and label `category`: its row takes them
+    /// (keeping its split) when it has one, else a new row is added (its split drawn later).
+    /// Returns whether the row is new.
+    fn place(
+        &mut self,
+        product_id: i64,
+        record_hash: String,
+        category: CategoryCode,
+        source_index: i64,
+    ) -> bool {
+        match self.position_of.get(&product_id) {
+            Some(&position) => {
+                self.rows[position].record_hash = record_hash;
+                self.rows[position].category = Some(category);
+                false
+            }
+            None => {
+                self.position_of.insert(product_id, self.rows.len());
+                self.rows.push(NewVersionRow {
+                    record_hash,
+                    product_id,
+                    source_index,
+                    category: Some(category),
+                    split: None,
+                });
+                true
+            }
+        }
+    }
+
+    /// Folds in the labelled rows of versions imported after the parent, oldest first.
+    async fn fold_imports(
+        &mut self,
+        database: &Database,
+        parent: &DatasetVersion,
+    ) -> Result<(), DatasetError> {
         let later: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM dataset_versions WHERE parent_id IS NULL AND created_at_ms > $1 \
              ORDER BY created_at_ms, id",
@@ -146,55 +204,48 @@ pub async fn derive_version(
                 let Some(category) = row.category else {
                     continue;
                 };
-                match position_of.get(&row.product_id) {
-                    Some(&position) if rows[position].record_hash == row.record_hash => {}
-                    Some(&position) => {
-                        rows[position].record_hash = row.record_hash.clone();
-                        rows[position].category = Some(category);
-                        outcome.imported_rows += 1;
-                        used = true;
-                    }
-                    None => {
-                        position_of.insert(row.product_id, rows.len());
-                        rows.push(NewVersionRow {
-                            record_hash: row.record_hash.clone(),
-                            product_id: row.product_id,
-                            source_index: row.source_index,
-                            category: Some(category),
-                            split: None,
-                        });
-                        outcome.imported_rows += 1;
-                        used = true;
-                    }
+                let unchanged = self
+                    .position_of
+                    .get(&row.product_id)
+                    .is_some_and(|&position| self.rows[position].record_hash == row.record_hash);
+                if unchanged {
+                    continue;
                 }
+                self.place(row.product_id, row.record_hash, category, row.source_index);
+                self.outcome.imported_rows += 1;
+                used = true;
             }
             if used {
-                outcome.imported_versions.push(id);
+                self.outcome.imported_versions.push(id);
             }
         }
+        Ok(())
     }
 
-    // Reviewed products: the latest unused decision per product.
-    let mut decision_ids: Vec<i64> = Vec::new();
-    let mut records: Vec<NewRecord> = Vec::new();
-    if options.include_reviewed {
+    /// Folds in reviewed products (the latest unused decision per product); a product whose
+    /// label and text the parent already has is left as it is.
+    async fn fold_reviews(
+        &mut self,
+        database: &Database,
+        objects: &ObjectStorage,
+        parent_rows: &[DatasetRow],
+    ) -> Result<(), DatasetError> {
         let (reviewed, ids) = reviewed_products(database).await?;
-        decision_ids = ids;
-        let parent_by_product: HashMap<i64, &crate::version::DatasetRow> = parent_rows
+        self.decision_ids = ids;
+        let parent_by_product: HashMap<i64, &DatasetRow> = parent_rows
             .iter()
             .map(|row| (row.product_id, row))
             .collect();
         let mut known_images = known_images(database, &reviewed).await?;
         for product in reviewed {
-            let existing = parent_by_product.get(&product.product_id);
-            if let Some(existing) = existing {
-                if existing.category == Some(product.category)
-                    && existing.designation == product.designation
-                    && existing.description == product.description
-                {
-                    outcome.reviewed_unchanged += 1;
-                    continue;
-                }
+            let existing = parent_by_product.get(&product.product_id).copied();
+            if existing.is_some_and(|row| {
+                row.category == Some(product.category)
+                    && row.designation == product.designation
+                    && row.description == product.description
+            }) {
+                self.outcome.reviewed_unchanged += 1;
+                continue;
             }
             let image_hash = match product
                 .image_hash
@@ -204,55 +255,72 @@ pub async fn derive_version(
                 Some(hash) => register_image(database, objects, &hash, &mut known_images).await?,
                 None => None,
             };
-            let image_id = existing.map(|row| row.image_id).unwrap_or(0);
-            let hash = record_hash(
+            let record = NewRecord::new(
                 product.product_id,
-                image_id,
-                &product.designation,
-                &product.description,
+                existing.map(|row| row.image_id).unwrap_or(0),
+                product.designation,
+                product.description,
                 Some(product.category),
-                image_hash.as_deref(),
-            );
-            match position_of.get(&product.product_id) {
-                Some(&position) => {
-                    rows[position].record_hash = hash.clone();
-                    rows[position].category = Some(product.category);
-                    outcome.reviewed_relabelled += 1;
-                }
-                None => {
-                    position_of.insert(product.product_id, rows.len());
-                    rows.push(NewVersionRow {
-                        record_hash: hash.clone(),
-                        product_id: product.product_id,
-                        source_index: -1,
-                        category: Some(product.category),
-                        split: None,
-                    });
-                    outcome.reviewed_added += 1;
-                }
-            }
-            records.push(NewRecord {
-                hash,
-                product_id: product.product_id,
-                image_id,
-                designation: product.designation,
-                description: product.description,
-                category: product.category,
                 image_hash,
-            });
+            );
+            if self.place(
+                product.product_id,
+                record.hash.clone(),
+                product.category,
+                -1,
+            ) {
+                self.outcome.reviewed_added += 1;
+            } else {
+                self.outcome.reviewed_relabelled += 1;
+            }
+            self.records.push(record);
         }
+        Ok(())
     }
 
-    if outcome.new_rows() == 0 {
-        // Nothing changes the parent; decisions that only confirmed it are folded into it.
-        outcome.decisions_marked = mark_decisions(database, &decision_ids, &parent.id).await?;
-        return Ok(outcome);
+    /// Writes the records and the version (unless nothing changes the parent) and marks the
+    /// review decisions used.
+    async fn write(
+        mut self,
+        database: &Database,
+        parent: &DatasetVersion,
+        options: &DeriveOptions,
+    ) -> Result<DeriveOutcome, DatasetError> {
+        if self.outcome.new_rows() == 0 {
+            // Nothing changes the parent; decisions that only confirmed it are folded into it.
+            self.outcome.decisions_marked =
+                mark_decisions(database, &self.decision_ids, &parent.id).await?;
+            return Ok(self.outcome);
+        }
+        let mut connection = database.pool().acquire().await?;
+        insert_records(&mut connection, &self.records).await?;
+        drop(connection);
+        let split_ratios = SplitRatios::parse(&parent.split_ratios).unwrap_or_default();
+        let (version, created) = create_version(
+            database,
+            self.rows,
+            &VersionMetadata {
+                parent: Some(parent.id.clone()),
+                source: source_description(&self.outcome),
+                note: options.note.clone(),
+                split_seed: parent.split_seed as u64,
+                split_ratios,
+            },
+        )
+        .await?;
+        self.outcome.decisions_marked =
+            mark_decisions(database, &self.decision_ids, &version.id).await?;
+        self.outcome.version = version;
+        self.outcome.created = created;
+        Ok(self.outcome)
     }
-    write_records(database, &records).await?;
-    let split_ratios = SplitRatios::parse(&parent.split_ratios).unwrap_or_default();
+}
+
+/// The provenance line of a derived version.
+fn source_description(outcome: &DeriveOutcome) -> String {
     let mut source = format!(
         "derived from {}: {} reviewed labels, {} imported rows",
-        parent.id,
+        outcome.parent,
         outcome.reviewed_added + outcome.reviewed_relabelled,
         outcome.imported_rows
     );
@@ -264,22 +332,7 @@ pub async fn derive_version(
             .collect();
         source.push_str(&format!(" (from {})", names.join(", ")));
     }
-    let (version, created) = create_version(
-        database,
-        rows,
-        &VersionMetadata {
-            parent: Some(parent.id.clone()),
-            source,
-            note: options.note.clone(),
-            split_seed: parent.split_seed as u64,
-            split_ratios,
-        },
-    )
-    .await?;
-    outcome.decisions_marked = mark_decisions(database, &decision_ids, &version.id).await?;
-    outcome.version = version;
-    outcome.created = created;
-    Ok(outcome)
+    source
 }
 
 /// Unused review decisions joined with their (not deleted) products; returns the latest decision
@@ -394,29 +447,6 @@ async fn register_image(
     .await?;
     known.insert(hash.to_string());
     Ok(Some(hash.to_string()))
-}
-
-async fn write_records(database: &Database, records: &[NewRecord]) -> Result<(), DatasetError> {
-    for batch in records.chunks(64) {
-        let sql = format!(
-            "INSERT INTO dataset_records (record_hash, product_id, image_id, designation, \
-             description, category_code, image_hash) VALUES {} ON CONFLICT (record_hash) DO NOTHING",
-            SqlPlaceholders::values(batch.len(), 7)
-        );
-        let mut query = sqlx::query(&sql);
-        for record in batch {
-            query = query
-                .bind(record.hash.clone())
-                .bind(record.product_id)
-                .bind(record.image_id)
-                .bind(record.designation.clone())
-                .bind(record.description.clone())
-                .bind(i64::from(record.category.value()))
-                .bind(record.image_hash.clone());
-        }
-        query.execute(database.pool()).await?;
-    }
-    Ok(())
 }
 
 async fn mark_decisions(

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use prodcat_domain::{sha256_hex, CategoryCode, ContentHash, ImageId, ProductId};
+use prodcat_domain::{CategoryCode, ContentHash, ImageId, ProductId};
 use prodcat_storage::{image_key, now_ms, Database, ObjectStorage, SqlPlaceholders};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::records::{insert_records, NewRecord};
 use crate::source::ImportSource;
 use crate::split::SplitRatios;
 use crate::version::{create_version, DatasetVersion, NewVersionRow, VersionMetadata};
@@ -213,14 +214,7 @@ fn csv_error(path: &Path, source: csv::Error) -> DatasetError {
 }
 
 fn read_labels(path: &Path, collector: &mut Collector<'_>) -> Result<LabelMap, DatasetError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| csv_error(path, e))?;
-    let headers = reader
-        .byte_headers()
-        .map_err(|e| csv_error(path, e))?
-        .clone();
+    let (mut reader, headers) = open_csv(path)?;
     let code_column = headers
         .iter()
         .position(|h| h == b"prdtypecode")
@@ -279,7 +273,7 @@ fn list_image_folder(folder: &Path) -> Result<HashSet<String>, DatasetError> {
     Ok(names)
 }
 
-fn check_image(path: &Path, max_pixels: u64) -> Result<CheckedImage, (ProblemKind, String)> {
+fn check_image(path: &Path, max_pixels: u64) -> Result<CheckedImage, Rejection> {
     let bytes = std::fs::read(path).map_err(|error| {
         (
             ProblemKind::MissingImage,
@@ -354,23 +348,6 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     end >= 2 && bytes[end - 2] == 0xFF && bytes[end - 1] == 0xD9
 }
 
-/// Hash of a row's content: the identity of a dataset record.
-pub(crate) fn record_hash(
-    product_id: i64,
-    image_id: i64,
-    designation: &str,
-    description: &str,
-    category: Option<CategoryCode>,
-    image_hash: Option<&str>,
-) -> String {
-    let text = format!(
-        "{product_id}\u{1f}{image_id}\u{1f}{designation}\u{1f}{description}\u{1f}{}\u{1f}{}",
-        category.map(|c| c.to_string()).unwrap_or_default(),
-        image_hash.unwrap_or("")
-    );
-    sha256_hex(text.as_bytes())
-}
-
 /// Imports `source` into a new dataset version.
 pub async fn import_dataset(
     database: &Database,
@@ -379,424 +356,480 @@ pub async fn import_dataset(
     options: &ImportOptions,
     progress: &dyn ImportProgress,
 ) -> Result<ImportOutcome, DatasetError> {
-    let mut report = ImportReport::default();
-    let texts_path = source.texts.clone();
-    let total_bytes = std::fs::metadata(&texts_path)
+    let mut import = Import {
+        database,
+        objects,
+        options,
+        progress,
+        texts_path: &source.texts,
+        report: ImportReport::default(),
+        stored_images: HashSet::new(),
+        version_rows: Vec::new(),
+    };
+    let total_bytes = std::fs::metadata(&source.texts)
         .map(|m| m.len())
-        .map_err(|source| DatasetError::Io {
-            path: texts_path.display().to_string(),
-            source,
+        .map_err(|error| DatasetError::Io {
+            path: source.texts.display().to_string(),
+            source: error,
         })?;
     let labels = match &source.labels {
         Some(path) => {
             progress.stage("reading labels");
-            let mut collector = Collector {
-                strict: options.strict,
-                report: &mut report,
-            };
-            Some(read_labels(path, &mut collector)?)
+            Some(read_labels(path, &mut import.collector())?)
         }
         None => None,
     };
-    let image_names = match &source.images {
+    let images = match &source.images {
         Some(folder) => {
             progress.stage("listing images");
-            Some(list_image_folder(folder)?)
+            Some((folder.as_path(), list_image_folder(folder)?))
         }
         None => None,
     };
-
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(&texts_path)
-        .map_err(|e| csv_error(&texts_path, e))?;
-    let headers = reader
-        .byte_headers()
-        .map_err(|e| csv_error(&texts_path, e))?
-        .clone();
-    let column = |name: &str| headers.iter().position(|h| h == name.as_bytes());
-    let required = ["designation", "description", "productid", "imageid"];
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .filter(|name| column(name).is_none())
-        .collect();
-    if !missing.is_empty() {
-        return Err(DatasetError::MissingColumns {
-            path: texts_path.display().to_string(),
-            missing: missing.join(", "),
-            expected: "an unnamed index column, designation, description, productid, imageid"
-                .to_string(),
-        });
-    }
-    let designation_column = column("designation").unwrap_or(1);
-    let description_column = column("description").unwrap_or(2);
-    let product_column = column("productid").unwrap_or(3);
-    let image_column = column("imageid").unwrap_or(4);
-    let index_column = headers
-        .iter()
-        .position(|h| h.is_empty() || h == b"Unnamed: 0" || h == b"index");
-
+    let (mut reader, headers) = open_csv(&source.texts)?;
+    let mut checker = RowChecker {
+        texts_path: &source.texts,
+        columns: Columns::find(&headers, &source.texts)?,
+        headers,
+        labels,
+        labels_path: source.labels.as_deref(),
+        images,
+        require_images: options.require_images,
+        seen_products: HashSet::new(),
+        seen_indices: HashSet::new(),
+    };
     progress.started(total_bytes);
     progress.stage("importing rows");
-    let mut seen_products: HashSet<i64> = HashSet::new();
-    let mut seen_indices: HashSet<i64> = HashSet::new();
-    let mut stored_images: HashSet<String> = HashSet::new();
-    let mut version_rows: Vec<NewVersionRow> = Vec::new();
-    let mut chunk: Vec<ParsedRow> = Vec::with_capacity(options.chunk_rows);
-    let mut record = csv::ByteRecord::new();
-    let mut row_number: i64 = 0;
-    loop {
-        let more = match reader.read_byte_record(&mut record) {
-            Ok(more) => more,
-            Err(error) => {
-                // A malformed record (e.g. an unterminated quote) ends the readable part of the
-                // file: report where, then stop reading.
-                let line = error.position().map(|p| p.line()).unwrap_or(0);
-                let mut collector = Collector {
-                    strict: options.strict,
-                    report: &mut report,
-                };
-                collector.problem(
-                    &texts_path,
-                    line,
-                    ProblemKind::WrongFieldCount,
-                    format!("unreadable CSV record: {error}"),
-                )?;
-                false
-            }
-        };
-        if more {
-            report.rows_read += 1;
-            let line = record.position().map(|p| p.line()).unwrap_or(0);
-            let default_index = row_number;
-            row_number += 1;
-            let mut collector = Collector {
-                strict: options.strict,
-                report: &mut report,
-            };
-            if let Some(row) = parse_row(
-                &record,
-                line,
-                default_index,
-                &headers,
-                (
-                    index_column,
-                    designation_column,
-                    description_column,
-                    product_column,
-                    image_column,
-                ),
-                labels.as_ref(),
-                source,
-                image_names.as_ref(),
-                &mut seen_products,
-                &mut seen_indices,
-                &texts_path,
-                options,
-                &mut collector,
-            )? {
-                chunk.push(row);
-            }
-        }
-        if chunk.len() >= options.chunk_rows || (!more && !chunk.is_empty()) {
-            let rows = std::mem::take(&mut chunk);
-            process_chunk(
-                database,
-                objects,
-                rows,
-                options,
-                &texts_path,
-                &mut stored_images,
-                &mut version_rows,
-                &mut report,
-            )
-            .await?;
-            let bytes_read = reader.position().byte();
-            if !progress.advanced(bytes_read, report.rows_read) {
-                return Err(DatasetError::Cancelled);
-            }
-        }
-        if !more {
-            break;
-        }
-    }
-    report.rows_imported = version_rows.len() as u64;
-    report.rows_skipped = report.rows_read - report.rows_imported;
-    if version_rows.is_empty() {
-        return Err(DatasetError::NothingToImport {
-            problems: report.problems.len(),
-        });
-    }
-    progress.stage("writing the dataset version");
-    let metadata = VersionMetadata {
-        parent: None,
-        source: format!(
-            "{} import of {}",
-            source.layout.as_str(),
-            texts_path.display()
-        ),
-        note: options.note.clone(),
-        split_seed: options.split_seed,
-        split_ratios: options.split_ratios,
-    };
-    let (version, created) = create_version(database, version_rows, &metadata).await?;
-    Ok(if created {
-        ImportOutcome::Created { version, report }
-    } else {
-        ImportOutcome::AlreadyExists { version, report }
-    })
+    import.read_rows(&mut reader, &mut checker).await?;
+    import.write_version(source).await
 }
 
-#[allow(clippy::too_many_arguments)]
-fn parse_row(
-    record: &csv::ByteRecord,
-    line: u64,
-    default_index: i64,
-    headers: &csv::ByteRecord,
-    columns: (Option<usize>, usize, usize, usize, usize),
-    labels: Option<&LabelMap>,
-    source: &ImportSource,
-    image_names: Option<&HashSet<String>>,
-    seen_products: &mut HashSet<i64>,
-    seen_indices: &mut HashSet<i64>,
-    texts_path: &Path,
-    options: &ImportOptions,
-    collector: &mut Collector<'_>,
-) -> Result<Option<ParsedRow>, DatasetError> {
-    let (index_column, designation_column, description_column, product_column, image_column) =
-        columns;
-    if record.len() != headers.len() {
-        collector.problem(
-            texts_path,
-            line,
-            ProblemKind::WrongFieldCount,
-            format!("expected {} fields, found {}", headers.len(), record.len()),
-        )?;
-        return Ok(None);
+/// Opens a CSV file (rows may have any number of fields) and reads its header.
+fn open_csv(path: &Path) -> Result<(csv::Reader<std::fs::File>, csv::ByteRecord), DatasetError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .map_err(|e| csv_error(path, e))?;
+    let headers = reader
+        .byte_headers()
+        .map_err(|e| csv_error(path, e))?
+        .clone();
+    Ok((reader, headers))
+}
+
+/// Where the fields of a text row are.
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    /// The row index (an unnamed first column, `Unnamed: 0` or `index`), when there is one.
+    index: Option<usize>,
+    designation: usize,
+    description: usize,
+    product: usize,
+    image: usize,
+}
+
+impl Columns {
+    /// Finds the columns in the header of the texts file `path`; the four named ones must be
+    /// there.
+    fn find(headers: &csv::ByteRecord, path: &Path) -> Result<Self, DatasetError> {
+        let column = |name: &str| headers.iter().position(|h| h == name.as_bytes());
+        let required = ["designation", "description", "productid", "imageid"];
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|name| column(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(DatasetError::MissingColumns {
+                path: path.display().to_string(),
+                missing: missing.join(", "),
+                expected: "an unnamed index column, designation, description, productid, imageid"
+                    .to_string(),
+            });
+        }
+        Ok(Self {
+            index: headers
+                .iter()
+                .position(|h| h.is_empty() || h == b"Unnamed: 0" || h == b"index"),
+            designation: column("designation").unwrap_or(1),
+            description: column("description").unwrap_or(2),
+            product: column("productid").unwrap_or(3),
+            image: column("imageid").unwrap_or(4),
+        })
     }
-    let mut fields = Vec::with_capacity(record.len());
-    for (position, raw) in record.iter().enumerate() {
-        match std::str::from_utf8(raw) {
-            Ok(text) => fields.push(text),
-            Err(error) => {
-                let column = String::from_utf8_lossy(headers.get(position).unwrap_or(b"?"));
-                collector.problem(
-                    texts_path,
-                    line,
+}
+
+/// Why a row is left out: the kind of problem and what to tell people.
+type Rejection = (ProblemKind, String);
+
+/// Checks the text rows one by one against the header, the labels, the image folder and the
+/// rows seen before.
+struct RowChecker<'a> {
+    texts_path: &'a Path,
+    headers: csv::ByteRecord,
+    columns: Columns,
+    labels: Option<LabelMap>,
+    labels_path: Option<&'a Path>,
+    /// The image folder and the names of the files in it.
+    images: Option<(&'a Path, HashSet<String>)>,
+    require_images: bool,
+    seen_products: HashSet<i64>,
+    seen_indices: HashSet<i64>,
+}
+
+impl RowChecker<'_> {
+    /// The row at `line` if it passes every check; otherwise its problem is collected (or, in
+    /// strict mode, returned as the error).
+    fn check(
+        &mut self,
+        record: &csv::ByteRecord,
+        line: u64,
+        default_index: i64,
+        collector: &mut Collector<'_>,
+    ) -> Result<Option<ParsedRow>, DatasetError> {
+        match self.parse(record, line, default_index, collector.report) {
+            Ok(row) => Ok(Some(row)),
+            Err((kind, message)) => {
+                collector.problem(self.texts_path, line, kind, message)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn parse(
+        &mut self,
+        record: &csv::ByteRecord,
+        line: u64,
+        default_index: i64,
+        report: &mut ImportReport,
+    ) -> Result<ParsedRow, Rejection> {
+        let fields = self.fields(record)?;
+        let columns = self.columns;
+        let index = match columns.index {
+            Some(column) => match fields[column].trim().parse::<i64>() {
+                Ok(index) if index >= 0 => index,
+                _ => {
+                    return Err((
+                        ProblemKind::BadIndex,
+                        format!("row index {:?} is not a whole number", fields[column]),
+                    ))
+                }
+            },
+            None => default_index,
+        };
+        if !self.seen_indices.insert(index) {
+            return Err((
+                ProblemKind::DuplicateIndex,
+                format!("row index {index} appears more than once"),
+            ));
+        }
+        let product_id = ProductId::parse(fields[columns.product])
+            .map_err(|error| (ProblemKind::BadProductId, error.to_string()))?;
+        let image_id = ImageId::parse(fields[columns.image])
+            .map_err(|error| (ProblemKind::BadImageId, error.to_string()))?;
+        let designation = fields[columns.designation].to_string();
+        if designation.trim().is_empty() {
+            return Err((
+                ProblemKind::EmptyDesignation,
+                "the designation (title) is empty".to_string(),
+            ));
+        }
+        let category = self.category(index)?;
+        if !self.seen_products.insert(product_id.value()) {
+            return Err((
+                ProblemKind::DuplicateProductId,
+                format!("product id {product_id} appears more than once"),
+            ));
+        }
+        let image_path = self.image_path(product_id, image_id, report)?;
+        Ok(ParsedRow {
+            line,
+            index,
+            product_id,
+            image_id,
+            designation,
+            description: fields[columns.description].to_string(),
+            category,
+            image_path,
+        })
+    }
+
+    /// The fields of a row that has as many as the header, all UTF-8.
+    fn fields<'r>(&self, record: &'r csv::ByteRecord) -> Result<Vec<&'r str>, Rejection> {
+        if record.len() != self.headers.len() {
+            return Err((
+                ProblemKind::WrongFieldCount,
+                format!(
+                    "expected {} fields, found {}",
+                    self.headers.len(),
+                    record.len()
+                ),
+            ));
+        }
+        let mut fields = Vec::with_capacity(record.len());
+        for (position, raw) in record.iter().enumerate() {
+            let text = std::str::from_utf8(raw).map_err(|error| {
+                let column = String::from_utf8_lossy(self.headers.get(position).unwrap_or(b"?"));
+                (
                     ProblemKind::NotUtf8,
                     format!(
                         "column {column:?} is not valid UTF-8 (invalid byte at offset {})",
                         error.valid_up_to()
                     ),
-                )?;
-                return Ok(None);
-            }
+                )
+            })?;
+            fields.push(text);
         }
+        Ok(fields)
     }
-    let index = match index_column {
-        Some(column) => match fields[column].trim().parse::<i64>() {
-            Ok(index) if index >= 0 => index,
-            _ => {
-                collector.problem(
-                    texts_path,
-                    line,
-                    ProblemKind::BadIndex,
-                    format!("row index {:?} is not a whole number", fields[column]),
-                )?;
-                return Ok(None);
-            }
-        },
-        None => default_index,
-    };
-    if !seen_indices.insert(index) {
-        collector.problem(
-            texts_path,
-            line,
-            ProblemKind::DuplicateIndex,
-            format!("row index {index} appears more than once"),
-        )?;
-        return Ok(None);
-    }
-    let product_id = match ProductId::parse(fields[product_column]) {
-        Ok(id) => id,
-        Err(error) => {
-            collector.problem(
-                texts_path,
-                line,
-                ProblemKind::BadProductId,
-                error.to_string(),
-            )?;
+
+    /// The row's label from the labels file (`None` without one).
+    fn category(&self, index: i64) -> Result<Option<CategoryCode>, Rejection> {
+        let Some(labels) = &self.labels else {
             return Ok(None);
-        }
-    };
-    let image_id = match ImageId::parse(fields[image_column]) {
-        Ok(id) => id,
-        Err(error) => {
-            collector.problem(texts_path, line, ProblemKind::BadImageId, error.to_string())?;
-            return Ok(None);
-        }
-    };
-    let designation = fields[designation_column].to_string();
-    if designation.trim().is_empty() {
-        collector.problem(
-            texts_path,
-            line,
-            ProblemKind::EmptyDesignation,
-            "the designation (title) is empty".to_string(),
-        )?;
-        return Ok(None);
-    }
-    let category = match labels {
-        None => None,
-        Some(labels) => match labels.get(&index) {
-            None => {
-                collector.problem(
-                    texts_path,
-                    line,
-                    ProblemKind::MissingLabel,
-                    format!("no label for row index {index} in the labels file"),
-                )?;
-                return Ok(None);
-            }
+        };
+        match labels.get(&index) {
+            None => Err((
+                ProblemKind::MissingLabel,
+                format!("no label for row index {index} in the labels file"),
+            )),
             Some(Err((label_line, message))) => {
-                let labels_file = source
-                    .labels
-                    .as_ref()
+                let labels_file = self
+                    .labels_path
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                collector.problem(
-                    texts_path,
-                    line,
+                Err((
                     ProblemKind::UnknownCategory,
                     format!("{message} (labels file {labels_file}:{label_line})"),
-                )?;
-                return Ok(None);
+                ))
             }
-            Some(Ok(code)) => Some(*code),
-        },
-    };
-    if !seen_products.insert(product_id.value()) {
-        collector.problem(
-            texts_path,
-            line,
-            ProblemKind::DuplicateProductId,
-            format!("product id {product_id} appears more than once"),
-        )?;
-        return Ok(None);
-    }
-    let image_path = match (&source.images, image_names) {
-        (Some(folder), Some(names)) => {
-            let name = format!("image_{image_id}_product_{product_id}.jpg");
-            if names.contains(&name) {
-                Some(folder.join(name))
-            } else {
-                if options.require_images {
-                    collector.problem(
-                        texts_path,
-                        line,
-                        ProblemKind::MissingImage,
-                        format!("image file {name} is missing from {}", folder.display()),
-                    )?;
-                    seen_products.remove(&product_id.value());
-                    return Ok(None);
-                }
-                if collector.report.missing_image_examples.len() < 10 {
-                    collector.report.missing_image_examples.push(name);
-                }
-                collector.report.images_missing += 1;
-                None
-            }
+            Some(Ok(code)) => Ok(Some(*code)),
         }
-        _ => None,
-    };
-    Ok(Some(ParsedRow {
-        line,
-        index,
-        product_id,
-        image_id,
-        designation,
-        description: fields[description_column].to_string(),
-        category,
-        image_path,
-    }))
+    }
+
+    /// The path of the row's image file; a missing file is a problem only when images are
+    /// required (otherwise the row is imported text-only and the file counted as missing).
+    fn image_path(
+        &mut self,
+        product_id: ProductId,
+        image_id: ImageId,
+        report: &mut ImportReport,
+    ) -> Result<Option<PathBuf>, Rejection> {
+        let Some((folder, names)) = &self.images else {
+            return Ok(None);
+        };
+        let name = format!("image_{image_id}_product_{product_id}.jpg");
+        if names.contains(&name) {
+            return Ok(Some(folder.join(name)));
+        }
+        if self.require_images {
+            let message = format!("image file {name} is missing from {}", folder.display());
+            self.seen_products.remove(&product_id.value());
+            return Err((ProblemKind::MissingImage, message));
+        }
+        if report.missing_image_examples.len() < 10 {
+            report.missing_image_examples.push(name);
+        }
+        report.images_missing += 1;
+        Ok(None)
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn process_chunk(
-    database: &Database,
-    objects: &ObjectStorage,
-    rows: Vec<ParsedRow>,
-    options: &ImportOptions,
-    texts_path: &Path,
-    stored_images: &mut HashSet<String>,
-    version_rows: &mut Vec<NewVersionRow>,
-    report: &mut ImportReport,
-) -> Result<(), DatasetError> {
-    let max_pixels = options.max_image_pixels;
-    let (rows, checked) = tokio::task::spawn_blocking(move || {
-        let checked: Vec<Option<Result<CheckedImage, (ProblemKind, String)>>> = rows
-            .par_iter()
-            .map(|row| row.image_path.as_ref().map(|p| check_image(p, max_pixels)))
-            .collect();
-        (rows, checked)
-    })
-    .await
-    .map_err(|error| DatasetError::InvalidOption(format!("image worker failed: {error}")))?;
+/// One import in progress: where it writes, what it has stored so far, what it saw.
+struct Import<'a> {
+    database: &'a Database,
+    objects: &'a ObjectStorage,
+    options: &'a ImportOptions,
+    progress: &'a dyn ImportProgress,
+    texts_path: &'a Path,
+    report: ImportReport,
+    /// Image hashes stored by this import.
+    stored_images: HashSet<String>,
+    version_rows: Vec<NewVersionRow>,
+}
 
-    let mut new_images: Vec<CheckedImage> = Vec::new();
-    let mut records: Vec<(String, ParsedRow, Option<String>)> = Vec::with_capacity(rows.len());
-    for (row, image) in rows.into_iter().zip(checked) {
-        let image_hash = match image {
-            None => None,
-            Some(Ok(image)) => {
-                report.images_found += 1;
-                let hash = image.hash.as_str().to_string();
-                if stored_images.insert(hash.clone()) {
-                    new_images.push(image);
-                }
-                Some(hash)
-            }
-            Some(Err((kind, message))) => {
-                let mut collector = Collector {
-                    strict: options.strict,
-                    report,
-                };
-                collector.problem(texts_path, row.line, kind, message)?;
-                continue;
-            }
-        };
-        let hash = record_hash(
-            row.product_id.value(),
-            row.image_id.value(),
-            &row.designation,
-            &row.description,
-            row.category,
-            image_hash.as_deref(),
-        );
-        records.push((hash, row, image_hash));
-    }
-
-    // Image bytes first (content-addressed, so a re-run or a crash leaves nothing wrong).
-    let written: Vec<Result<bool, DatasetError>> = futures::stream::iter(new_images.iter())
-        .map(|image| async move {
-            objects
-                .put_if_absent(&image_key(&image.hash), image.bytes.clone())
-                .await
-                .map_err(DatasetError::from)
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    for result in written {
-        if result? {
-            report.images_stored_new += 1;
+impl Import<'_> {
+    fn collector(&mut self) -> Collector<'_> {
+        Collector {
+            strict: self.options.strict,
+            report: &mut self.report,
         }
     }
 
-    let mut transaction = database.pool().begin().await?;
+    /// Reads the text rows to the end, checking each one and storing them chunk by chunk.
+    async fn read_rows(
+        &mut self,
+        reader: &mut csv::Reader<std::fs::File>,
+        checker: &mut RowChecker<'_>,
+    ) -> Result<(), DatasetError> {
+        let mut chunk: Vec<ParsedRow> = Vec::with_capacity(self.options.chunk_rows);
+        let mut record = csv::ByteRecord::new();
+        let mut row_number: i64 = 0;
+        loop {
+            let more = match reader.read_byte_record(&mut record) {
+                Ok(more) => more,
+                Err(error) => {
+                    // A malformed record (e.g. an unterminated quote) ends the readable part of
+                    // the file: report where, then stop reading.
+                    let line = error.position().map(|p| p.line()).unwrap_or(0);
+                    let path = self.texts_path;
+                    self.collector().problem(
+                        path,
+                        line,
+                        ProblemKind::WrongFieldCount,
+                        format!("unreadable CSV record: {error}"),
+                    )?;
+                    false
+                }
+            };
+            if more {
+                self.report.rows_read += 1;
+                let line = record.position().map(|p| p.line()).unwrap_or(0);
+                let default_index = row_number;
+                row_number += 1;
+                if let Some(row) =
+                    checker.check(&record, line, default_index, &mut self.collector())?
+                {
+                    chunk.push(row);
+                }
+            }
+            if chunk.len() >= self.options.chunk_rows || (!more && !chunk.is_empty()) {
+                self.store_chunk(std::mem::take(&mut chunk)).await?;
+                let bytes_read = reader.position().byte();
+                if !self.progress.advanced(bytes_read, self.report.rows_read) {
+                    return Err(DatasetError::Cancelled);
+                }
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Checks the chunk's images, stores the new ones and the chunk's records, and adds its rows
+    /// to the version.
+    async fn store_chunk(&mut self, rows: Vec<ParsedRow>) -> Result<(), DatasetError> {
+        let max_pixels = self.options.max_image_pixels;
+        let (rows, checked) = tokio::task::spawn_blocking(move || {
+            let checked: Vec<Option<Result<CheckedImage, Rejection>>> = rows
+                .par_iter()
+                .map(|row| row.image_path.as_ref().map(|p| check_image(p, max_pixels)))
+                .collect();
+            (rows, checked)
+        })
+        .await
+        .map_err(|error| DatasetError::TaskFailed {
+            task: "the image check",
+            message: error.to_string(),
+        })?;
+        let mut new_images: Vec<CheckedImage> = Vec::new();
+        let mut records: Vec<NewRecord> = Vec::with_capacity(rows.len());
+        let mut source_indices: Vec<i64> = Vec::with_capacity(rows.len());
+        for (row, image) in rows.into_iter().zip(checked) {
+            let image_hash = match image {
+                None => None,
+                Some(Ok(image)) => {
+                    self.report.images_found += 1;
+                    let hash = image.hash.as_str().to_string();
+                    if self.stored_images.insert(hash.clone()) {
+                        new_images.push(image);
+                    }
+                    Some(hash)
+                }
+                Some(Err((kind, message))) => {
+                    let path = self.texts_path;
+                    self.collector().problem(path, row.line, kind, message)?;
+                    continue;
+                }
+            };
+            let record = NewRecord::new(
+                row.product_id.value(),
+                row.image_id.value(),
+                row.designation,
+                row.description,
+                row.category,
+                image_hash,
+            );
+            records.push(record);
+            source_indices.push(row.index);
+        }
+        self.store_images(&new_images).await?;
+        let mut transaction = self.database.pool().begin().await?;
+        insert_images(&mut transaction, &new_images).await?;
+        insert_records(&mut transaction, &records).await?;
+        transaction.commit().await?;
+        for (record, source_index) in records.into_iter().zip(source_indices) {
+            self.version_rows.push(NewVersionRow {
+                record_hash: record.hash,
+                product_id: record.product_id,
+                source_index,
+                category: record.category,
+                split: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes image bytes (content-addressed, so a re-run or a crash leaves nothing wrong).
+    async fn store_images(&mut self, images: &[CheckedImage]) -> Result<(), DatasetError> {
+        let objects = self.objects;
+        let written: Vec<Result<bool, DatasetError>> = futures::stream::iter(images.iter())
+            .map(|image| async move {
+                objects
+                    .put_if_absent(&image_key(&image.hash), image.bytes.clone())
+                    .await
+                    .map_err(DatasetError::from)
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for result in written {
+            if result? {
+                self.report.images_stored_new += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the version once every row was read (or finds the identical one).
+    async fn write_version(self, source: &ImportSource) -> Result<ImportOutcome, DatasetError> {
+        let mut report = self.report;
+        report.rows_imported = self.version_rows.len() as u64;
+        report.rows_skipped = report.rows_read - report.rows_imported;
+        if self.version_rows.is_empty() {
+            return Err(DatasetError::NothingToImport {
+                problems: report.problems.len(),
+            });
+        }
+        self.progress.stage("writing the dataset version");
+        let metadata = VersionMetadata {
+            parent: None,
+            source: format!(
+                "{} import of {}",
+                source.layout.as_str(),
+                self.texts_path.display()
+            ),
+            note: self.options.note.clone(),
+            split_seed: self.options.split_seed,
+            split_ratios: self.options.split_ratios,
+        };
+        let (version, created) =
+            create_version(self.database, self.version_rows, &metadata).await?;
+        Ok(if created {
+            ImportOutcome::Created { version, report }
+        } else {
+            ImportOutcome::AlreadyExists { version, report }
+        })
+    }
+}
+
+/// Records the size of newly stored images.
+async fn insert_images(
+    connection: &mut sqlx::AnyConnection,
+    images: &[CheckedImage],
+) -> Result<(), DatasetError> {
     let now = now_ms();
-    for batch in new_images.chunks(64) {
+    for batch in images.chunks(64) {
         let sql = format!(
             "INSERT INTO images (hash, width, height, byte_length, created_at_ms) VALUES {} \
              ON CONFLICT (hash) DO NOTHING",
@@ -811,36 +844,7 @@ async fn process_chunk(
                 .bind(image.bytes.len() as i64)
                 .bind(now);
         }
-        query.execute(&mut *transaction).await?;
-    }
-    for batch in records.chunks(64) {
-        let sql = format!(
-            "INSERT INTO dataset_records (record_hash, product_id, image_id, designation, \
-             description, category_code, image_hash) VALUES {} ON CONFLICT (record_hash) DO NOTHING",
-            SqlPlaceholders::values(batch.len(), 7)
-        );
-        let mut query = sqlx::query(&sql);
-        for (hash, row, image_hash) in batch {
-            query = query
-                .bind(hash.clone())
-                .bind(row.product_id.value())
-                .bind(row.image_id.value())
-                .bind(row.designation.clone())
-                .bind(row.description.clone())
-                .bind(row.category.map(|c| c.value() as i64))
-                .bind(image_hash.clone());
-        }
-        query.execute(&mut *transaction).await?;
-    }
-    transaction.commit().await?;
-    for (hash, row, _) in records {
-        version_rows.push(NewVersionRow {
-            record_hash: hash,
-            product_id: row.product_id.value(),
-            source_index: row.index,
-            category: row.category,
-            split: None,
-        });
+        query.execute(&mut *connection).await?;
     }
     Ok(())
 }

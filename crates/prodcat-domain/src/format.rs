@@ -63,12 +63,15 @@ fn civil_from_ms(ms: i64) -> (i64, i64, i64, i64) {
 /// Whether `text` is `prefix` followed by exactly `digits` lowercase hex digits (the shape of
 /// run, job and prediction ids).
 pub fn is_prefixed_hex(text: &str, prefix: &str, digits: usize) -> bool {
-    text.strip_prefix(prefix).is_some_and(|rest| {
-        rest.len() == digits
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    text.strip_prefix(prefix)
+        .is_some_and(|rest| rest.len() == digits && is_lowercase_hex(rest))
+}
+
+/// Whether every character of `text` is a digit or a lowercase letter `a` to `f` (true for an
+/// empty text).
+pub fn is_lowercase_hex(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -102,5 +105,7 @@ mod tests {
         assert!(!is_prefixed_hex("job-0123456789ABCDEF", "job-", 16));
         assert!(!is_prefixed_hex("job-0123", "job-", 16));
         assert!(!is_prefixed_hex("run-0123456789abcdef", "job-", 16));
+        assert!(is_prefixed_hex("0123456789abcdef", "", 16));
+        assert!(is_lowercase_hex("09af") && !is_lowercase_hex("09aG"));
     }
 }

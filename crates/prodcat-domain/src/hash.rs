@@ -25,11 +25,7 @@ impl ContentHash {
 
     /// Validates a hex string.
     pub fn parse(text: &str) -> Result<Self, DomainError> {
-        if text.len() == 64
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if text.len() == 64 && crate::is_lowercase_hex(text) {
             Ok(Self(text.to_string()))
         } else {
             Err(DomainError::InvalidHash(text.to_string()))

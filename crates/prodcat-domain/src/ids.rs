@@ -95,12 +95,7 @@ macro_rules! string_id {
                         value: trimmed.to_string(),
                         reason: concat!("expected it to start with \"", $prefix, "\""),
                     })?;
-                if rest.len() < 4
-                    || rest.len() > 64
-                    || !rest
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                {
+                if rest.len() < 4 || rest.len() > 64 || !$crate::is_lowercase_hex(rest) {
                     return Err(DomainError::InvalidId {
                         kind: $kind,
                         value: trimmed.to_string(),

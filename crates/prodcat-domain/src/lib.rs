@@ -9,13 +9,17 @@ mod error_kind;
 mod format;
 mod hash;
 mod ids;
+mod random;
 mod text;
 
 pub use category::{CategoryCode, CATEGORIES};
 pub use error_kind::ErrorKind;
-pub use format::{escape_html, format_rfc3339, format_utc_minutes, is_prefixed_hex};
+pub use format::{
+    escape_html, format_rfc3339, format_utc_minutes, is_lowercase_hex, is_prefixed_hex,
+};
 pub use hash::{sha256_hex, unique_hex16, ContentHash};
 pub use ids::{DatasetVersionId, ImageId, ModelVersionId, ProductId};
+pub use random::SplitMix64;
 pub use text::{normalize_text, product_text};
 
 /// Errors raised when a value does not satisfy a domain rule.

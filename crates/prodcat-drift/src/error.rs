@@ -1,5 +1,6 @@
 //! The crate's single error type: every variant names the column or input that was wrong.
 
+use prodcat_domain::ErrorKind;
 use thiserror::Error;
 
 /// Everything that can go wrong while profiling data or testing it for drift.
@@ -67,6 +68,25 @@ pub enum DriftError {
     /// Serialising a report or profile failed.
     #[error("could not serialise {what}: {reason}")]
     Serialisation { what: &'static str, reason: String },
+}
+
+impl DriftError {
+    /// Whose fault the error is: the data, profiles and settings handed in (`Input`), except a
+    /// report or profile that cannot be serialised (`Internal`).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DriftError::EmptyColumn { .. }
+            | DriftError::KindMismatch { .. }
+            | DriftError::MissingColumn { .. }
+            | DriftError::TestNotApplicable { .. }
+            | DriftError::RowLength { .. }
+            | DriftError::ValueKind { .. }
+            | DriftError::DuplicateColumn { .. }
+            | DriftError::InvalidInput(_)
+            | DriftError::InvalidSetting { .. } => ErrorKind::Input,
+            DriftError::Serialisation { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 /// Result alias used throughout the crate.

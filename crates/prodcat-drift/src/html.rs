@@ -4,28 +4,14 @@
 
 use std::fmt::Write;
 
+use prodcat_domain::escape_html;
+
 use crate::drift::short_number;
 use crate::report::{ColumnDrift, ColumnSummary, DriftReport, Histogram};
 use crate::stattest::ScoreKind;
 
 const REFERENCE_COLOUR: &str = "#4c72b0";
 const CURRENT_COLOUR: &str = "#dd8452";
-
-/// Escapes text for HTML content and attribute values.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
 
 fn score_text(value: f64) -> String {
     if !value.is_finite() {

@@ -28,8 +28,9 @@ pub struct KolmogorovSmirnov {
     pub method: KolmogorovMethod,
 }
 
-/// Runs the two-sided two-sample KS test. Both samples must be non-empty and free of NaN.
-pub fn two_sample_ks(first: &[f64], second: &[f64]) -> Option<KolmogorovSmirnov> {
+/// Sorted copies of two samples (`None` when either is empty), for the tests that compare their
+/// empirical distributions.
+pub(crate) fn sorted_samples(first: &[f64], second: &[f64]) -> Option<(Vec<f64>, Vec<f64>)> {
     if first.is_empty() || second.is_empty() {
         return None;
     }
@@ -37,6 +38,12 @@ pub fn two_sample_ks(first: &[f64], second: &[f64]) -> Option<KolmogorovSmirnov>
     let mut b = second.to_vec();
     a.sort_by(f64::total_cmp);
     b.sort_by(f64::total_cmp);
+    Some((a, b))
+}
+
+/// Runs the two-sided two-sample KS test. Both samples must be non-empty and free of NaN.
+pub fn two_sample_ks(first: &[f64], second: &[f64]) -> Option<KolmogorovSmirnov> {
+    let (a, b) = sorted_samples(first, second)?;
     let statistic = ks_statistic_sorted(&a, &b);
     let (n1, n2) = (a.len(), b.len());
     if n1.max(n2) <= MAX_EXACT_SAMPLE_SIZE {

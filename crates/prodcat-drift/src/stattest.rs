@@ -275,13 +275,7 @@ pub fn proportion_z_test<K: Ord + Clone>(reference: &[K], current: &[K]) -> Opti
 
 /// Wasserstein-1 distance between two empirical distributions (area between their CDFs).
 pub fn wasserstein_distance(first: &[f64], second: &[f64]) -> Option<f64> {
-    if first.is_empty() || second.is_empty() {
-        return None;
-    }
-    let mut a = first.to_vec();
-    let mut b = second.to_vec();
-    a.sort_by(f64::total_cmp);
-    b.sort_by(f64::total_cmp);
+    let (a, b) = crate::kolmogorov::sorted_samples(first, second)?;
     let mut all: Vec<f64> = a.iter().chain(&b).copied().collect();
     all.sort_by(f64::total_cmp);
     let (n1, n2) = (a.len() as f64, b.len() as f64);

@@ -18,8 +18,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use prodcat_embed::model_directory::{e5_directory_from_environment, REFERENCE_FILE_NAME};
-use prodcat_embed::{EmbedderOptions, InputKind, TextEmbedder};
+use prodcat_embed::model_directory::{e5_directory, REFERENCE_FILE_NAME};
+use prodcat_embed::{EmbedderOptions, InputKind, InstructionSet, TextEmbedder};
 
 const QUERIES: &[&str] = &[
     "piscine hors sol",
@@ -315,6 +315,11 @@ fn run_reference(
 }
 
 fn main() -> Result<()> {
+    // `PRODCAT_EMBED_ISA=avx2|portable` measures the narrower kernels.
+    let limit = std::env::var("PRODCAT_EMBED_ISA").ok();
+    if let Some(limit) = limit.as_deref().and_then(InstructionSet::parse) {
+        InstructionSet::set_limit(Some(limit));
+    }
     let mut rounds = 5usize;
     let mut title_limit = 1000usize;
     let mut product_limit = 250usize;
@@ -335,8 +340,10 @@ fn main() -> Result<()> {
             ),
         }
     }
-    let directory =
-        e5_directory_from_environment(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    let model_root = std::env::var_os("PRODCAT_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    let directory = e5_directory(&model_root);
     if !directory.join("e5-small-q4.bin").exists() {
         println!(
             "skipped: no model in {} (run scripts/models/fetch-e5.py)",

@@ -343,17 +343,16 @@ impl Encoder {
             let end = span.end * stride;
             out.clear();
             out.resize(span.len() * head_size, 0.0);
-            math::attention_head(
-                &query_key_value[base..end],
-                &query_key_value[base + hidden..end],
-                &query_key_value[base + 2 * hidden..end],
+            let head = math::HeadInput {
+                queries: &query_key_value[base..end],
+                keys: &query_key_value[base + hidden..end],
+                values: &query_key_value[base + 2 * hidden..end],
                 stride,
-                span.len(),
+                length: span.len(),
                 head_size,
                 scale,
-                out,
-                scratch,
-            );
+            };
+            math::attention_head(head, out, scratch);
         };
         let scatter = |context: &mut [f32], span: &Range<usize>, head: usize, block: &[f32]| {
             for (index, token) in span.clone().enumerate() {

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use prodcat_domain::ErrorKind;
+
 /// Errors from loading the embedding model and tokenizer, or from embedding text.
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -69,4 +71,25 @@ pub enum EmbedError {
     /// The worker thread pool could not be created.
     #[error("cannot start {threads} embedding threads: {detail}")]
     ThreadPool { threads: usize, detail: String },
+}
+
+impl EmbedError {
+    /// Every embedding error concerns the model directory, its files or the threads that run
+    /// it, never the text embedded: `Internal`, as for the other model files of prodcat.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EmbedError::Io { .. }
+            | EmbedError::ModelFileMissing { .. }
+            | EmbedError::BadMagic { .. }
+            | EmbedError::UnsupportedVersion { .. }
+            | EmbedError::Truncated { .. }
+            | EmbedError::InvalidModel { .. }
+            | EmbedError::MissingTensor { .. }
+            | EmbedError::InvalidTokenizer { .. }
+            | EmbedError::TokenizerModelMismatch { .. }
+            | EmbedError::ChecksumMismatch { .. }
+            | EmbedError::InvalidManifest { .. }
+            | EmbedError::ThreadPool { .. } => ErrorKind::Internal,
+        }
+    }
 }

@@ -11,7 +11,8 @@
 //! - `reference.json`, `reference-engine/`: reference outputs of the C engine, for tests and
 //!   benchmarks only.
 //!
-//! The model root is `$PRODCAT_MODEL_DIR`, or `models/` under the workspace root.
+//! The model root is chosen by the caller (the binary's model folder setting,
+//! `PRODCAT_MODEL_DIR`); this crate reads no environment variable.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,13 +33,9 @@ pub const MANIFEST_FILE_NAME: &str = "manifest.json";
 /// Name of the reference outputs written by the setup script.
 pub const REFERENCE_FILE_NAME: &str = "reference.json";
 
-/// The e5 directory under the model root named by `$PRODCAT_MODEL_DIR`, falling back to
-/// `default_root` (callers pass their workspace's `models/`).
-pub fn e5_directory_from_environment(default_root: &Path) -> PathBuf {
-    let root = std::env::var_os("PRODCAT_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| default_root.to_path_buf());
-    root.join(MODEL_SUBDIRECTORY)
+/// The e5 directory under the model root `model_root`.
+pub fn e5_directory(model_root: &Path) -> PathBuf {
+    model_root.join(MODEL_SUBDIRECTORY)
 }
 
 /// The files found in a model directory.

@@ -153,47 +153,37 @@ impl<'a> Cursor<'a> {
     }
 }
 
-impl ModelFile {
-    /// Reads and validates an E5S1 file.
-    pub fn read(path: &Path) -> Result<Self, EmbedError> {
-        let bytes = std::fs::read(path).map_err(|source| EmbedError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(path, bytes)
+/// The sections of the file, read in order.
+impl Cursor<'_> {
+    fn invalid(&self, detail: String) -> EmbedError {
+        EmbedError::InvalidModel {
+            path: self.path.to_path_buf(),
+            detail,
+        }
     }
 
-    /// Validates E5S1 bytes; `path` only names the file in errors.
-    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, EmbedError> {
-        let invalid = |detail: String| EmbedError::InvalidModel {
-            path: path.to_path_buf(),
-            detail,
-        };
-        let mut cursor = Cursor {
-            path,
-            bytes: &bytes,
-            position: 0,
-        };
-        let magic: [u8; 4] = cursor.array("magic")?;
+    /// Magic bytes, format version and the encoder's shape.
+    fn header(&mut self) -> Result<EncoderConfig, EmbedError> {
+        let magic: [u8; 4] = self.array("magic")?;
         if &magic != MAGIC {
             return Err(EmbedError::BadMagic {
-                path: path.to_path_buf(),
+                path: self.path.to_path_buf(),
                 found: magic,
             });
         }
-        let version = cursor.u32("header")?;
+        let version = self.u32("header")?;
         if version != 1 {
             return Err(EmbedError::UnsupportedVersion {
-                path: path.to_path_buf(),
+                path: self.path.to_path_buf(),
                 version,
             });
         }
         let mut shape = [0i32; 7];
         for value in shape.iter_mut() {
-            *value = cursor.i32("header")?;
+            *value = self.i32("header")?;
         }
-        let layer_norm_epsilon = cursor.f32("header")?;
-        let block_size = cursor.i32("header")?;
+        let layer_norm_epsilon = self.f32("header")?;
+        let block_size = self.i32("header")?;
         let names = [
             "hidden size",
             "layer count",
@@ -205,7 +195,7 @@ impl ModelFile {
         ];
         for (value, name) in shape.iter().zip(names) {
             if *value <= 0 || *value > 1 << 24 {
-                return Err(invalid(format!("header {name} is {value}")));
+                return Err(self.invalid(format!("header {name} is {value}")));
             }
         }
         let config = EncoderConfig {
@@ -219,17 +209,22 @@ impl ModelFile {
             layer_norm_epsilon,
         };
         if block_size as usize != BLOCK_SIZE {
-            return Err(invalid(format!(
+            return Err(self.invalid(format!(
                 "quantisation block size is {block_size}, expected {BLOCK_SIZE}"
             )));
         }
-        if !(layer_norm_epsilon.is_finite() && layer_norm_epsilon > 0.0) {
-            return Err(invalid(format!(
-                "layer-norm epsilon is {layer_norm_epsilon}"
-            )));
+        self.check_config(&config)?;
+        Ok(config)
+    }
+
+    /// Refuses shapes the encoder cannot run.
+    fn check_config(&self, config: &EncoderConfig) -> Result<(), EmbedError> {
+        let epsilon = config.layer_norm_epsilon;
+        if !(epsilon.is_finite() && epsilon > 0.0) {
+            return Err(self.invalid(format!("layer-norm epsilon is {epsilon}")));
         }
         if !config.hidden_size.is_multiple_of(config.head_count) {
-            return Err(invalid(format!(
+            return Err(self.invalid(format!(
                 "hidden size {} is not a multiple of the head count {}",
                 config.hidden_size, config.head_count
             )));
@@ -240,28 +235,34 @@ impl ModelFile {
             ("intermediate size", config.intermediate_size),
         ] {
             if !size.is_multiple_of(2 * BLOCK_SIZE) {
-                return Err(invalid(format!(
+                return Err(self.invalid(format!(
                     "{name} {size} is not a multiple of {}",
                     2 * BLOCK_SIZE
                 )));
             }
         }
         if config.max_positions < 3 {
-            return Err(invalid(format!(
+            return Err(self.invalid(format!(
                 "maximum positions {} leaves no room for text",
                 config.max_positions
             )));
         }
+        Ok(())
+    }
 
-        // Vocabulary.
-        let piece_count = cursor.i32("vocabulary header")?;
+    /// Where the SentencePiece vocabulary lies.
+    fn vocabulary_section(
+        &mut self,
+        config: &EncoderConfig,
+    ) -> Result<VocabularySection, EmbedError> {
+        let piece_count = self.i32("vocabulary header")?;
         let mut special_ids = [0i32; 4];
         for value in special_ids.iter_mut() {
-            *value = cursor.i32("vocabulary header")?;
+            *value = self.i32("vocabulary header")?;
         }
-        let text_length = cursor.u64("vocabulary header")?;
+        let text_length = self.u64("vocabulary header")?;
         if piece_count <= 0 || piece_count as usize > config.word_vocabulary_size {
-            return Err(invalid(format!(
+            return Err(self.invalid(format!(
                 "vocabulary has {piece_count} pieces but the embedding table has {} rows",
                 config.word_vocabulary_size
             )));
@@ -269,102 +270,128 @@ impl ModelFile {
         let piece_count = piece_count as usize;
         for (id, name) in special_ids.iter().zip(["<s>", "</s>", "<pad>", "<unk>"]) {
             if *id < 0 || *id as usize >= piece_count {
-                return Err(invalid(format!("special token {name} has id {id}")));
+                return Err(self.invalid(format!("special token {name} has id {id}")));
             }
         }
-        let offsets = cursor.take(4 * (piece_count + 1), "vocabulary offsets")?;
-        let scores = cursor.take(4 * piece_count, "vocabulary scores")?;
-        let text = cursor.take(
+        let offsets = self.take(4 * (piece_count + 1), "vocabulary offsets")?;
+        let scores = self.take(4 * piece_count, "vocabulary scores")?;
+        let text = self.take(
             usize::try_from(text_length).unwrap_or(usize::MAX),
             "vocabulary text",
         )?;
-        let vocabulary_section = VocabularySection {
+        Ok(VocabularySection {
             piece_count,
             special_ids,
             offsets,
             scores,
             text,
-        };
+        })
+    }
 
-        // Normalisation map.
-        let normalization_entries = cursor.i32("normalisation header")?;
-        let normalization_length = cursor.u32("normalisation header")? as usize;
-        if normalization_entries < 0 {
-            return Err(invalid(format!(
-                "normalisation map has {normalization_entries} entries"
-            )));
+    /// The normalisation map's entry count and where it lies.
+    fn normalization_section(&mut self) -> Result<(usize, Range<usize>), EmbedError> {
+        let entries = self.i32("normalisation header")?;
+        let length = self.u32("normalisation header")? as usize;
+        if entries < 0 {
+            return Err(self.invalid(format!("normalisation map has {entries} entries")));
         }
-        let normalization_section = cursor.take(normalization_length, "normalisation map")?;
+        Ok((entries as usize, self.take(length, "normalisation map")?))
+    }
 
-        // Tensor directory.
-        let tensor_count = cursor.i32("tensor directory")?;
-        if tensor_count < 0 {
-            return Err(invalid(format!(
-                "tensor directory has {tensor_count} entries"
-            )));
+    /// Every tensor of the directory, by name.
+    fn tensor_directory(&mut self) -> Result<HashMap<String, TensorEntry>, EmbedError> {
+        let count = self.i32("tensor directory")?;
+        if count < 0 {
+            return Err(self.invalid(format!("tensor directory has {count} entries")));
         }
         let mut tensors = HashMap::new();
-        for _ in 0..tensor_count {
-            let name_length = cursor.u16("tensor directory")? as usize;
-            let name_range = cursor.take(name_length, "tensor directory")?;
-            let name = String::from_utf8_lossy(&bytes[name_range]).into_owned();
-            let type_byte = cursor.u8("tensor directory")?;
-            let element_count = cursor.u32("tensor directory")? as usize;
-            let offset = cursor.u64("tensor directory")?;
-            let byte_length = cursor.u64("tensor directory")?;
-            let tensor_type = match type_byte {
-                0 => TensorType::Float32,
-                1 => TensorType::Q4Block,
-                other => {
-                    return Err(invalid(format!(
-                        "tensor {name} has unknown type byte {other}"
-                    )))
-                }
-            };
-            let expected_length = match tensor_type {
-                TensorType::Float32 => element_count * 4,
-                TensorType::Q4Block => {
-                    if !element_count.is_multiple_of(BLOCK_SIZE) {
-                        return Err(invalid(format!(
-                            "Q4 tensor {name} has {element_count} elements, not a multiple of {BLOCK_SIZE}"
-                        )));
-                    }
-                    element_count / BLOCK_SIZE * BLOCK_BYTES
-                }
-            };
-            if byte_length != expected_length as u64 {
-                return Err(invalid(format!(
-                    "tensor {name} declares {byte_length} bytes for {element_count} elements, expected {expected_length}"
-                )));
-            }
-            let start = usize::try_from(offset).unwrap_or(usize::MAX);
-            let end = start.saturating_add(expected_length);
-            if end > bytes.len() {
-                return Err(EmbedError::Truncated {
-                    path: path.to_path_buf(),
-                    section: format!("tensor {name}"),
-                    start: offset,
-                    end: offset + byte_length,
-                    length: bytes.len() as u64,
-                });
-            }
-            tensors.insert(
-                name,
-                TensorEntry {
-                    tensor_type,
-                    element_count,
-                    bytes: start..end,
-                },
-            );
+        for _ in 0..count {
+            let (name, entry) = self.tensor_entry()?;
+            tensors.insert(name, entry);
         }
+        Ok(tensors)
+    }
 
+    /// One directory entry, checked against its type and the file's length.
+    fn tensor_entry(&mut self) -> Result<(String, TensorEntry), EmbedError> {
+        let name_length = self.u16("tensor directory")? as usize;
+        let name_range = self.take(name_length, "tensor directory")?;
+        let name = String::from_utf8_lossy(&self.bytes[name_range]).into_owned();
+        let type_byte = self.u8("tensor directory")?;
+        let element_count = self.u32("tensor directory")? as usize;
+        let offset = self.u64("tensor directory")?;
+        let byte_length = self.u64("tensor directory")?;
+        let tensor_type = match type_byte {
+            0 => TensorType::Float32,
+            1 => TensorType::Q4Block,
+            other => {
+                return Err(self.invalid(format!("tensor {name} has unknown type byte {other}")))
+            }
+        };
+        let expected_length = match tensor_type {
+            TensorType::Float32 => element_count * 4,
+            TensorType::Q4Block => {
+                if !element_count.is_multiple_of(BLOCK_SIZE) {
+                    return Err(self.invalid(format!(
+                        "Q4 tensor {name} has {element_count} elements, not a multiple of {BLOCK_SIZE}"
+                    )));
+                }
+                element_count / BLOCK_SIZE * BLOCK_BYTES
+            }
+        };
+        if byte_length != expected_length as u64 {
+            return Err(self.invalid(format!(
+                "tensor {name} declares {byte_length} bytes for {element_count} elements, expected {expected_length}"
+            )));
+        }
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(expected_length);
+        if end > self.bytes.len() {
+            return Err(EmbedError::Truncated {
+                path: self.path.to_path_buf(),
+                section: format!("tensor {name}"),
+                start: offset,
+                end: offset + byte_length,
+                length: self.bytes.len() as u64,
+            });
+        }
+        let entry = TensorEntry {
+            tensor_type,
+            element_count,
+            bytes: start..end,
+        };
+        Ok((name, entry))
+    }
+}
+
+impl ModelFile {
+    /// Reads and validates an E5S1 file.
+    pub fn read(path: &Path) -> Result<Self, EmbedError> {
+        let bytes = std::fs::read(path).map_err(|source| EmbedError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, bytes)
+    }
+
+    /// Validates E5S1 bytes; `path` only names the file in errors.
+    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, EmbedError> {
+        let mut cursor = Cursor {
+            path,
+            bytes: &bytes,
+            position: 0,
+        };
+        let config = cursor.header()?;
+        let vocabulary_section = cursor.vocabulary_section(&config)?;
+        let (normalization_entries, normalization_section) = cursor.normalization_section()?;
+        let tensors = cursor.tensor_directory()?;
         Ok(Self {
             path: path.to_path_buf(),
             bytes,
             config,
             vocabulary_section,
             normalization_section,
-            normalization_entries: normalization_entries as usize,
+            normalization_entries,
             tensors,
         })
     }

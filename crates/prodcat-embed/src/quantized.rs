@@ -343,7 +343,7 @@ mod x86 {
     }
 
     #[inline(always)]
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    #[allow(clippy::needless_range_loop)]
     unsafe fn tile_avx512<const ROWS: usize, const TOKENS: usize>(
         weights: &QuantizedMatrix,
         bias: &[f32],
@@ -505,7 +505,7 @@ mod x86 {
     }
 
     #[inline(always)]
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    #[allow(clippy::needless_range_loop)]
     unsafe fn tile_avx2<const TOKENS: usize>(
         weights: &QuantizedMatrix,
         bias: &[f32],

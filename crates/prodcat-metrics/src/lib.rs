@@ -22,6 +22,8 @@ pub use classification::{
 };
 pub use svg::{confusion_matrix_svg, reliability_diagram_svg};
 
+use prodcat_domain::ErrorKind;
+
 /// Everything that can be wrong with the inputs of a metric.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MetricsError {
@@ -49,6 +51,20 @@ pub enum MetricsError {
     },
     #[error("invalid parameter {name}: {reason}")]
     InvalidParameter { name: &'static str, reason: String },
+}
+
+impl MetricsError {
+    /// Every metrics error is about the values given: `Input`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            MetricsError::Empty
+            | MetricsError::LengthMismatch { .. }
+            | MetricsError::ClassOutOfRange { .. }
+            | MetricsError::NoClasses(_)
+            | MetricsError::NotFinite { .. }
+            | MetricsError::InvalidParameter { .. } => ErrorKind::Input,
+        }
+    }
 }
 
 /// Checks that `labels` are class indices below `class_count`.

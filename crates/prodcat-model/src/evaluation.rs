@@ -105,10 +105,89 @@ impl EvaluationReport {
     }
 }
 
+/// The index of the largest value (the first of equal ones; 0 for an empty row).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (index, value) in row.iter().enumerate() {
+        if *value > row[best] {
+            best = index;
+        }
+    }
+    best
+}
+
 struct Scored {
     probabilities: Vec<f32>,
     label: usize,
     automatic: bool,
+}
+
+/// The scored rows of each branch and of the whole system.
+#[derive(Default)]
+struct ScoredSets {
+    system: Vec<Scored>,
+    text: Vec<Scored>,
+    image: Vec<Scored>,
+    /// The text branch alone and the fused system, on the rows that have both inputs.
+    text_on_image_rows: Vec<Scored>,
+    fused_on_image_rows: Vec<Scored>,
+    rows_with_image: usize,
+}
+
+impl ScoredSets {
+    /// Adds one row's branch probabilities (and their combination) to the sets it belongs to.
+    fn add(
+        &mut self,
+        classifier: &ProductClassifier,
+        label: usize,
+        text: Option<Vec<f32>>,
+        image: Option<Vec<f32>>,
+    ) -> Result<(), ModelError> {
+        let fusion = &classifier.bundle().fusion;
+        let max = |p: &[f32]| p.iter().copied().fold(0.0f32, f32::max);
+        if let Some(text) = &text {
+            self.text.push(Scored {
+                automatic: max(text) >= fusion.threshold_text_only,
+                probabilities: text.clone(),
+                label,
+            });
+        }
+        if let Some(image) = &image {
+            self.image.push(Scored {
+                automatic: max(image) >= fusion.threshold_image_only,
+                probabilities: image.clone(),
+                label,
+            });
+        }
+        if text.is_none() && image.is_none() {
+            return Ok(());
+        }
+        let both = text.is_some() && image.is_some();
+        let text_copy = text.clone();
+        let combined = classifier.combine(text, image)?;
+        let (probabilities, threshold) = (combined.probabilities, combined.threshold);
+        let automatic = max(&probabilities) >= threshold;
+        if both {
+            if let Some(text) = text_copy {
+                self.text_on_image_rows.push(Scored {
+                    automatic: max(&text) >= fusion.threshold_text_only,
+                    probabilities: text,
+                    label,
+                });
+            }
+            self.fused_on_image_rows.push(Scored {
+                probabilities: probabilities.clone(),
+                label,
+                automatic,
+            });
+        }
+        self.system.push(Scored {
+            probabilities,
+            label,
+            automatic,
+        });
+        Ok(())
+    }
 }
 
 fn branch_evaluation(
@@ -122,18 +201,7 @@ fn branch_evaluation(
     // Labels the model does not know count as errors, in an extra "other" class.
     let k = categories.len() + 1;
     let truth: Vec<usize> = scored.iter().map(|s| s.label).collect();
-    let predicted: Vec<usize> = scored
-        .iter()
-        .map(|s| {
-            let mut best = 0;
-            for (index, p) in s.probabilities.iter().enumerate() {
-                if *p > s.probabilities[best] {
-                    best = index;
-                }
-            }
-            best
-        })
-        .collect();
+    let predicted: Vec<usize> = scored.iter().map(|s| argmax(&s.probabilities)).collect();
     let report = classification_report(&truth, &predicted, k)?;
     let flat: Vec<f64> = scored
         .iter()
@@ -209,7 +277,6 @@ pub fn evaluate_rows(
             .position(|c| *c == code)
             .unwrap_or(unknown)
     };
-    let fusion = &classifier.bundle().fusion;
     let per_row: Vec<Result<_, ModelError>> = rows
         .par_iter()
         .map(|row| {
@@ -223,69 +290,22 @@ pub fn evaluate_rows(
             Ok((text, image))
         })
         .collect();
-    let mut system = Vec::new();
-    let mut text_rows = Vec::new();
-    let mut image_rows = Vec::new();
-    let mut text_on_image_rows = Vec::new();
-    let mut fused_on_image_rows = Vec::new();
-    let mut rows_with_image = 0;
+    let mut sets = ScoredSets::default();
     for (row, result) in rows.iter().zip(per_row) {
         let (text, image) = result?;
-        let label = label_of(row.label);
         if row.image_features.is_some() {
-            rows_with_image += 1;
+            sets.rows_with_image += 1;
         }
-        let max = |p: &[f32]| p.iter().copied().fold(0.0f32, f32::max);
-        if let Some(text) = &text {
-            text_rows.push(Scored {
-                automatic: max(text) >= fusion.threshold_text_only,
-                probabilities: text.clone(),
-                label,
-            });
-        }
-        if let Some(image) = &image {
-            image_rows.push(Scored {
-                automatic: max(image) >= fusion.threshold_image_only,
-                probabilities: image.clone(),
-                label,
-            });
-        }
-        if text.is_none() && image.is_none() {
-            continue;
-        }
-        let both = text.is_some() && image.is_some();
-        let text_copy = text.clone();
-        let combined = classifier.combine(text, image)?;
-        let (probabilities, threshold) = (combined.probabilities, combined.threshold);
-        let automatic = max(&probabilities) >= threshold;
-        if both {
-            if let Some(text) = text_copy {
-                text_on_image_rows.push(Scored {
-                    automatic: max(&text) >= fusion.threshold_text_only,
-                    probabilities: text,
-                    label,
-                });
-            }
-            fused_on_image_rows.push(Scored {
-                probabilities: probabilities.clone(),
-                label,
-                automatic,
-            });
-        }
-        system.push(Scored {
-            probabilities,
-            label,
-            automatic,
-        });
+        sets.add(classifier, label_of(row.label), text, image)?;
     }
     let mut branches = Vec::new();
     let mut pictures = Vec::new();
     for (name, scored) in [
-        ("system", &system),
-        ("text", &text_rows),
-        ("image", &image_rows),
-        ("text-on-image-rows", &text_on_image_rows),
-        ("fused-on-image-rows", &fused_on_image_rows),
+        ("system", &sets.system),
+        ("text", &sets.text),
+        ("image", &sets.image),
+        ("text-on-image-rows", &sets.text_on_image_rows),
+        ("fused-on-image-rows", &sets.fused_on_image_rows),
     ] {
         if let Some((evaluation, svg)) = branch_evaluation(name, scored, &categories)? {
             branches.push(evaluation);
@@ -302,7 +322,7 @@ pub fn evaluate_rows(
             evaluation_set: evaluation_set.to_string(),
             model_version: classifier.version().to_string(),
             rows: rows.len(),
-            rows_with_image,
+            rows_with_image: sets.rows_with_image,
             branches,
         },
         pictures,

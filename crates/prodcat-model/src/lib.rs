@@ -5,8 +5,6 @@
 //! Heavy pieces come from their own crates (`prodcat-text-model`, `prodcat-vision`,
 //! `prodcat-metrics`); this crate decides how they fit together.
 
-use prodcat_domain::ErrorKind;
-
 mod bundle;
 mod classifier;
 mod evaluation;
@@ -14,6 +12,9 @@ mod features;
 mod fusion;
 mod profile;
 mod training;
+
+use prodcat_domain::ErrorKind;
+use prodcat_vision::VisionError;
 
 pub use bundle::{
     load_bundle, write_bundle, BundleFile, BundleManifest, FusionSettings, ImageBranch,
@@ -30,10 +31,12 @@ pub use fusion::{
 };
 pub use prodcat_vision::{BackboneChoice, BackboneKind};
 pub use profile::{
-    observation_for, out_of_vocabulary_share, reference_profile, ReferenceRow, StoredProfile,
-    PROFILE_COMPONENTS,
+    observation_for, out_of_vocabulary_share, reference_profile, ObservationBasis, ObservedProduct,
+    ReferenceRow, StoredProfile, PROFILE_COMPONENTS,
 };
-pub use training::{train_model, BranchSelection, TrainOptions, TrainingOutcome, TrainingProgress};
+pub use training::{
+    BranchSelection, TrainOptions, Trainer, TrainingOutcome, TrainingProgress, TrainingResources,
+};
 
 /// Errors from building, loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -80,18 +83,33 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    /// Whose fault the error is: the product's (nothing to classify, an unusable image, a branch
-    /// the model lacks), a dependency's for now (the backbone not loaded, storage unreachable),
-    /// or the system's (a corrupt or missing bundle, a bug).
+    /// Whose fault the error is.
+    ///
+    /// - `Input`: nothing to classify, a branch the model lacks, a text over its length limit,
+    ///   an image that cannot be decoded or is too large.
+    /// - `Unavailable`: the image backbone is not loaded; storage that cannot be reached now.
+    /// - `Internal`: everything about the model itself. A bundle (or a file of one) missing from
+    ///   the object store is not the caller's `NotFound`: the registry named a version whose
+    ///   files the system should hold, so the system is inconsistent, and waiting does not fix
+    ///   it (bundles are written before they are registered, manifest last). Model-file
+    ///   problems of the image branch are internal for the same reason.
+    /// - A dataset error (loading the rows to train on) keeps its own kind, so a database that
+    ///   times out while rows load is `Unavailable` and the training can be retried.
     pub fn kind(&self) -> ErrorKind {
         match self {
             ModelError::EmptyInput | ModelError::MissingBranch(_) | ModelError::TooLong { .. } => {
                 ErrorKind::Input
             }
-            ModelError::Image(vision) => vision_error_kind(vision),
             ModelError::BackboneUnavailable => ErrorKind::Unavailable,
-            ModelError::Storage(storage) => storage.kind(),
-            ModelError::Dataset(prodcat_dataset::DatasetError::Storage(storage)) => storage.kind(),
+            ModelError::Image(error) => vision_error_kind(error),
+            ModelError::Storage(error) => match error.kind() {
+                ErrorKind::NotFound => ErrorKind::Internal,
+                kind @ (ErrorKind::Input
+                | ErrorKind::Conflict
+                | ErrorKind::Unavailable
+                | ErrorKind::Internal) => kind,
+            },
+            ModelError::Dataset(error) => error.kind(),
             ModelError::CorruptBundle { .. }
             | ModelError::InvalidBundle { .. }
             | ModelError::MissingBundle(_)
@@ -99,7 +117,6 @@ impl ModelError {
             | ModelError::Metrics(_)
             | ModelError::Profile(_)
             | ModelError::TrainingData(_)
-            | ModelError::Dataset(_)
             | ModelError::Json(_) => ErrorKind::Internal,
         }
     }
@@ -109,8 +126,7 @@ impl ModelError {
         matches!(
             self,
             ModelError::Image(
-                prodcat_vision::VisionError::EncodedImageTooLarge { .. }
-                    | prodcat_vision::VisionError::ImageTooLarge { .. }
+                VisionError::EncodedImageTooLarge { .. } | VisionError::ImageTooLarge { .. }
             )
         )
     }
@@ -122,16 +138,17 @@ impl ModelError {
             && !self.is_image_too_large()
     }
 
-    /// Whether the product itself is the problem: trying again cannot help.
+    /// Whether the product itself is the problem (nothing to classify, an unusable image, a
+    /// branch the model lacks): trying again cannot help. Every other error is about the model
+    /// or the storage behind it and may pass (a bundle being replaced, a store that is back).
     pub fn concerns_the_input(&self) -> bool {
-        self.kind() == ErrorKind::Input
+        self.kind().concerns_the_input()
     }
 }
 
-/// An image that cannot be read or is too large is the input's fault; a problem with the
-/// network's files or its run is the system's.
-fn vision_error_kind(error: &prodcat_vision::VisionError) -> ErrorKind {
-    use prodcat_vision::VisionError;
+/// An image that cannot be decoded or is too large is the caller's; a problem with the
+/// backbone's or the head's files or with running them is the system's.
+fn vision_error_kind(error: &VisionError) -> ErrorKind {
     match error {
         VisionError::EmptyImage
         | VisionError::UnrecognisedImageFormat { .. }
@@ -158,5 +175,42 @@ fn vision_error_kind(error: &prodcat_vision::VisionError) -> ErrorKind {
         | VisionError::FeatureSizeMismatch { .. }
         | VisionError::UnknownBackbone { .. }
         | VisionError::BackboneMismatch { .. } => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prodcat_storage::StorageError;
+
+    use super::*;
+
+    #[test]
+    fn kinds_say_whose_fault_an_error_is() {
+        assert_eq!(ModelError::EmptyInput.kind(), ErrorKind::Input);
+        assert!(ModelError::MissingBranch("image").concerns_the_input());
+        assert_eq!(
+            ModelError::BackboneUnavailable.kind(),
+            ErrorKind::Unavailable
+        );
+        let too_large = ModelError::Image(VisionError::ImageTooLarge {
+            width: 20_000,
+            height: 20_000,
+            pixels: 400_000_000,
+            limit: 40_000_000,
+        });
+        assert_eq!(too_large.kind(), ErrorKind::Input);
+        let missing_weights = ModelError::Image(VisionError::ModelFileMissing {
+            path: "models/mobilenet_v2".into(),
+        });
+        assert_eq!(missing_weights.kind(), ErrorKind::Internal);
+        assert!(!missing_weights.concerns_the_input());
+        assert_eq!(
+            ModelError::MissingBundle("mv-0123456789abcdef".to_string()).kind(),
+            ErrorKind::Internal
+        );
+        let missing_file = ModelError::Storage(StorageError::ObjectNotFound {
+            key: "models/mv-0123456789abcdef/text.bin".to_string(),
+        });
+        assert_eq!(missing_file.kind(), ErrorKind::Internal);
     }
 }

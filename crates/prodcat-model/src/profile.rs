@@ -41,19 +41,34 @@ pub fn out_of_vocabulary_share(classifier: &TextClassifier, text: &str) -> Optio
     Some(unknown as f64 / grams.len() as f64)
 }
 
-/// The observation for one product as the drift profile measures it.
-#[allow(clippy::too_many_arguments)]
+/// The parts of a model that an observation needs: its text branch (for the share of unknown
+/// n-grams) and the principal components fitted on the reference embeddings.
+#[derive(Clone, Copy, Default)]
+pub struct ObservationBasis<'a> {
+    pub classifier: Option<&'a TextClassifier>,
+    pub pca: Option<&'a Pca>,
+}
+
+/// One product as the drift profile sees it: its text, whether it came without a description,
+/// its image's statistics and the model's answer.
+#[derive(Debug, Clone, Copy)]
+pub struct ObservedProduct<'a> {
+    pub text: &'a str,
+    pub description_empty: bool,
+    pub image: Option<ImageStats>,
+    /// The predicted category code.
+    pub predicted: Option<u16>,
+    pub confidence: Option<f64>,
+}
+
+/// The observation for one product as the drift profile measures it; `embedding` is the text's
+/// embedding, when it was computed.
 pub fn observation_for(
-    classifier: Option<&TextClassifier>,
-    pca: Option<&Pca>,
+    basis: ObservationBasis<'_>,
     embedding: Option<&[f32]>,
-    text: &str,
-    description_empty: bool,
-    image: Option<ImageStats>,
-    predicted: Option<u16>,
-    confidence: Option<f64>,
+    product: ObservedProduct<'_>,
 ) -> ProductObservation {
-    let embedding_components = match (pca, embedding) {
+    let embedding_components = match (basis.pca, embedding) {
         (Some(pca), Some(embedding)) => {
             let row: Vec<f64> = embedding.iter().map(|v| f64::from(*v)).collect();
             pca.project(&row).unwrap_or_default()
@@ -61,13 +76,15 @@ pub fn observation_for(
         _ => Vec::new(),
     };
     ProductObservation {
-        text: text.to_string(),
-        description_empty,
-        out_of_vocabulary_share: classifier.and_then(|c| out_of_vocabulary_share(c, text)),
-        image,
+        text: product.text.to_string(),
+        description_empty: product.description_empty,
+        out_of_vocabulary_share: basis
+            .classifier
+            .and_then(|c| out_of_vocabulary_share(c, product.text)),
+        image: product.image,
         embedding_components,
-        predicted_class: predicted.map(|code| code.to_string()),
-        confidence,
+        predicted_class: product.predicted.map(|code| code.to_string()),
+        confidence: product.confidence,
     }
 }
 
@@ -78,6 +95,19 @@ pub struct ReferenceRow {
     pub image: Option<ImageStats>,
     pub predicted: Option<u16>,
     pub confidence: Option<f64>,
+}
+
+impl ReferenceRow {
+    /// The row as an observed product.
+    pub fn observed(&self) -> ObservedProduct<'_> {
+        ObservedProduct {
+            text: &self.text,
+            description_empty: self.description_empty,
+            image: self.image,
+            predicted: self.predicted,
+            confidence: self.confidence,
+        }
+    }
 }
 
 /// Builds the reference profile from held-out rows (with the model's own predictions on them).
@@ -109,16 +139,11 @@ pub fn reference_profile(
             .as_ref()
             .and_then(|(_, embeddings)| embeddings.get(index))
             .map(|e| e.iter().map(|v| *v as f32).collect());
-        let observation = observation_for(
+        let basis = ObservationBasis {
             classifier,
-            pca.as_ref().map(|(pca, _)| pca),
-            embedding.as_deref(),
-            &row.text,
-            row.description_empty,
-            row.image,
-            row.predicted,
-            row.confidence,
-        );
+            pca: pca.as_ref().map(|(pca, _)| pca),
+        };
+        let observation = observation_for(basis, embedding.as_deref(), row.observed());
         builder.push_row(product_row(&observation, PROFILE_COMPONENTS))?;
     }
     let stored = StoredProfile {

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use prodcat_dataset::generate::{generate_catalogue, GenerateOptions};
 use prodcat_dataset::{import_dataset, ImportOptions, ImportSource};
 use prodcat_model::{
-    load_bundle, train_model, BranchSelection, ImageBackbone, ModelError, ProductClassifier,
-    ProductInput, TrainOptions,
+    load_bundle, BranchSelection, ImageBackbone, InputLimits, ModelError, ProductClassifier,
+    ProductInput, TrainOptions, Trainer, TrainingResources,
 };
 use prodcat_storage::{testing, Database, ObjectStorage};
 
@@ -67,7 +67,14 @@ async fn train(
         ..TrainOptions::default()
     };
     options.head.max_epochs = 30;
-    train_model(database, objects, backbone, None, dataset, &options, &())
+    let resources = TrainingResources {
+        database,
+        objects,
+        backbone,
+        embedder: None,
+    };
+    Trainer::new(resources, &options)
+        .train(dataset)
         .await
         .unwrap()
 }
@@ -118,17 +125,16 @@ async fn text_training_is_bit_identical_and_accurate() {
     };
     options.text.svm.seed = 7;
     options.text.svm.c = 0.25;
-    let other = train_model(
-        &database.database,
-        &objects,
-        None,
-        None,
-        &dataset,
-        &options,
-        &(),
-    )
-    .await
-    .unwrap();
+    let resources = TrainingResources {
+        database: &database.database,
+        objects: &objects,
+        backbone: None,
+        embedder: None,
+    };
+    let other = Trainer::new(resources, &options)
+        .train(&dataset)
+        .await
+        .unwrap();
     assert_ne!(
         other.bundle.manifest.model_version,
         first.bundle.manifest.model_version
@@ -209,7 +215,21 @@ async fn predictions_handle_bad_input_without_panicking() {
         false,
     );
     assert!(matches!(blank, Err(ModelError::EmptyInput)));
+    // A huge title is refused by the default input limits, and classified without them.
     let huge = "piscine tubulaire ".repeat(60_000);
+    let refused = classifier.predict(
+        &ProductInput {
+            designation: &huge,
+            description: "",
+            image: None,
+        },
+        true,
+    );
+    assert!(matches!(refused, Err(ModelError::TooLong { .. })));
+    let classifier = classifier.with_limits(InputLimits {
+        max_designation_bytes: usize::MAX,
+        ..InputLimits::default()
+    });
     let prediction = classifier
         .predict(
             &ProductInput {
@@ -225,18 +245,32 @@ async fn predictions_handle_bad_input_without_panicking() {
     let sum: f32 = prediction.text_probabilities.as_ref().unwrap().iter().sum();
     assert!((sum - 1.0).abs() < 1e-3);
     assert!(prediction.explanation.is_some());
-    // A text-only model given an image answers from the text.
+    // A text-only model given an image answers from the text; an unreadable image is refused
+    // as the input's fault, whatever the model.
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
     let with_image = classifier
         .predict(
             &ProductInput {
                 designation: "Housse de coussin 45x45 coton",
                 description: "",
-                image: Some(b"not an image"),
+                image: Some(&png),
             },
             false,
         )
         .unwrap();
     assert_eq!(with_image.branches.len(), 1);
+    let unreadable = classifier.predict(
+        &ProductInput {
+            designation: "Housse de coussin 45x45 coton",
+            description: "",
+            image: Some(b"not an image"),
+        },
+        false,
+    );
+    assert!(unreadable.is_err_and(|error| error.is_unreadable_image()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,8 +19,8 @@ use anyhow::Context;
 use prodcat_domain::{sha256_hex, DatasetVersionId, ModelVersionId};
 use prodcat_registry::{
     compare_runs, finish_run, get_run, list_runs, log_metric, log_metrics, register_version,
-    resolve, rollback, set_alias, start_run, AliasMove, MlflowExportOptions, NewModelVersion,
-    NewRun, RunFilter, RunKind,
+    resolve, rollback, set_alias, start_run, AliasMove, MlflowExportOptions, MlflowSettings,
+    NewModelVersion, NewRun, RunFilter, RunKind,
 };
 use prodcat_storage::Database;
 
@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     let mut run_ids = Vec::new();
     let started = Instant::now();
     for number in 0..RUNS {
-        let mut run = NewRun::new(RunKind::Train, &format!("train {number}"));
+        let mut run = NewRun::new(RunKind::Train, &format!("train {number}"), "timing");
         run.dataset_version = Some(dataset.clone());
         run.parameters = BTreeMap::from([
             ("seed".to_string(), number.to_string()),
@@ -224,13 +224,14 @@ async fn main() -> anyhow::Result<()> {
         let unique = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis();
-        let options = MlflowExportOptions {
+        let settings = MlflowSettings {
             experiment_name: format!("prodcat-timing-{unique}"),
             registered_model_name: format!("prodcat-timing-{unique}"),
-            ..MlflowExportOptions::default()
+            ..MlflowSettings::new(&mlflow)
         };
+        let options = MlflowExportOptions::default();
         let started = Instant::now();
-        let report = prodcat_registry::export_to_mlflow(&database, &mlflow, &options).await?;
+        let report = prodcat_registry::export_to_mlflow(&database, &settings, &options).await?;
         timings.add(
             &format!(
                 "MLflow export, first ({} runs, {} values, {} versions)",
@@ -240,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
             started.elapsed(),
         );
         let started = Instant::now();
-        let again = prodcat_registry::export_to_mlflow(&database, &mlflow, &options).await?;
+        let again = prodcat_registry::export_to_mlflow(&database, &settings, &options).await?;
         timings.add(
             &format!(
                 "MLflow export, again ({} unchanged runs)",

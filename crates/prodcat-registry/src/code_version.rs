@@ -1,32 +1,44 @@
 //! The code version recorded with every run: the git commit of the working tree when there is
 //! one (with `-dirty` when tracked files have uncommitted changes), else the package version.
 //!
-//! `PRODCAT_CODE_VERSION`, when set and not empty, wins: container images built without a `.git`
-//! folder pass the commit that way.
+//! The binary may set it for the whole process with [`set_code_version`]: container images
+//! built without a `.git` folder pass the commit that way (`PRODCAT_CODE_VERSION`). This crate
+//! reads no environment variable itself.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, PoisonError, RwLock};
 
-/// The code version of the current directory's checkout; never fails. Looked up once per
-/// process: the code that runs does not change while it runs.
+/// The value given to [`set_code_version`], if any.
+static CONFIGURED: RwLock<Option<String>> = RwLock::new(None);
+
+/// Records `version` as the code version of every run started from now on in this process. A
+/// blank value clears it, so that the checkout is looked up again.
+pub fn set_code_version(version: &str) {
+    let version = version.trim();
+    let value = (!version.is_empty()).then(|| version.to_string());
+    *CONFIGURED.write().unwrap_or_else(PoisonError::into_inner) = value;
+}
+
+/// The code version set with [`set_code_version`], else that of the current directory's
+/// checkout; never fails. The checkout is looked up once per process: the code that runs does
+/// not change while it runs.
 pub fn code_version() -> String {
-    static CACHED: OnceLock<String> = OnceLock::new();
-    CACHED
-        .get_or_init(|| {
-            if let Ok(value) = std::env::var("PRODCAT_CODE_VERSION") {
-                let value = value.trim();
-                if !value.is_empty() {
-                    return value.to_string();
-                }
-            }
-            code_version_in(Path::new("."))
-        })
+    if let Some(configured) = CONFIGURED
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+    {
+        return configured.clone();
+    }
+    static DETECTED: OnceLock<String> = OnceLock::new();
+    DETECTED
+        .get_or_init(|| code_version_in(Path::new(".")))
         .clone()
 }
 
 /// The code version of the checkout containing `directory` (see [`code_version`]), ignoring
-/// `PRODCAT_CODE_VERSION`.
+/// [`set_code_version`].
 pub fn code_version_in(directory: &Path) -> String {
     git_version(directory).unwrap_or_else(package_version)
 }
@@ -74,6 +86,15 @@ fn git_version(directory: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configured_version_wins_until_cleared() {
+        let detected = code_version();
+        set_code_version("  0123456789abcdef0123456789abcdef01234567 ");
+        assert_eq!(code_version(), "0123456789abcdef0123456789abcdef01234567");
+        set_code_version(" ");
+        assert_eq!(code_version(), detected);
+    }
 
     #[test]
     fn outside_a_checkout_gives_the_package_version() {

@@ -14,8 +14,9 @@
 //!   challenger is better by a margin without hurting any class too much; `force` with a reason
 //!   overrides it and is recorded.
 //! - **MLflow** ([`mlflow`]): export of runs, parameters, metrics, model versions and aliases
-//!   through MLflow's REST API, idempotent (runs are found again by tag), and an opt-in mirror
-//!   when `MLFLOW_TRACKING_URI` is set.
+//!   through MLflow's REST API, idempotent (runs are found again by tag), and a mirror the
+//!   binary calls after each run and alias move when a tracking server is configured
+//!   ([`MlflowSettings`]).
 //!
 //! The crate never loads a model: scoring a model on an evaluation set is the caller's job,
 //! handed in through the [`Rescorer`] trait.
@@ -62,12 +63,15 @@ pub mod registry;
 pub mod runs;
 mod validate;
 
-pub use code_version::code_version;
+use prodcat_domain::ErrorKind;
+
+pub use code_version::{code_version, set_code_version};
 pub use compare::{
     compare_runs, ClassF1Comparison, MetricComparison, ParameterComparison, RunComparison,
 };
 pub use mlflow::{
-    export_to_mlflow, mirror_from_environment, MlflowAuth, MlflowExportOptions, MlflowExportReport,
+    export_to_mlflow, mirror_to_mlflow, MlflowAuth, MlflowExportOptions, MlflowExportReport,
+    MlflowSettings,
 };
 pub use policy::{ClassF1Delta, EvaluationSummary, PolicyDecision, PromotionPolicy};
 pub use promotion::{
@@ -80,7 +84,7 @@ pub use registry::{
     AliasMove, ModelAlias, ModelVersion, ModelVersionStatus, NewModelVersion, CHALLENGER, CHAMPION,
 };
 pub use runs::{
-    current_actor, fail_run, finish_run, get_run, list_artifacts, list_runs, log_artifact,
+    actor_or_unknown, fail_run, finish_run, get_run, list_artifacts, list_runs, log_artifact,
     log_metric, log_metrics, log_params, media_type_for, metric_history, resolve_run, start_run,
     store_artifact, Artifact, MetricPoint, NewArtifact, NewRun, Run, RunDetails, RunFilter, RunId,
     RunKind, RunStatus,
@@ -183,6 +187,8 @@ pub enum RegistryError {
     InvalidTrackingUri { uri: String, reason: String },
     #[error("MLflow request {endpoint} failed: {message}")]
     MlflowRequest { endpoint: String, message: String },
+    #[error("MLflow answered {endpoint} with something prodcat cannot use: {message}")]
+    MlflowAnswer { endpoint: String, message: String },
     #[error("MLflow answered {status} to {endpoint}: {message}")]
     MlflowStatus {
         endpoint: String,
@@ -195,8 +201,111 @@ pub enum RegistryError {
     Storage(#[from] prodcat_storage::StorageError),
 }
 
+impl RegistryError {
+    /// Whose fault the error is (the HTTP service and the pipelines read this): unknown runs,
+    /// versions, references and aliases are `NotFound`; malformed names, ids, metrics,
+    /// policies and comparisons the caller asked for are `Input`; a closed run, a changed
+    /// parameter, an alias that moved meanwhile and every other clash with the stored state is
+    /// a `Conflict`; storage keeps its own kind; an MLflow server that cannot be reached, or
+    /// answers that it is overloaded or failing (429, 5xx), is `Unavailable`; the rest (stored
+    /// data that does not parse, a bad tracking URI, MLflow refusing a request) is `Internal`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RegistryError::UnknownRun(_)
+            | RegistryError::UnknownModelReference { .. }
+            | RegistryError::UnknownModelVersion(_)
+            | RegistryError::UnknownAlias(_) => ErrorKind::NotFound,
+            RegistryError::AmbiguousRun { .. }
+            | RegistryError::InvalidRunId(_)
+            | RegistryError::InvalidName { .. }
+            | RegistryError::NonFiniteMetric { .. }
+            | RegistryError::AmbiguousModelReference { .. }
+            | RegistryError::ReasonRequired(_)
+            | RegistryError::EvaluationSetMismatch { .. }
+            | RegistryError::InvalidPolicy(_)
+            | RegistryError::EvaluationSetRequired { .. }
+            | RegistryError::Rescore { .. }
+            | RegistryError::Domain(_) => ErrorKind::Input,
+            RegistryError::RunClosed { .. }
+            | RegistryError::ParameterChanged { .. }
+            | RegistryError::ArtifactConflict { .. }
+            | RegistryError::VersionConflict { .. }
+            | RegistryError::VersionArchived { .. }
+            | RegistryError::VersionInUse { .. }
+            | RegistryError::AliasMovedMeanwhile { .. }
+            | RegistryError::AliasUnchanged { .. }
+            | RegistryError::NothingToRollBack { .. }
+            | RegistryError::AlreadyPromoted { .. } => ErrorKind::Conflict,
+            RegistryError::Storage(error) => error.kind(),
+            RegistryError::MlflowRequest { .. } => ErrorKind::Unavailable,
+            RegistryError::MlflowStatus { status, .. } => {
+                if *status == 429 || *status >= 500 {
+                    ErrorKind::Unavailable
+                } else {
+                    ErrorKind::Internal
+                }
+            }
+            RegistryError::InvalidManifest { .. }
+            | RegistryError::ScoreForWrongVersion { .. }
+            | RegistryError::InvalidSummary { .. }
+            | RegistryError::Corrupt { .. }
+            | RegistryError::InvalidTrackingUri { .. }
+            | RegistryError::MlflowAnswer { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
 impl From<sqlx::Error> for RegistryError {
     fn from(error: sqlx::Error) -> Self {
         RegistryError::Storage(prodcat_storage::StorageError::Sql(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_whose_fault_an_error_is() {
+        assert_eq!(
+            RegistryError::UnknownAlias("champion".to_string()).kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            RegistryError::InvalidRunId("run-x".to_string()).kind(),
+            ErrorKind::Input
+        );
+        assert_eq!(
+            RegistryError::AlreadyPromoted {
+                alias: "champion".to_string(),
+                version: "mv-1".to_string(),
+            }
+            .kind(),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            RegistryError::from(sqlx::Error::PoolTimedOut).kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            RegistryError::from(sqlx::Error::RowNotFound).kind(),
+            ErrorKind::Internal
+        );
+        let request = |status: u16| RegistryError::MlflowStatus {
+            endpoint: "runs/create".to_string(),
+            status,
+            message: String::new(),
+        };
+        assert_eq!(request(503).kind(), ErrorKind::Unavailable);
+        assert_eq!(request(429).kind(), ErrorKind::Unavailable);
+        assert_eq!(request(400).kind(), ErrorKind::Internal);
+        assert_eq!(
+            RegistryError::MlflowRequest {
+                endpoint: "runs/create".to_string(),
+                message: "unreachable".to_string(),
+            }
+            .kind(),
+            ErrorKind::Unavailable
+        );
     }
 }

@@ -22,8 +22,10 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::registry::{alias_history, list_aliases, list_versions, ModelVersion};
-use crate::runs::{list_artifacts, list_runs, metric_history, Run, RunFilter, RunId, RunStatus};
+use crate::registry::{alias_history, list_aliases, list_versions, AliasEvent, ModelVersion};
+use crate::runs::{
+    list_artifacts, list_runs, metric_history, Artifact, Run, RunFilter, RunId, RunStatus,
+};
 use crate::RegistryError;
 
 /// MLflow's limits per `runs/log-batch` request.
@@ -55,10 +57,10 @@ impl fmt::Debug for MlflowAuth {
 }
 
 impl MlflowAuth {
-    /// From MLflow's own variables: `MLFLOW_TRACKING_TOKEN`, or `MLFLOW_TRACKING_USERNAME` and
-    /// `MLFLOW_TRACKING_PASSWORD`.
-    pub fn from_environment() -> Self {
-        let variable = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    /// From MLflow's own variables, looked up with `variable`: `MLFLOW_TRACKING_TOKEN`, or
+    /// `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`.
+    pub fn from_variables(variable: impl Fn(&str) -> Option<String>) -> Self {
+        let variable = |name: &str| variable(name).filter(|value| !value.is_empty());
         if let Some(token) = variable("MLFLOW_TRACKING_TOKEN") {
             return MlflowAuth::Bearer(token);
         }
@@ -72,57 +74,74 @@ impl MlflowAuth {
     }
 }
 
-/// What to export and how.
+/// Which tracking server to export to, under which names, as whom. The binary builds it from
+/// its settings; this crate reads no environment variable.
 #[derive(Debug, Clone)]
-pub struct MlflowExportOptions {
+pub struct MlflowSettings {
+    /// `http://` or `https://` address of the tracking server (a path prefix is allowed).
+    pub tracking_uri: String,
     /// The MLflow experiment holding prodcat's runs (created when missing).
     pub experiment_name: String,
     /// The registered model holding prodcat's model versions (created when missing).
     pub registered_model_name: String,
+    pub auth: MlflowAuth,
+    /// Per request.
+    pub timeout: Duration,
+}
+
+impl MlflowSettings {
+    /// The server at `tracking_uri`, with the default names (`prodcat`, `prodcat-classifier`),
+    /// no credentials and a 30-second timeout per request.
+    pub fn new(tracking_uri: &str) -> Self {
+        Self {
+            tracking_uri: tracking_uri.trim().to_string(),
+            experiment_name: "prodcat".to_string(),
+            registered_model_name: "prodcat-classifier".to_string(),
+            auth: MlflowAuth::None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The settings the usual variables describe, looked up with `variable` (the binary passes
+    /// `|name| std::env::var(name).ok()`): the server in `MLFLOW_TRACKING_URI` (`None` when it
+    /// is unset or blank: no mirror), the names in `PRODCAT_MLFLOW_EXPERIMENT` and
+    /// `PRODCAT_MLFLOW_MODEL_NAME` when set, credentials as [`MlflowAuth::from_variables`].
+    pub fn from_variables(variable: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        let named = |name: &str| {
+            variable(name)
+                .map(|value| value.trim().to_string())
+                .filter(|value| !value.is_empty())
+        };
+        let mut settings = Self::new(&named("MLFLOW_TRACKING_URI")?);
+        if let Some(name) = named("PRODCAT_MLFLOW_EXPERIMENT") {
+            settings.experiment_name = name;
+        }
+        if let Some(name) = named("PRODCAT_MLFLOW_MODEL_NAME") {
+            settings.registered_model_name = name;
+        }
+        settings.auth = MlflowAuth::from_variables(&variable);
+        Some(settings)
+    }
+}
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct MlflowExportOptions {
     /// Only these runs; `None` exports every run.
     pub runs: Option<Vec<RunId>>,
     /// Export model versions and aliases too.
     pub include_models: bool,
     /// Upload artifact bytes from this store when the server proxies artifacts.
     pub objects: Option<ObjectStorage>,
-    pub auth: MlflowAuth,
-    /// Per request.
-    pub timeout: Duration,
 }
 
 impl Default for MlflowExportOptions {
     fn default() -> Self {
         Self {
-            experiment_name: "prodcat".to_string(),
-            registered_model_name: "prodcat-classifier".to_string(),
             runs: None,
             include_models: true,
             objects: None,
-            auth: MlflowAuth::None,
-            timeout: Duration::from_secs(30),
         }
-    }
-}
-
-impl MlflowExportOptions {
-    /// Defaults, with credentials from MLflow's variables and the names from
-    /// `PRODCAT_MLFLOW_EXPERIMENT` and `PRODCAT_MLFLOW_MODEL_NAME` when set.
-    pub fn from_environment() -> Self {
-        let mut options = Self {
-            auth: MlflowAuth::from_environment(),
-            ..Self::default()
-        };
-        if let Ok(name) = std::env::var("PRODCAT_MLFLOW_EXPERIMENT") {
-            if !name.trim().is_empty() {
-                options.experiment_name = name.trim().to_string();
-            }
-        }
-        if let Ok(name) = std::env::var("PRODCAT_MLFLOW_MODEL_NAME") {
-            if !name.trim().is_empty() {
-                options.registered_model_name = name.trim().to_string();
-            }
-        }
-        options
     }
 }
 
@@ -150,63 +169,46 @@ pub struct MlflowExportReport {
     pub version_numbers: BTreeMap<String, String>,
 }
 
-/// Mirrors to the server in `MLFLOW_TRACKING_URI` when that variable is set (else `None`): the
-/// given runs (none for an empty slice) plus all model versions and aliases. Meant to be called
-/// after each run and each alias move; a failure should be logged, not fail the caller's work.
-pub async fn mirror_from_environment(
+/// Mirrors the given runs (none for an empty slice) plus all model versions and aliases to the
+/// server of `settings`. Meant to be called after each run and each alias move; a failure should
+/// be logged, not fail the caller's work.
+pub async fn mirror_to_mlflow(
     database: &Database,
+    settings: &MlflowSettings,
     runs: &[RunId],
     objects: Option<&ObjectStorage>,
-) -> Option<Result<MlflowExportReport, RegistryError>> {
-    let uri = std::env::var("MLFLOW_TRACKING_URI").ok()?;
-    if uri.trim().is_empty() {
-        return None;
-    }
+) -> Result<MlflowExportReport, RegistryError> {
     let options = MlflowExportOptions {
         runs: Some(runs.to_vec()),
+        include_models: true,
         objects: objects.cloned(),
-        ..MlflowExportOptions::from_environment()
     };
-    Some(export_to_mlflow(database, &uri, &options).await)
+    export_to_mlflow(database, settings, &options).await
 }
 
 /// Exports runs (with parameters, metric histories, artifacts and timings) and, unless disabled,
-/// model versions and aliases to the MLflow tracking server at `tracking_uri`.
+/// model versions and aliases to the MLflow tracking server of `settings`.
 pub async fn export_to_mlflow(
     database: &Database,
-    tracking_uri: &str,
+    settings: &MlflowSettings,
     options: &MlflowExportOptions,
 ) -> Result<MlflowExportReport, RegistryError> {
-    let client = Client::new(tracking_uri, options)?;
-    let mut report = MlflowExportReport {
-        tracking_uri: client.display_uri.clone(),
-        ..MlflowExportReport::default()
+    let client = Client::new(settings)?;
+    let mut export = Export {
+        report: MlflowExportReport {
+            tracking_uri: client.display_uri.clone(),
+            ..MlflowExportReport::default()
+        },
+        client,
+        database,
+        settings,
+        options,
     };
-    let experiment_id = client.experiment(&options.experiment_name).await?;
-    report.experiment_id = experiment_id.clone();
-    let mut exported = client.exported_runs(&experiment_id).await?;
-
-    let mut runs = list_runs(database, &RunFilter::default()).await?;
-    runs.reverse(); // oldest first, so MLflow lists them in the same order
-    if let Some(wanted) = &options.runs {
-        for id in wanted {
-            if !runs.iter().any(|run| &run.id == id) {
-                return Err(RegistryError::UnknownRun(id.to_string()));
-            }
-        }
-        runs.retain(|run| wanted.contains(&run.id));
-    }
-    for run in &runs {
-        let mlflow_id = export_run(
-            &client,
-            database,
-            options,
-            &experiment_id,
-            run,
-            &exported,
-            &mut report,
-        )
-        .await?;
+    let experiment_id = export.client.experiment(&settings.experiment_name).await?;
+    export.report.experiment_id = experiment_id.clone();
+    let mut exported = export.client.exported_runs(&experiment_id).await?;
+    for run in runs_to_export(database, options.runs.as_deref()).await? {
+        let mlflow_id = export.run(&experiment_id, &run, &exported).await?;
         exported.insert(
             run.id.to_string(),
             ExportedRun {
@@ -214,13 +216,14 @@ pub async fn export_to_mlflow(
                 status: run.status.as_str().to_string(),
             },
         );
-        report.run_ids.insert(run.id.to_string(), mlflow_id);
+        export.report.run_ids.insert(run.id.to_string(), mlflow_id);
     }
     if options.include_models {
-        export_models(&client, database, options, &exported, &mut report).await?;
+        export.models(&exported).await?;
     }
+    let report = export.report;
     tracing::info!(
-        uri = %client.display_uri,
+        uri = %report.tracking_uri,
         created = report.runs_created,
         replaced = report.runs_replaced,
         unchanged = report.runs_unchanged,
@@ -230,12 +233,39 @@ pub async fn export_to_mlflow(
     Ok(report)
 }
 
+/// The runs to export, oldest first (so MLflow lists them in the same order): every run, or
+/// the `wanted` ones, which must all exist.
+async fn runs_to_export(
+    database: &Database,
+    wanted: Option<&[RunId]>,
+) -> Result<Vec<Run>, RegistryError> {
+    let mut runs = list_runs(database, &RunFilter::default()).await?;
+    runs.reverse();
+    if let Some(wanted) = wanted {
+        for id in wanted {
+            if !runs.iter().any(|run| &run.id == id) {
+                return Err(RegistryError::UnknownRun(id.to_string()));
+            }
+        }
+        runs.retain(|run| wanted.contains(&run.id));
+    }
+    Ok(runs)
+}
+
 /// An MLflow run that carries a `prodcat.run_id` tag.
 #[derive(Debug, Clone)]
 struct ExportedRun {
     mlflow_id: String,
     /// The prodcat status at its export (`prodcat.status` tag).
     status: String,
+}
+
+/// An MLflow model version that carries a `prodcat.model_version` tag.
+#[derive(Debug, Clone)]
+struct ExportedVersion {
+    number: String,
+    /// Its `prodcat.status` tag.
+    status: Option<String>,
 }
 
 fn tag(key: &str, value: &str) -> Value {
@@ -254,34 +284,9 @@ fn mlflow_status(status: RunStatus) -> &'static str {
     }
 }
 
-async fn export_run(
-    client: &Client,
-    database: &Database,
-    options: &MlflowExportOptions,
-    experiment_id: &str,
-    run: &Run,
-    exported: &BTreeMap<String, ExportedRun>,
-    report: &mut MlflowExportReport,
-) -> Result<String, RegistryError> {
-    if let Some(previous) = exported.get(run.id.as_str()) {
-        if previous.status == run.status.as_str() && run.status != RunStatus::Running {
-            report.runs_unchanged += 1;
-            return Ok(previous.mlflow_id.clone());
-        }
-        client
-            .call(
-                Method::POST,
-                "runs/delete",
-                &[],
-                Some(&json!({ "run_id": previous.mlflow_id })),
-            )
-            .await?;
-        report.runs_replaced += 1;
-    } else {
-        report.runs_created += 1;
-    }
-
-    let artifacts = list_artifacts(database, &run.id).await?;
+/// The tags of an exported run: its prodcat identity and provenance, and the list of its
+/// artifacts (the bytes only travel when the server proxies artifacts).
+fn run_tags(run: &Run, artifacts: &[Artifact]) -> Vec<Value> {
     let mut tags = vec![
         tag("prodcat.run_id", run.id.as_str()),
         tag("prodcat.kind", run.kind.as_str()),
@@ -320,278 +325,33 @@ async fn export_run(
             .collect();
         tags.push(tag("prodcat.artifacts", &Value::Array(listing).to_string()));
     }
-    let created = client
-        .call(
-            Method::POST,
-            "runs/create",
-            &[],
-            Some(&json!({
-                "experiment_id": experiment_id,
-                "run_name": run.name,
-                "start_time": run.started_at_ms,
-                "tags": tags,
-            })),
-        )
-        .await?;
-    let info = &created["run"]["info"];
-    let mlflow_id = info["run_id"]
-        .as_str()
-        .ok_or_else(|| client.unexpected("runs/create", "no run_id in the answer"))?
-        .to_string();
-    let artifact_uri = info["artifact_uri"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-
-    let params: Vec<Value> = run
-        .parameters
-        .iter()
-        .map(|(key, value)| json!({ "key": key, "value": value }))
-        .collect();
-    for batch in params.chunks(PARAMS_PER_BATCH) {
-        client
-            .call(
-                Method::POST,
-                "runs/log-batch",
-                &[],
-                Some(&json!({ "run_id": mlflow_id, "params": batch })),
-            )
-            .await?;
-        report.params_logged += batch.len();
-    }
-    let mut metrics: Vec<Value> = Vec::new();
-    for (key, points) in metric_history(database, &run.id).await? {
-        for point in points {
-            metrics.push(json!({
-                "key": key,
-                "value": point.value,
-                "timestamp": point.timestamp_ms,
-                "step": point.step,
-            }));
-        }
-    }
-    for batch in metrics.chunks(METRICS_PER_BATCH) {
-        client
-            .call(
-                Method::POST,
-                "runs/log-batch",
-                &[],
-                Some(&json!({ "run_id": mlflow_id, "metrics": batch })),
-            )
-            .await?;
-        report.metrics_logged += batch.len();
-    }
-    if let (Some(objects), Some(root)) = (
-        &options.objects,
-        artifact_uri.strip_prefix("mlflow-artifacts:"),
-    ) {
-        let root = root.trim_start_matches('/').trim_end_matches('/');
-        for artifact in &artifacts {
-            let bytes = objects.get(&artifact.object_key).await?;
-            client
-                .upload(&format!("{root}/{}", artifact.name), bytes)
-                .await?;
-            report.artifacts_uploaded += 1;
-        }
-    }
-    if run.status != RunStatus::Running {
-        client
-            .call(
-                Method::POST,
-                "runs/update",
-                &[],
-                Some(&json!({
-                    "run_id": mlflow_id,
-                    "status": mlflow_status(run.status),
-                    "end_time": run.ended_at_ms.unwrap_or(run.started_at_ms),
-                })),
-            )
-            .await?;
-    }
-    Ok(mlflow_id)
+    tags
 }
 
-async fn export_models(
-    client: &Client,
-    database: &Database,
-    options: &MlflowExportOptions,
-    exported: &BTreeMap<String, ExportedRun>,
-    report: &mut MlflowExportReport,
-) -> Result<(), RegistryError> {
-    let name = options.registered_model_name.as_str();
-    let registered = client.registered_model(name).await?;
-    // MLflow version number by prodcat version id, and each version's prodcat.status tag.
-    let mut numbers: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
-    let mut page_token: Option<String> = None;
-    loop {
-        let filter = format!("name='{}'", name.replace('\'', "\\'"));
-        let mut query = vec![("filter", filter), ("max_results", "200".to_string())];
-        if let Some(token) = &page_token {
-            query.push(("page_token", token.clone()));
-        }
-        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let page = client
-            .call(Method::GET, "model-versions/search", &query, None)
-            .await?;
-        for version in page["model_versions"].as_array().into_iter().flatten() {
-            let tags = tags_of(version);
-            if let (Some(ours), Some(number)) = (
-                tags.get("prodcat.model_version"),
-                version["version"].as_str(),
-            ) {
-                numbers.insert(
-                    ours.clone(),
-                    (number.to_string(), tags.get("prodcat.status").cloned()),
-                );
-            }
-        }
-        page_token = page["next_page_token"]
-            .as_str()
-            .filter(|token| !token.is_empty())
-            .map(str::to_string);
-        if page_token.is_none() {
-            break;
-        }
+/// The tags of an exported model version.
+fn version_tags(version: &ModelVersion) -> Vec<Value> {
+    let mut tags = vec![
+        tag("prodcat.model_version", version.id.as_str()),
+        tag("prodcat.object_prefix", &version.object_prefix),
+        tag("prodcat.status", version.status.as_str()),
+        tag("prodcat.created_by", &version.created_by),
+    ];
+    if let Some(dataset) = &version.dataset_version {
+        tags.push(tag("prodcat.dataset_version", dataset.as_str()));
     }
+    if let Some(run) = &version.run_id {
+        tags.push(tag("prodcat.run_id", run.as_str()));
+    }
+    for (key, value) in &version.summary_metrics {
+        tags.push(tag(&format!("prodcat.metric.{key}"), &value.to_string()));
+    }
+    tags
+}
 
-    let mut versions: Vec<ModelVersion> = list_versions(database).await?;
-    versions.reverse(); // oldest first: MLflow numbers follow prodcat's order
-    for version in &versions {
-        let id = version.id.as_str();
-        if let Some((number, status)) = numbers.get(id) {
-            if status.as_deref() != Some(version.status.as_str()) {
-                client
-                    .call(
-                        Method::POST,
-                        "model-versions/set-tag",
-                        &[],
-                        Some(&json!({
-                            "name": name, "version": number,
-                            "key": "prodcat.status", "value": version.status.as_str(),
-                        })),
-                    )
-                    .await?;
-            }
-            report.versions_unchanged += 1;
-            report
-                .version_numbers
-                .insert(id.to_string(), number.clone());
-            continue;
-        }
-        let mlflow_run = version
-            .run_id
-            .as_ref()
-            .and_then(|run| exported.get(run.as_str()))
-            .map(|run| run.mlflow_id.clone());
-        let source = match &mlflow_run {
-            Some(run) => format!("runs:/{run}/model"),
-            None => format!("prodcat:/{}", version.object_prefix.trim_start_matches('/')),
-        };
-        let mut tags = vec![
-            tag("prodcat.model_version", id),
-            tag("prodcat.object_prefix", &version.object_prefix),
-            tag("prodcat.status", version.status.as_str()),
-            tag("prodcat.created_by", &version.created_by),
-        ];
-        if let Some(dataset) = &version.dataset_version {
-            tags.push(tag("prodcat.dataset_version", dataset.as_str()));
-        }
-        if let Some(run) = &version.run_id {
-            tags.push(tag("prodcat.run_id", run.as_str()));
-        }
-        for (key, value) in &version.summary_metrics {
-            tags.push(tag(&format!("prodcat.metric.{key}"), &value.to_string()));
-        }
-        let mut body = json!({
-            "name": name,
-            "source": source,
-            "tags": tags,
-            "description": version.note,
-        });
-        if let Some(run) = &mlflow_run {
-            body["run_id"] = json!(run);
-        }
-        let created = client
-            .call(Method::POST, "model-versions/create", &[], Some(&body))
-            .await?;
-        let number = created["model_version"]["version"]
-            .as_str()
-            .ok_or_else(|| client.unexpected("model-versions/create", "no version in the answer"))?
-            .to_string();
-        report.versions_created += 1;
-        report
-            .version_numbers
-            .insert(id.to_string(), number.clone());
-        numbers.insert(id.to_string(), (number, Some(version.status.to_string())));
-    }
-
-    // Aliases: set ours, delete those we set before and no longer have.
-    let current: BTreeMap<String, String> = registered["aliases"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|alias| {
-            Some((
-                alias["alias"].as_str()?.to_string(),
-                alias["version"].as_str()?.to_string(),
-            ))
-        })
-        .collect();
-    let registered_tags = tags_of(&registered);
-    let previously_managed: Vec<String> = registered_tags
-        .get("prodcat.aliases")
-        .map(|list| {
-            list.split(',')
-                .filter(|alias| !alias.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    let aliases = list_aliases(database).await?;
-    for alias in &aliases {
-        let Some((number, _)) = numbers.get(alias.version.as_str()) else {
-            continue;
-        };
-        if current.get(&alias.alias) != Some(number) {
-            client
-                .call(
-                    Method::POST,
-                    "registered-models/alias",
-                    &[],
-                    Some(&json!({ "name": name, "alias": alias.alias, "version": number })),
-                )
-                .await?;
-            report.aliases_set += 1;
-        }
-    }
-    for alias in &previously_managed {
-        if current.contains_key(alias) && !aliases.iter().any(|ours| &ours.alias == alias) {
-            client
-                .call(
-                    Method::DELETE,
-                    "registered-models/alias",
-                    &[],
-                    Some(&json!({ "name": name, "alias": alias })),
-                )
-                .await?;
-            report.aliases_removed += 1;
-        }
-    }
-    let managed = aliases
-        .iter()
-        .map(|alias| alias.alias.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
-    client
-        .call(
-            Method::POST,
-            "registered-models/set-tag",
-            &[],
-            Some(&json!({ "name": name, "key": "prodcat.aliases", "value": managed })),
-        )
-        .await?;
-    let mut history_lines = String::new();
-    for event in alias_history(database, None).await? {
+/// The latest alias moves as JSON lines, as many as fit in one tag value.
+fn alias_history_lines(events: &[AliasEvent]) -> String {
+    let mut lines = String::new();
+    for event in events {
         let line = json!({
             "alias": event.alias,
             "action": event.action.as_str(),
@@ -603,25 +363,334 @@ async fn export_models(
             "atMs": event.at_ms,
         })
         .to_string();
-        if history_lines.len() + line.len() + 1 > MAX_TAG_LENGTH {
+        if lines.len() + line.len() + 1 > MAX_TAG_LENGTH {
             break;
         }
-        history_lines.push_str(&line);
-        history_lines.push('\n');
+        lines.push_str(&line);
+        lines.push('\n');
     }
-    if !history_lines.is_empty() {
-        client
+    lines
+}
+
+/// One export in progress: where it writes, what it reads, what it did so far.
+struct Export<'a> {
+    client: Client,
+    database: &'a Database,
+    settings: &'a MlflowSettings,
+    options: &'a MlflowExportOptions,
+    report: MlflowExportReport,
+}
+
+impl Export<'_> {
+    /// Exports one run (unless it was exported in its final state already) and returns its
+    /// MLflow id.
+    async fn run(
+        &mut self,
+        experiment_id: &str,
+        run: &Run,
+        exported: &BTreeMap<String, ExportedRun>,
+    ) -> Result<String, RegistryError> {
+        if let Some(previous) = exported.get(run.id.as_str()) {
+            if previous.status == run.status.as_str() && run.status != RunStatus::Running {
+                self.report.runs_unchanged += 1;
+                return Ok(previous.mlflow_id.clone());
+            }
+            self.client
+                .call(
+                    Method::POST,
+                    "runs/delete",
+                    &[],
+                    Some(&json!({ "run_id": previous.mlflow_id })),
+                )
+                .await?;
+            self.report.runs_replaced += 1;
+        } else {
+            self.report.runs_created += 1;
+        }
+        let artifacts = list_artifacts(self.database, &run.id).await?;
+        let created = self
+            .client
+            .call(
+                Method::POST,
+                "runs/create",
+                &[],
+                Some(&json!({
+                    "experiment_id": experiment_id,
+                    "run_name": run.name,
+                    "start_time": run.started_at_ms,
+                    "tags": run_tags(run, &artifacts),
+                })),
+            )
+            .await?;
+        let info = &created["run"]["info"];
+        let mlflow_id = info["run_id"]
+            .as_str()
+            .ok_or_else(|| {
+                self.client
+                    .unexpected("runs/create", "no run_id in the answer")
+            })?
+            .to_string();
+        let artifact_uri = info["artifact_uri"].as_str().unwrap_or_default();
+        self.log_run_data(run, &mlflow_id).await?;
+        self.upload_artifacts(&artifacts, artifact_uri).await?;
+        if run.status != RunStatus::Running {
+            self.client
+                .call(
+                    Method::POST,
+                    "runs/update",
+                    &[],
+                    Some(&json!({
+                        "run_id": mlflow_id,
+                        "status": mlflow_status(run.status),
+                        "end_time": run.ended_at_ms.unwrap_or(run.started_at_ms),
+                    })),
+                )
+                .await?;
+        }
+        Ok(mlflow_id)
+    }
+
+    /// Logs a run's parameters and every value of its metrics.
+    async fn log_run_data(&mut self, run: &Run, mlflow_id: &str) -> Result<(), RegistryError> {
+        let params: Vec<Value> = run
+            .parameters
+            .iter()
+            .map(|(key, value)| json!({ "key": key, "value": value }))
+            .collect();
+        self.report.params_logged += self
+            .client
+            .log_batch(mlflow_id, "params", &params, PARAMS_PER_BATCH)
+            .await?;
+        let mut metrics: Vec<Value> = Vec::new();
+        for (key, points) in metric_history(self.database, &run.id).await? {
+            for point in points {
+                metrics.push(json!({
+                    "key": key,
+                    "value": point.value,
+                    "timestamp": point.timestamp_ms,
+                    "step": point.step,
+                }));
+            }
+        }
+        self.report.metrics_logged += self
+            .client
+            .log_batch(mlflow_id, "metrics", &metrics, METRICS_PER_BATCH)
+            .await?;
+        Ok(())
+    }
+
+    /// Uploads the artifacts' bytes when an object store is given and the server proxies
+    /// artifacts (`mlflow-artifacts:` URIs).
+    async fn upload_artifacts(
+        &mut self,
+        artifacts: &[Artifact],
+        artifact_uri: &str,
+    ) -> Result<(), RegistryError> {
+        let (Some(objects), Some(root)) = (
+            &self.options.objects,
+            artifact_uri.strip_prefix("mlflow-artifacts:"),
+        ) else {
+            return Ok(());
+        };
+        let root = root.trim_start_matches('/').trim_end_matches('/');
+        for artifact in artifacts {
+            let bytes = objects.get(&artifact.object_key).await?;
+            self.client
+                .upload(&format!("{root}/{}", artifact.name), bytes)
+                .await?;
+            self.report.artifacts_uploaded += 1;
+        }
+        Ok(())
+    }
+
+    /// Exports model versions and aliases, and the alias history tag.
+    async fn models(
+        &mut self,
+        exported: &BTreeMap<String, ExportedRun>,
+    ) -> Result<(), RegistryError> {
+        let name = self.settings.registered_model_name.as_str();
+        let registered = self.client.registered_model(name).await?;
+        let mut numbers = self.client.exported_versions(name).await?;
+        self.versions(&mut numbers, exported).await?;
+        self.aliases(&registered, &numbers).await?;
+        let history = alias_history_lines(&alias_history(self.database, None).await?);
+        if !history.is_empty() {
+            self.client
+                .call(
+                    Method::POST,
+                    "registered-models/set-tag",
+                    &[],
+                    Some(&json!({
+                        "name": name, "key": "prodcat.alias_history", "value": history,
+                    })),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the model versions MLflow does not have yet (oldest first, so MLflow's numbers
+    /// follow prodcat's order) and updates the status tag of the others; `numbers` gains the
+    /// new versions.
+    async fn versions(
+        &mut self,
+        numbers: &mut BTreeMap<String, ExportedVersion>,
+        exported: &BTreeMap<String, ExportedRun>,
+    ) -> Result<(), RegistryError> {
+        let name = self.settings.registered_model_name.as_str();
+        let mut versions: Vec<ModelVersion> = list_versions(self.database).await?;
+        versions.reverse();
+        for version in &versions {
+            let id = version.id.as_str();
+            if let Some(existing) = numbers.get(id) {
+                if existing.status.as_deref() != Some(version.status.as_str()) {
+                    self.client
+                        .call(
+                            Method::POST,
+                            "model-versions/set-tag",
+                            &[],
+                            Some(&json!({
+                                "name": name, "version": existing.number,
+                                "key": "prodcat.status", "value": version.status.as_str(),
+                            })),
+                        )
+                        .await?;
+                }
+                self.report.versions_unchanged += 1;
+                self.report
+                    .version_numbers
+                    .insert(id.to_string(), existing.number.clone());
+                continue;
+            }
+            let number = self.create_version(version, exported).await?;
+            self.report.versions_created += 1;
+            self.report
+                .version_numbers
+                .insert(id.to_string(), number.clone());
+            numbers.insert(
+                id.to_string(),
+                ExportedVersion {
+                    number,
+                    status: Some(version.status.to_string()),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates one model version, linked to its exported run when there is one; returns its
+    /// MLflow number.
+    async fn create_version(
+        &self,
+        version: &ModelVersion,
+        exported: &BTreeMap<String, ExportedRun>,
+    ) -> Result<String, RegistryError> {
+        let mlflow_run = version
+            .run_id
+            .as_ref()
+            .and_then(|run| exported.get(run.as_str()))
+            .map(|run| run.mlflow_id.clone());
+        let source = match &mlflow_run {
+            Some(run) => format!("runs:/{run}/model"),
+            None => format!("prodcat:/{}", version.object_prefix.trim_start_matches('/')),
+        };
+        let mut body = json!({
+            "name": self.settings.registered_model_name,
+            "source": source,
+            "tags": version_tags(version),
+            "description": version.note,
+        });
+        if let Some(run) = &mlflow_run {
+            body["run_id"] = json!(run);
+        }
+        let created = self
+            .client
+            .call(Method::POST, "model-versions/create", &[], Some(&body))
+            .await?;
+        created["model_version"]["version"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| {
+                self.client
+                    .unexpected("model-versions/create", "no version in the answer")
+            })
+    }
+
+    /// Sets prodcat's aliases, deletes those prodcat set before and no longer has (aliases set
+    /// by other tools are left alone), and records the managed list.
+    async fn aliases(
+        &mut self,
+        registered: &Value,
+        numbers: &BTreeMap<String, ExportedVersion>,
+    ) -> Result<(), RegistryError> {
+        let name = self.settings.registered_model_name.as_str();
+        let current: BTreeMap<String, String> = registered["aliases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|alias| {
+                Some((
+                    alias["alias"].as_str()?.to_string(),
+                    alias["version"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let previously_managed: Vec<String> = tags_of(registered)
+            .get("prodcat.aliases")
+            .map(|list| {
+                list.split(',')
+                    .filter(|alias| !alias.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let aliases = list_aliases(self.database).await?;
+        for alias in &aliases {
+            let Some(version) = numbers.get(alias.version.as_str()) else {
+                continue;
+            };
+            if current.get(&alias.alias) != Some(&version.number) {
+                self.client
+                    .call(
+                        Method::POST,
+                        "registered-models/alias",
+                        &[],
+                        Some(&json!({
+                            "name": name, "alias": alias.alias, "version": version.number,
+                        })),
+                    )
+                    .await?;
+                self.report.aliases_set += 1;
+            }
+        }
+        for alias in &previously_managed {
+            if current.contains_key(alias) && !aliases.iter().any(|ours| &ours.alias == alias) {
+                self.client
+                    .call(
+                        Method::DELETE,
+                        "registered-models/alias",
+                        &[],
+                        Some(&json!({ "name": name, "alias": alias })),
+                    )
+                    .await?;
+                self.report.aliases_removed += 1;
+            }
+        }
+        let managed = aliases
+            .iter()
+            .map(|alias| alias.alias.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.client
             .call(
                 Method::POST,
                 "registered-models/set-tag",
                 &[],
-                Some(&json!({
-                    "name": name, "key": "prodcat.alias_history", "value": history_lines,
-                })),
+                Some(&json!({ "name": name, "key": "prodcat.aliases", "value": managed })),
             )
             .await?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// `{key: value}` of an MLflow entity's `tags` array (runs keep them under `data`).
@@ -640,6 +709,14 @@ fn tags_of(entity: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The token of the next page of a search answer, if there is one.
+fn next_page_token(page: &Value) -> Option<String> {
+    page["next_page_token"]
+        .as_str()
+        .filter(|token| !token.is_empty())
+        .map(str::to_string)
+}
+
 /// A thin client for MLflow's REST API.
 struct Client {
     http: reqwest::Client,
@@ -649,8 +726,8 @@ struct Client {
 }
 
 impl Client {
-    fn new(tracking_uri: &str, options: &MlflowExportOptions) -> Result<Self, RegistryError> {
-        let trimmed = tracking_uri.trim();
+    fn new(settings: &MlflowSettings) -> Result<Self, RegistryError> {
+        let trimmed = settings.tracking_uri.trim();
         let invalid = |reason: String| RegistryError::InvalidTrackingUri {
             uri: trimmed.to_string(),
             reason,
@@ -672,19 +749,19 @@ impl Client {
             base.set_path(&path);
         }
         let http = reqwest::Client::builder()
-            .timeout(options.timeout)
+            .timeout(settings.timeout)
             .build()
             .map_err(|error| invalid(format!("could not build an HTTP client: {error}")))?;
         Ok(Self {
             http,
             display_uri: base.as_str().trim_end_matches('/').to_string(),
             base,
-            auth: options.auth.clone(),
+            auth: settings.auth.clone(),
         })
     }
 
     fn unexpected(&self, endpoint: &str, message: &str) -> RegistryError {
-        RegistryError::MlflowRequest {
+        RegistryError::MlflowAnswer {
             endpoint: endpoint.to_string(),
             message: format!("unexpected answer from {}: {message}", self.display_uri),
         }
@@ -727,13 +804,7 @@ impl Client {
         if let Some(body) = body {
             builder = builder.json(body);
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|error| RegistryError::MlflowRequest {
-                endpoint: endpoint.to_string(),
-                message: format!("{} unreachable: {error}", self.display_uri),
-            })?;
+        let response = self.send(builder, endpoint).await?;
         let status = response.status();
         let text = response
             .text()
@@ -764,6 +835,21 @@ impl Client {
             .map_err(|error| self.unexpected(endpoint, &format!("the answer is not JSON: {error}")))
     }
 
+    /// Sends a request; a server that cannot be reached is an `MlflowRequest` error.
+    async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+        endpoint: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        builder
+            .send()
+            .await
+            .map_err(|error| RegistryError::MlflowRequest {
+                endpoint: endpoint.to_string(),
+                message: format!("{} unreachable: {error}", self.display_uri),
+            })
+    }
+
     /// Uploads bytes through the server's artifact proxy (`mlflow-artifacts`).
     async fn upload(&self, path: &str, bytes: bytes::Bytes) -> Result<(), RegistryError> {
         let endpoint = "mlflow-artifacts/artifacts";
@@ -771,18 +857,13 @@ impl Client {
             .split('/')
             .map(|part| url::form_urlencoded::byte_serialize(part.as_bytes()).collect())
             .collect();
-        let response = self
+        let builder = self
             .request(
                 Method::PUT,
                 &format!("api/2.0/{endpoint}/{}", encoded.join("/")),
             )?
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|error| RegistryError::MlflowRequest {
-                endpoint: endpoint.to_string(),
-                message: format!("{} unreachable: {error}", self.display_uri),
-            })?;
+            .body(bytes);
+        let response = self.send(builder, endpoint).await?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
@@ -795,53 +876,75 @@ impl Client {
         Ok(())
     }
 
-    /// The id of the experiment `name`, created when missing.
-    async fn experiment(&self, name: &str) -> Result<String, RegistryError> {
-        match self
-            .call(
-                Method::GET,
-                "experiments/get-by-name",
-                &[("experiment_name", name)],
-                None,
-            )
-            .await
-        {
-            Ok(found) => {
-                let experiment = &found["experiment"];
-                if experiment["lifecycle_stage"].as_str() == Some("deleted") {
-                    return Err(RegistryError::MlflowRequest {
-                        endpoint: "experiments/get-by-name".to_string(),
-                        message: format!(
-                            "the MLflow experiment {name:?} is deleted; restore it or export to another experiment name"
-                        ),
-                    });
-                }
-                experiment["experiment_id"]
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| self.unexpected("experiments/get-by-name", "no experiment_id"))
-            }
+    /// Logs `items` (`params` or `metrics`) to a run in batches of at most `per_batch`;
+    /// returns how many were logged.
+    async fn log_batch(
+        &self,
+        mlflow_id: &str,
+        field: &str,
+        items: &[Value],
+        per_batch: usize,
+    ) -> Result<usize, RegistryError> {
+        for batch in items.chunks(per_batch) {
+            let mut body = json!({ "run_id": mlflow_id });
+            body[field] = json!(batch);
+            self.call(Method::POST, "runs/log-batch", &[], Some(&body))
+                .await?;
+        }
+        Ok(items.len())
+    }
+
+    /// `GET get` with `query`; when MLflow answers that the resource does not exist, `POST
+    /// create` with `body` instead. Returns whether it was created, and the answer.
+    async fn get_or_create(
+        &self,
+        (get, query): (&str, &[(&str, &str)]),
+        (create, body): (&str, &Value),
+    ) -> Result<(bool, Value), RegistryError> {
+        match self.call(Method::GET, get, query, None).await {
+            Ok(found) => Ok((false, found)),
             Err(RegistryError::MlflowStatus { message, .. })
                 if message.starts_with("RESOURCE_DOES_NOT_EXIST") =>
             {
-                let created = self
-                    .call(
-                        Method::POST,
-                        "experiments/create",
-                        &[],
-                        Some(&json!({
-                            "name": name,
-                            "tags": [tag("prodcat.managed", "true")],
-                        })),
-                    )
-                    .await?;
-                created["experiment_id"]
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| self.unexpected("experiments/create", "no experiment_id"))
+                Ok((
+                    true,
+                    self.call(Method::POST, create, &[], Some(body)).await?,
+                ))
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// The id of the experiment `name`, created when missing.
+    async fn experiment(&self, name: &str) -> Result<String, RegistryError> {
+        let (created, answer) = self
+            .get_or_create(
+                ("experiments/get-by-name", &[("experiment_name", name)]),
+                (
+                    "experiments/create",
+                    &json!({ "name": name, "tags": [tag("prodcat.managed", "true")] }),
+                ),
+            )
+            .await?;
+        if created {
+            return answer["experiment_id"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| self.unexpected("experiments/create", "no experiment_id"));
+        }
+        let experiment = &answer["experiment"];
+        if experiment["lifecycle_stage"].as_str() == Some("deleted") {
+            return Err(RegistryError::MlflowAnswer {
+                endpoint: "experiments/get-by-name".to_string(),
+                message: format!(
+                    "the MLflow experiment {name:?} is deleted; restore it or export to another experiment name"
+                ),
+            });
+        }
+        experiment["experiment_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| self.unexpected("experiments/get-by-name", "no experiment_id"))
     }
 
     /// Runs of the experiment that carry a `prodcat.run_id` tag (active ones only).
@@ -878,10 +981,7 @@ impl Client {
                     );
                 }
             }
-            page_token = page["next_page_token"]
-                .as_str()
-                .filter(|token| !token.is_empty())
-                .map(str::to_string);
+            page_token = next_page_token(&page);
             if page_token.is_none() {
                 break;
             }
@@ -889,37 +989,62 @@ impl Client {
         Ok(exported)
     }
 
+    /// The versions of the registered model `name` that carry a `prodcat.model_version` tag,
+    /// by prodcat version id.
+    async fn exported_versions(
+        &self,
+        name: &str,
+    ) -> Result<BTreeMap<String, ExportedVersion>, RegistryError> {
+        let mut versions = BTreeMap::new();
+        let filter = format!("name='{}'", name.replace('\'', "\\'"));
+        let mut page_token: Option<String> = None;
+        loop {
+            let mut query = vec![("filter", filter.as_str()), ("max_results", "200")];
+            if let Some(token) = &page_token {
+                query.push(("page_token", token.as_str()));
+            }
+            let page = self
+                .call(Method::GET, "model-versions/search", &query, None)
+                .await?;
+            for version in page["model_versions"].as_array().into_iter().flatten() {
+                let tags = tags_of(version);
+                if let (Some(ours), Some(number)) = (
+                    tags.get("prodcat.model_version"),
+                    version["version"].as_str(),
+                ) {
+                    versions.insert(
+                        ours.clone(),
+                        ExportedVersion {
+                            number: number.to_string(),
+                            status: tags.get("prodcat.status").cloned(),
+                        },
+                    );
+                }
+            }
+            page_token = next_page_token(&page);
+            if page_token.is_none() {
+                break;
+            }
+        }
+        Ok(versions)
+    }
+
     /// The registered model `name` (created when missing), as MLflow describes it.
     async fn registered_model(&self, name: &str) -> Result<Value, RegistryError> {
-        match self
-            .call(
-                Method::GET,
-                "registered-models/get",
-                &[("name", name)],
-                None,
+        let (_, answer) = self
+            .get_or_create(
+                ("registered-models/get", &[("name", name)]),
+                (
+                    "registered-models/create",
+                    &json!({
+                        "name": name,
+                        "description": "Product category classifiers registered by prodcat.",
+                        "tags": [tag("prodcat.managed", "true")],
+                    }),
+                ),
             )
-            .await
-        {
-            Ok(found) => Ok(found["registered_model"].clone()),
-            Err(RegistryError::MlflowStatus { message, .. })
-                if message.starts_with("RESOURCE_DOES_NOT_EXIST") =>
-            {
-                let created = self
-                    .call(
-                        Method::POST,
-                        "registered-models/create",
-                        &[],
-                        Some(&json!({
-                            "name": name,
-                            "description": "Product category classifiers registered by prodcat.",
-                            "tags": [tag("prodcat.managed", "true")],
-                        })),
-                    )
-                    .await?;
-                Ok(created["registered_model"].clone())
-            }
-            Err(error) => Err(error),
-        }
+            .await?;
+        Ok(answer["registered_model"].clone())
     }
 }
 
@@ -929,13 +1054,13 @@ mod tests {
 
     #[test]
     fn tracking_uris_are_checked() {
-        let options = MlflowExportOptions::default();
-        assert!(Client::new("http://127.0.0.1:5000", &options).is_ok());
-        let client = Client::new("https://mlflow.example.com/prefix", &options).unwrap();
-        assert_eq!(client.base.as_str(), "https://mlflow.example.com/prefix/");
-        assert!(Client::new("file:///tmp/mlruns", &options).is_err());
-        assert!(Client::new("databricks", &options).is_err());
-        assert!(Client::new("http://user:secret@host", &options).is_err());
+        let client = |uri: &str| Client::new(&MlflowSettings::new(uri));
+        assert!(client("http://127.0.0.1:5000").is_ok());
+        let prefixed = client("https://mlflow.example.com/prefix").unwrap();
+        assert_eq!(prefixed.base.as_str(), "https://mlflow.example.com/prefix/");
+        assert!(client("file:///tmp/mlruns").is_err());
+        assert!(client("databricks").is_err());
+        assert!(client("http://user:secret@host").is_err());
     }
 
     #[test]
@@ -946,6 +1071,29 @@ mod tests {
         };
         assert!(!format!("{auth:?}").contains("hunter2"));
         assert!(!format!("{:?}", MlflowAuth::Bearer("token123".to_string())).contains("token123"));
+    }
+
+    #[test]
+    fn settings_come_from_the_variables_given() {
+        assert!(MlflowSettings::from_variables(|_| None).is_none());
+        assert!(MlflowSettings::from_variables(|_| Some(" ".to_string())).is_none());
+        let variables = BTreeMap::from([
+            ("MLFLOW_TRACKING_URI", " http://127.0.0.1:5000 "),
+            ("PRODCAT_MLFLOW_MODEL_NAME", "classifier-b"),
+            ("MLFLOW_TRACKING_USERNAME", "me"),
+            ("MLFLOW_TRACKING_PASSWORD", "hunter2"),
+        ]);
+        let settings =
+            MlflowSettings::from_variables(|name| variables.get(name).map(|v| v.to_string()))
+                .unwrap();
+        assert_eq!(settings.tracking_uri, "http://127.0.0.1:5000");
+        assert_eq!(settings.experiment_name, "prodcat");
+        assert_eq!(settings.registered_model_name, "classifier-b");
+        assert!(matches!(settings.auth, MlflowAuth::Basic { .. }));
+        let token = MlflowAuth::from_variables(|name| {
+            (name == "MLFLOW_TRACKING_TOKEN").then(|| "t".to_string())
+        });
+        assert!(matches!(token, MlflowAuth::Bearer(_)));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::policy::{EvaluationSummary, PolicyDecision, PromotionPolicy};
 use crate::registry::{alias_target, get_version, resolve, AliasEvent, ModelVersion};
-use crate::registry::{guarded_move, ModelVersionStatus};
+use crate::registry::{move_alias, ModelVersionStatus, MoveSpec, Target};
 use crate::{validate, RegistryError};
 
 /// The error a [`Rescorer`] may return.
@@ -147,22 +147,37 @@ async fn participants(
     Ok((challenger, champion))
 }
 
+/// Moves the request's alias to the challenger, provided the alias still points to `champion`
+/// (`None`: is still unset) as when the promotion was decided.
+async fn move_to_challenger(
+    database: &Database,
+    request: &PromotionRequest,
+    challenger: &ModelVersion,
+    champion: Option<&ModelVersionId>,
+    forced: bool,
+    decision: Option<&serde_json::Value>,
+) -> Result<AliasEvent, RegistryError> {
+    move_alias(
+        database,
+        MoveSpec {
+            alias: &request.alias,
+            target: Target::Version(challenger.id.clone()),
+            actor: &request.actor,
+            reason: &request.reason,
+            forced,
+            decision,
+            expected_current: Some(champion),
+        },
+    )
+    .await
+}
+
 async fn first_version(
     database: &Database,
     request: &PromotionRequest,
     challenger: &ModelVersion,
 ) -> Result<PromotionOutcome, RegistryError> {
-    let event = guarded_move(
-        database,
-        &request.alias,
-        &challenger.id,
-        &request.actor,
-        &request.reason,
-        false,
-        None,
-        Some(None),
-    )
-    .await?;
+    let event = move_to_challenger(database, request, challenger, None, false, None).await?;
     Ok(PromotionOutcome::FirstVersion { event })
 }
 
@@ -305,15 +320,13 @@ async fn forced_without_decision(
         "compared": false,
         "error": comparison_error,
     });
-    let event = guarded_move(
+    let event = move_to_challenger(
         database,
-        &request.alias,
-        &challenger.id,
-        &request.actor,
-        &request.reason,
+        request,
+        challenger,
+        Some(&champion.id),
         true,
         Some(&note),
-        Some(Some(&champion.id)),
     )
     .await?;
     Ok(PromotionOutcome::Forced {
@@ -380,15 +393,13 @@ async fn decide_and_move(
             what: "policy decision".to_string(),
             reason: error.to_string(),
         })?;
-    let event = guarded_move(
+    let event = move_to_challenger(
         database,
-        &request.alias,
-        &challenger.id,
-        &request.actor,
-        &request.reason,
+        request,
+        challenger,
+        Some(&champion.id),
         forced,
         Some(&decision_json),
-        Some(Some(&champion.id)),
     )
     .await?;
     Ok(if forced {

@@ -612,7 +612,8 @@ pub async fn remove_alias(
     .await
 }
 
-enum Target {
+/// Where a move takes an alias.
+pub(crate) enum Target {
     Version(ModelVersionId),
     Rollback,
     Remove,
@@ -650,137 +651,150 @@ fn rollback_target(
     }
 }
 
-struct MoveSpec<'a> {
-    alias: &'a str,
-    target: Target,
-    actor: &'a str,
-    reason: &'a str,
-    forced: bool,
-    decision: Option<&'a serde_json::Value>,
-    /// `Some(expected)`: move only if the alias still points there (`Some(None)`: is unset).
-    expected_current: Option<Option<&'a ModelVersionId>>,
+/// One move of an alias: to a version, back (rollback) or away (removal).
+pub(crate) struct MoveSpec<'a> {
+    pub(crate) alias: &'a str,
+    pub(crate) target: Target,
+    pub(crate) actor: &'a str,
+    pub(crate) reason: &'a str,
+    pub(crate) forced: bool,
+    pub(crate) decision: Option<&'a serde_json::Value>,
+    /// `Some(expected)`: move only if the alias still points there (`Some(None)`: is unset), so
+    /// a decision taken on a champion is never applied after someone else moved the alias.
+    pub(crate) expected_current: Option<Option<&'a ModelVersionId>>,
 }
 
-/// Points `alias` at `version` only if it still points to `expected_current` (`None`: unset), so a
-/// decision taken on a champion is never applied after someone else moved the alias.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn guarded_move(
+/// Applies a move and records it in the alias history, in one transaction.
+pub(crate) async fn move_alias(
     database: &Database,
-    alias: &str,
-    version: &ModelVersionId,
-    actor: &str,
-    reason: &str,
-    forced: bool,
-    decision: Option<&serde_json::Value>,
-    expected_current: Option<Option<&ModelVersionId>>,
+    spec: MoveSpec<'_>,
 ) -> Result<AliasEvent, RegistryError> {
-    move_alias(
-        database,
-        MoveSpec {
-            alias,
-            target: Target::Version(version.clone()),
-            actor,
-            reason,
-            forced,
-            decision,
-            expected_current,
-        },
-    )
-    .await
-}
-
-async fn move_alias(database: &Database, spec: MoveSpec<'_>) -> Result<AliasEvent, RegistryError> {
-    let MoveSpec {
-        alias,
-        target,
-        actor,
-        reason,
-        forced,
-        decision,
-        expected_current,
-    } = spec;
     let mut transaction = database.pool().begin().await?;
-    // Serialise alias moves before reading anything: PostgreSQL takes a table lock, SQLite its
-    // single write lock through a write statement.
-    match database.backend() {
-        Backend::Postgres => {
-            sqlx::query("LOCK TABLE model_aliases IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut *transaction)
-                .await?;
-        }
-        Backend::Sqlite => {
-            sqlx::query("UPDATE model_aliases SET updated_at_ms = updated_at_ms WHERE 1 = 0")
-                .execute(&mut *transaction)
-                .await?;
-        }
-    }
+    lock_aliases(&mut transaction, database.backend()).await?;
     let current: Option<String> =
         sqlx::query_scalar("SELECT version_id FROM model_aliases WHERE alias = $1")
-            .bind(alias.to_string())
+            .bind(spec.alias.to_string())
             .fetch_optional(&mut *transaction)
             .await?;
-    if let Some(expected) = expected_current {
+    if let Some(expected) = spec.expected_current {
         if current.as_deref() != expected.map(ModelVersionId::as_str) {
             return Err(RegistryError::AliasMovedMeanwhile {
-                alias: alias.to_string(),
+                alias: spec.alias.to_string(),
                 expected: expected.map_or_else(|| "(unset)".to_string(), ToString::to_string),
                 actual: current.unwrap_or_else(|| "(unset)".to_string()),
             });
         }
     }
-    let (action, to_version) = match target {
+    let (action, to_version) = match &spec.target {
         Target::Version(version) => (AliasAction::Set, Some(version.as_str().to_string())),
-        Target::Rollback => {
-            let rows = sqlx::query(
-                "SELECT action, from_version FROM alias_history WHERE alias = $1 ORDER BY id",
-            )
-            .bind(alias.to_string())
-            .fetch_all(&mut *transaction)
-            .await?;
-            let history = rows
-                .iter()
-                .map(|row| {
-                    let action: String = row.try_get("action")?;
-                    let from_version: Option<String> = row.try_get("from_version")?;
-                    Ok((AliasAction::parse(&action)?, from_version))
-                })
-                .collect::<Result<Vec<_>, RegistryError>>()?;
-            (
-                AliasAction::Rollback,
-                Some(rollback_target(alias, &history)?),
-            )
+        Target::Rollback => (
+            AliasAction::Rollback,
+            Some(stored_rollback_target(&mut transaction, spec.alias).await?),
+        ),
+        Target::Remove if current.is_none() => {
+            return Err(RegistryError::UnknownAlias(spec.alias.to_string()))
         }
-        Target::Remove => {
-            if current.is_none() {
-                return Err(RegistryError::UnknownAlias(alias.to_string()));
-            }
-            (AliasAction::Remove, None)
-        }
+        Target::Remove => (AliasAction::Remove, None),
     };
     if let Some(version) = &to_version {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM model_versions WHERE id = $1")
-                .bind(version.clone())
-                .fetch_optional(&mut *transaction)
-                .await?;
-        match status.as_deref() {
-            None => return Err(RegistryError::UnknownModelVersion(version.clone())),
-            Some("ready") => {}
-            Some(_) => {
-                return Err(RegistryError::VersionArchived {
-                    id: version.clone(),
-                })
-            }
-        }
-        if current.as_deref() == Some(version.as_str()) {
-            return Err(RegistryError::AliasUnchanged {
-                alias: alias.to_string(),
-                version: version.clone(),
-            });
-        }
+        check_new_target(&mut transaction, spec.alias, version, current.as_deref()).await?;
     }
     let at = now_ms();
-    match &to_version {
+    write_alias(&mut transaction, &spec, to_version.as_deref(), at).await?;
+    let event = record_move(
+        &mut transaction,
+        &spec,
+        action,
+        (current.as_deref(), to_version.as_deref()),
+        at,
+    )
+    .await?;
+    transaction.commit().await?;
+    tracing::info!(
+        alias = spec.alias,
+        action = action.as_str(),
+        from = current.as_deref().unwrap_or("-"),
+        to = to_version.as_deref().unwrap_or("-"),
+        actor = spec.actor,
+        forced = spec.forced,
+        "alias moved"
+    );
+    Ok(event)
+}
+
+/// Serialises alias moves before anything is read: PostgreSQL takes a table lock, SQLite its
+/// single write lock through a write statement.
+async fn lock_aliases(
+    connection: &mut sqlx::AnyConnection,
+    backend: Backend,
+) -> Result<(), RegistryError> {
+    let statement = match backend {
+        Backend::Postgres => "LOCK TABLE model_aliases IN SHARE ROW EXCLUSIVE MODE",
+        Backend::Sqlite => "UPDATE model_aliases SET updated_at_ms = updated_at_ms WHERE 1 = 0",
+    };
+    sqlx::query(statement).execute(connection).await?;
+    Ok(())
+}
+
+/// The version a rollback of `alias` returns to, from its stored history.
+async fn stored_rollback_target(
+    connection: &mut sqlx::AnyConnection,
+    alias: &str,
+) -> Result<String, RegistryError> {
+    let rows =
+        sqlx::query("SELECT action, from_version FROM alias_history WHERE alias = $1 ORDER BY id")
+            .bind(alias.to_string())
+            .fetch_all(connection)
+            .await?;
+    let history = rows
+        .iter()
+        .map(|row| {
+            let action: String = row.try_get("action")?;
+            let from_version: Option<String> = row.try_get("from_version")?;
+            Ok((AliasAction::parse(&action)?, from_version))
+        })
+        .collect::<Result<Vec<_>, RegistryError>>()?;
+    rollback_target(alias, &history)
+}
+
+/// Refuses a target version that does not exist, is archived, or is where the alias points.
+async fn check_new_target(
+    connection: &mut sqlx::AnyConnection,
+    alias: &str,
+    version: &str,
+    current: Option<&str>,
+) -> Result<(), RegistryError> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM model_versions WHERE id = $1")
+            .bind(version.to_string())
+            .fetch_optional(connection)
+            .await?;
+    match status.as_deref() {
+        None => return Err(RegistryError::UnknownModelVersion(version.to_string())),
+        Some("ready") => {}
+        Some(_) => {
+            return Err(RegistryError::VersionArchived {
+                id: version.to_string(),
+            })
+        }
+    }
+    if current == Some(version) {
+        return Err(RegistryError::AliasUnchanged {
+            alias: alias.to_string(),
+            version: version.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Points the alias at `to_version`, or deletes it (`None`).
+async fn write_alias(
+    connection: &mut sqlx::AnyConnection,
+    spec: &MoveSpec<'_>,
+    to_version: Option<&str>,
+    at: i64,
+) -> Result<(), RegistryError> {
+    match to_version {
         Some(version) => {
             sqlx::query(
                 "INSERT INTO model_aliases (alias, version_id, updated_at_ms, updated_by) \
@@ -788,49 +802,49 @@ async fn move_alias(database: &Database, spec: MoveSpec<'_>) -> Result<AliasEven
                  version_id = excluded.version_id, updated_at_ms = excluded.updated_at_ms, \
                  updated_by = excluded.updated_by",
             )
-            .bind(alias.to_string())
-            .bind(version.clone())
+            .bind(spec.alias.to_string())
+            .bind(version.to_string())
             .bind(at)
-            .bind(actor.to_string())
-            .execute(&mut *transaction)
+            .bind(spec.actor.to_string())
+            .execute(connection)
             .await?;
         }
         None => {
             sqlx::query("DELETE FROM model_aliases WHERE alias = $1")
-                .bind(alias.to_string())
-                .execute(&mut *transaction)
+                .bind(spec.alias.to_string())
+                .execute(connection)
                 .await?;
         }
     }
-    let decision_text = decision.map(|value| value.to_string());
+    Ok(())
+}
+
+/// Writes the history row of a move (`versions`: from, to) and returns it as an event.
+async fn record_move(
+    connection: &mut sqlx::AnyConnection,
+    spec: &MoveSpec<'_>,
+    action: AliasAction,
+    versions: (Option<&str>, Option<&str>),
+    at: i64,
+) -> Result<AliasEvent, RegistryError> {
+    let (from_version, to_version) = versions;
     let row = sqlx::query(
         "INSERT INTO alias_history (alias, action, from_version, to_version, actor, reason, \
          forced, decision, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          RETURNING id, alias, action, from_version, to_version, actor, reason, forced, decision, at_ms",
     )
-    .bind(alias.to_string())
+    .bind(spec.alias.to_string())
     .bind(action.as_str())
-    .bind(current.clone())
-    .bind(to_version.clone())
-    .bind(actor.to_string())
-    .bind(reason.trim().to_string())
-    .bind(i64::from(forced))
-    .bind(decision_text)
+    .bind(from_version.map(str::to_string))
+    .bind(to_version.map(str::to_string))
+    .bind(spec.actor.to_string())
+    .bind(spec.reason.trim().to_string())
+    .bind(i64::from(spec.forced))
+    .bind(spec.decision.map(|value| value.to_string()))
     .bind(at)
-    .fetch_one(&mut *transaction)
+    .fetch_one(connection)
     .await?;
-    let event = event_from_row(&row)?;
-    transaction.commit().await?;
-    tracing::info!(
-        alias,
-        action = action.as_str(),
-        from = current.as_deref().unwrap_or("-"),
-        to = to_version.as_deref().unwrap_or("-"),
-        actor,
-        forced,
-        "alias moved"
-    );
-    Ok(event)
+    event_from_row(&row)
 }
 
 #[cfg(test)]

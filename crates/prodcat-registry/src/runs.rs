@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
-use prodcat_domain::{sha256_hex, DatasetVersionId, ModelVersionId};
+use prodcat_domain::{is_prefixed_hex, sha256_hex, DatasetVersionId, ModelVersionId};
 use prodcat_storage::{now_ms, Database, ObjectStorage, SqlPlaceholders};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -25,16 +25,10 @@ impl RunId {
     /// Parses a full run id.
     pub fn parse(text: &str) -> Result<Self, RegistryError> {
         let trimmed = text.trim();
-        match trimmed.strip_prefix(Self::PREFIX) {
-            Some(rest)
-                if rest.len() == 16
-                    && rest
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
-            {
-                Ok(Self(trimmed.to_string()))
-            }
-            _ => Err(RegistryError::InvalidRunId(trimmed.to_string())),
+        if is_prefixed_hex(trimmed, Self::PREFIX, 16) {
+            Ok(Self(trimmed.to_string()))
+        } else {
+            Err(RegistryError::InvalidRunId(trimmed.to_string()))
         }
     }
 
@@ -147,12 +141,16 @@ impl fmt::Display for RunStatus {
     }
 }
 
-/// Who is acting: `PRODCAT_ACTOR`, else the login name (`USER` / `USERNAME`), else `unknown`.
-pub fn current_actor() -> String {
-    ["PRODCAT_ACTOR", "USER", "USERNAME"]
-        .iter()
-        .filter_map(|name| std::env::var(name).ok())
-        .map(|value| value.trim().to_string())
+/// The first of `candidates` that is a valid actor name (trimmed), else `unknown`. The binary
+/// passes what names the person or service acting (`PRODCAT_ACTOR`, then the login name).
+pub fn actor_or_unknown<I, S>(candidates: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    candidates
+        .into_iter()
+        .map(|value| value.as_ref().trim().to_string())
         .find(|value| !value.is_empty() && validate::actor(value).is_ok())
         .unwrap_or_else(|| "unknown".to_string())
 }
@@ -172,8 +170,9 @@ pub struct NewRun {
 }
 
 impl NewRun {
-    /// A run of `kind` named `name`, with the current code version and actor and no parameters.
-    pub fn new(kind: RunKind, name: &str) -> Self {
+    /// A run of `kind` named `name`, started by `created_by`, with the process's code version
+    /// ([`crate::code_version`]) and no parameters.
+    pub fn new(kind: RunKind, name: &str, created_by: &str) -> Self {
         Self {
             kind,
             name: name.to_string(),
@@ -181,7 +180,7 @@ impl NewRun {
             model_version: None,
             code_version: crate::code_version(),
             parameters: BTreeMap::new(),
-            created_by: current_actor(),
+            created_by: created_by.to_string(),
         }
     }
 }
@@ -539,12 +538,7 @@ pub async fn log_artifact(
             reason: "it is empty",
         });
     }
-    if artifact.sha256.len() != 64
-        || !artifact
-            .sha256
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if !is_prefixed_hex(&artifact.sha256, "", 64) {
         return Err(RegistryError::InvalidName {
             what: "artifact sha256",
             value: artifact.sha256.clone(),
@@ -721,11 +715,8 @@ pub async fn resolve_run(database: &Database, reference: &str) -> Result<Run, Re
             .await?
             .ok_or_else(|| RegistryError::UnknownRun(reference.to_string()));
     }
-    let is_prefix = reference.len() >= RunId::PREFIX.len() + 4
-        && reference.starts_with(RunId::PREFIX)
-        && reference[RunId::PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let digits = reference.len().saturating_sub(RunId::PREFIX.len());
+    let is_prefix = digits >= 4 && is_prefixed_hex(reference, RunId::PREFIX, digits);
     if !is_prefix {
         return Err(RegistryError::UnknownRun(reference.to_string()));
     }
@@ -905,6 +896,13 @@ mod tests {
             ],
         );
         assert_eq!(latest_values(&history)["loss"], 0.1);
+    }
+
+    #[test]
+    fn the_first_valid_actor_is_chosen() {
+        assert_eq!(actor_or_unknown(["", "  alice ", "bob"]), "alice");
+        assert_eq!(actor_or_unknown(Vec::<String>::new()), "unknown");
+        assert_eq!(actor_or_unknown(["   "]), "unknown");
     }
 
     #[test]

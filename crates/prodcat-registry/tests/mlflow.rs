@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use prodcat_domain::{DatasetVersionId, ModelVersionId};
 use prodcat_registry::{
-    export_to_mlflow, fail_run, finish_run, log_metric, log_metrics, mirror_from_environment,
+    export_to_mlflow, fail_run, finish_run, log_metric, log_metrics, mirror_to_mlflow,
     register_version, remove_alias, rollback, set_alias, start_run, store_artifact, AliasMove,
-    MlflowExportOptions, NewModelVersion, NewRun, RegistryError, RunKind, CHALLENGER, CHAMPION,
+    MlflowExportOptions, MlflowSettings, NewModelVersion, NewRun, RegistryError, RunKind,
+    CHALLENGER, CHAMPION,
 };
 use prodcat_storage::{testing, ObjectStorage};
 use serde_json::{json, Value};
@@ -107,21 +108,23 @@ async fn export_round_trips_through_mlflow() {
             .unwrap()
             .as_millis()
     );
-    let options = MlflowExportOptions {
+    let settings = MlflowSettings {
         experiment_name: format!("prodcat-test-{unique}"),
         registered_model_name: format!("prodcat-test-model-{unique}"),
+        ..MlflowSettings::new(&url)
+    };
+    let options = MlflowExportOptions {
         objects: Some(objects.clone()),
         ..MlflowExportOptions::default()
     };
-    let model_name = options.registered_model_name.clone();
+    let model_name = settings.registered_model_name.clone();
 
     // A finished training run with a curve, per-class F1 and an artifact; a failed evaluation;
     // a run still going.
     let dataset = DatasetVersionId::parse("ds-0123456789abcdef").unwrap();
-    let mut train = NewRun::new(RunKind::Train, "train text+image");
+    let mut train = NewRun::new(RunKind::Train, "train text+image", "alice");
     train.dataset_version = Some(dataset.clone());
     train.code_version = "0123456789abcdef0123456789abcdef01234567".to_string();
-    train.created_by = "alice".to_string();
     train.parameters = BTreeMap::from([
         ("seed".to_string(), "42".to_string()),
         ("text.c".to_string(), "0.5".to_string()),
@@ -156,15 +159,21 @@ async fn export_round_trips_through_mlflow() {
     .await
     .unwrap();
     finish_run(database, &train.id).await.unwrap();
-    let evaluate = start_run(database, &NewRun::new(RunKind::Evaluate, "evaluate"))
-        .await
-        .unwrap();
+    let evaluate = start_run(
+        database,
+        &NewRun::new(RunKind::Evaluate, "evaluate", "alice"),
+    )
+    .await
+    .unwrap();
     fail_run(database, &evaluate.id, "image folder missing")
         .await
         .unwrap();
-    let pipeline = start_run(database, &NewRun::new(RunKind::Pipeline, "retrain"))
-        .await
-        .unwrap();
+    let pipeline = start_run(
+        database,
+        &NewRun::new(RunKind::Pipeline, "retrain", "alice"),
+    )
+    .await
+    .unwrap();
     log_metric(database, &pipeline.id, "data.train_rows", 0, 1000.0)
         .await
         .unwrap();
@@ -206,7 +215,9 @@ async fn export_round_trips_through_mlflow() {
         .await
         .unwrap();
 
-    let report = export_to_mlflow(database, &url, &options).await.unwrap();
+    let report = export_to_mlflow(database, &settings, &options)
+        .await
+        .unwrap();
     assert_eq!(report.runs_created, 3, "{report:?}");
     assert_eq!(report.versions_created, 2);
     assert_eq!(report.aliases_set, 2);
@@ -318,7 +329,9 @@ async fn export_round_trips_through_mlflow() {
     assert!(model_tags["prodcat.alias_history"].contains("\"actor\":\"alice\""));
 
     // Exporting again duplicates nothing; the finished pipeline replaces its running copy.
-    let again = export_to_mlflow(database, &url, &options).await.unwrap();
+    let again = export_to_mlflow(database, &settings, &options)
+        .await
+        .unwrap();
     assert_eq!(
         (
             again.runs_created,
@@ -330,7 +343,9 @@ async fn export_round_trips_through_mlflow() {
     );
     assert_eq!((again.versions_created, again.aliases_set), (0, 0));
     finish_run(database, &pipeline.id).await.unwrap();
-    let third = export_to_mlflow(database, &url, &options).await.unwrap();
+    let third = export_to_mlflow(database, &settings, &options)
+        .await
+        .unwrap();
     assert_eq!(
         (third.runs_replaced, third.runs_unchanged),
         (1, 2),
@@ -339,7 +354,9 @@ async fn export_round_trips_through_mlflow() {
     let pipelines = mlflow.runs_tagged(&experiment, pipeline.id.as_str()).await;
     assert_eq!(pipelines.len(), 1, "one active MLflow run per prodcat run");
     assert_eq!(pipelines[0]["info"]["status"], "FINISHED");
-    let fourth = export_to_mlflow(database, &url, &options).await.unwrap();
+    let fourth = export_to_mlflow(database, &settings, &options)
+        .await
+        .unwrap();
     assert_eq!(
         (
             fourth.runs_created,
@@ -356,7 +373,9 @@ async fn export_round_trips_through_mlflow() {
     remove_alias(database, CHALLENGER, "ops", "done")
         .await
         .unwrap();
-    let after = export_to_mlflow(database, &url, &options).await.unwrap();
+    let after = export_to_mlflow(database, &settings, &options)
+        .await
+        .unwrap();
     assert_eq!(
         (after.aliases_set, after.aliases_removed),
         (1, 1),
@@ -381,48 +400,44 @@ async fn export_round_trips_through_mlflow() {
         "{missing}"
     );
 
-    // The automatic mirror follows MLFLOW_TRACKING_URI (this test is alone in its binary, so
-    // setting variables here races with nothing).
-    std::env::remove_var("MLFLOW_TRACKING_URI");
-    assert!(mirror_from_environment(database, &[], None).await.is_none());
-    std::env::set_var("MLFLOW_TRACKING_URI", &url);
-    std::env::set_var(
-        "PRODCAT_MLFLOW_EXPERIMENT",
-        format!("prodcat-mirror-{unique}"),
-    );
-    std::env::set_var(
-        "PRODCAT_MLFLOW_MODEL_NAME",
-        format!("prodcat-mirror-{unique}"),
-    );
-    let mirrored = mirror_from_environment(database, std::slice::from_ref(&train.id), None)
+    // The automatic mirror follows MLFLOW_TRACKING_URI and the name variables, as the binary
+    // hands them over.
+    assert!(MlflowSettings::from_variables(|_| None).is_none());
+    let mirror_name = format!("prodcat-mirror-{unique}");
+    let mirror = MlflowSettings::from_variables(|name| match name {
+        "MLFLOW_TRACKING_URI" => Some(url.clone()),
+        "PRODCAT_MLFLOW_EXPERIMENT" | "PRODCAT_MLFLOW_MODEL_NAME" => Some(mirror_name.clone()),
+        _ => None,
+    })
+    .expect("MLFLOW_TRACKING_URI is given");
+    let mirrored = mirror_to_mlflow(database, &mirror, std::slice::from_ref(&train.id), None)
         .await
-        .expect("MLFLOW_TRACKING_URI is set")
         .unwrap();
     assert_eq!((mirrored.runs_created, mirrored.versions_created), (1, 2));
     assert_eq!(mirrored.artifacts_uploaded, 0, "no object store given");
-    let (_, champion) = mlflow
-        .alias(&format!("prodcat-mirror-{unique}"), CHAMPION)
-        .await;
+    let (_, champion) = mlflow.alias(&mirror_name, CHAMPION).await;
     assert_eq!(
         pairs(&champion["model_version"]["tags"])["prodcat.model_version"],
         first.as_str()
     );
-    for name in [
-        "MLFLOW_TRACKING_URI",
-        "PRODCAT_MLFLOW_EXPERIMENT",
-        "PRODCAT_MLFLOW_MODEL_NAME",
-    ] {
-        std::env::remove_var(name);
-    }
 
     // A bad URI and an unreachable server give clear errors.
     assert!(matches!(
-        export_to_mlflow(database, "file:///tmp/mlruns", &options).await,
+        export_to_mlflow(
+            database,
+            &MlflowSettings::new("file:///tmp/mlruns"),
+            &options
+        )
+        .await,
         Err(RegistryError::InvalidTrackingUri { .. })
     ));
-    let unreachable = export_to_mlflow(database, "http://127.0.0.1:9", &options)
-        .await
-        .unwrap_err();
+    let unreachable = export_to_mlflow(
+        database,
+        &MlflowSettings::new("http://127.0.0.1:9"),
+        &options,
+    )
+    .await
+    .unwrap_err();
     assert!(
         unreachable.to_string().contains("unreachable"),
         "{unreachable}"

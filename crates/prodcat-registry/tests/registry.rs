@@ -66,8 +66,7 @@ async fn versions_are_registered_and_resolved() {
             "{unknown_latest}"
         );
 
-        let mut run = NewRun::new(RunKind::Train, "train");
-        run.created_by = "trainer".to_string();
+        let run = NewRun::new(RunKind::Train, "train", "trainer");
         let run = start_run(database, &run).await.unwrap();
         let mut first = new_version("abcd000000000001");
         first.run_id = Some(run.id.clone());

@@ -18,9 +18,8 @@ fn dataset(hex: &str) -> DatasetVersionId {
 }
 
 fn new_run(kind: RunKind, name: &str, dataset_hex: &str) -> NewRun {
-    let mut run = NewRun::new(kind, name);
+    let mut run = NewRun::new(kind, name, "tester");
     run.dataset_version = Some(dataset(dataset_hex));
-    run.created_by = "tester".to_string();
     run.parameters = BTreeMap::from([
         ("seed".to_string(), "42".to_string()),
         ("text.c".to_string(), "0.5".to_string()),

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use prodcat_domain::ErrorKind;
+
 /// Errors raised by the search indexes.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -47,6 +49,28 @@ pub enum SearchError {
 }
 
 impl SearchError {
+    /// Whose fault the error is. A request or document that breaks a rule is `Input`, a product
+    /// not in the index `NotFound`; search by meaning without a loaded embedding model, and a
+    /// keyword index whose writer lock another process holds, are `Unavailable`; index files,
+    /// caches and embedder output that are wrong are `Internal`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SearchError::InvalidDocument { .. }
+            | SearchError::InvalidRequest(_)
+            | SearchError::InvalidOptions(_) => ErrorKind::Input,
+            SearchError::UnknownProduct(_) => ErrorKind::NotFound,
+            SearchError::SemanticUnavailable => ErrorKind::Unavailable,
+            SearchError::KeywordIndex { source, .. } => match source {
+                tantivy::TantivyError::LockFailure(..) => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
+            SearchError::Io { .. }
+            | SearchError::InvalidCache { .. }
+            | SearchError::EmbedderOutput { .. } => ErrorKind::Internal,
+            SearchError::EmbedderLoad(error) => error.kind(),
+        }
+    }
+
     pub(crate) fn keyword(operation: &'static str) -> impl FnOnce(tantivy::TantivyError) -> Self {
         move |source| SearchError::KeywordIndex { operation, source }
     }

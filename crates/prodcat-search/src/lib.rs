@@ -1,4 +1,10 @@
-//! Catalogue search for prodcat (placeholder doc, rewritten below).
+//! Catalogue search for prodcat: a tantivy BM25 index (accent folding, typo tolerance ranked
+//! below exact words), int8 cosine search over multilingual-e5-small text vectors, hybrid
+//! ranking by reciprocal rank fusion, "did you mean" from the title vocabulary, similar products
+//! by text and image vectors with a popularity fallback, and a persistent embedding cache keyed
+//! by text hash.
+//!
+//! [`CatalogueSearch`] holds the indexes; the caller keeps them in step with its products.
 
 mod analysis;
 mod catalogue;
@@ -21,4 +27,4 @@ pub use options::{SearchOptions, SimilarityOptions, DEFAULT_MINIMUM_MEANING_SIMI
 pub use search::reciprocal_rank_fusion;
 pub use similar::combined_similarity;
 pub use types::*;
-pub use vectors::{kernel_name, QuantizedVector};
+pub use vectors::{kernel_name, set_portable_kernels, QuantizedVector};

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use prodcat_domain::normalize_text;
 
-use crate::analysis::{self, analyse, is_stop_word};
+use crate::analysis::{self, analyse, is_stop_word, AnalysedToken};
 use crate::catalogue::{category_tag, CatalogueSearch, State};
 use crate::error::SearchError;
-use crate::keyword::KeywordHit;
+use crate::keyword::KeywordResults;
 use crate::types::{
     Correction, MatchKind, RankedScore, SearchHit, SearchMode, SearchRequest, SearchResponse,
     SpellingSuggestion, MAX_OFFSET, MAX_PAGE_SIZE, MAX_QUERY_BYTES,
@@ -77,6 +77,58 @@ pub fn reciprocal_rank_fusion(
     fused
 }
 
+/// A validated search request: the normalised query, the category tag to filter on and the
+/// query's embedding (for the modes by meaning).
+struct PreparedSearch<'a> {
+    request: &'a SearchRequest,
+    query: String,
+    tag: Option<u16>,
+    vector: Option<QuantizedVector>,
+}
+
+impl PreparedSearch<'_> {
+    /// One past the last rank of the page asked for.
+    fn page_end(&self) -> usize {
+        self.request.offset + self.request.limit
+    }
+}
+
+/// What search by meaning found for a hybrid search: every product's score (when the query
+/// could be embedded) and how many reach the threshold.
+struct MeaningScores {
+    scores: Option<Vec<f32>>,
+    total: usize,
+}
+
+/// Checks the request's bounds and returns its normalised, non-empty query.
+fn checked_query(request: &SearchRequest) -> Result<String, SearchError> {
+    if request.limit == 0 || request.limit > MAX_PAGE_SIZE {
+        return Err(SearchError::InvalidRequest(format!(
+            "limit is {}; it must be between 1 and {MAX_PAGE_SIZE}",
+            request.limit
+        )));
+    }
+    if request.offset > MAX_OFFSET {
+        return Err(SearchError::InvalidRequest(format!(
+            "offset is {}; it must be at most {MAX_OFFSET}",
+            request.offset
+        )));
+    }
+    if request.query.len() > MAX_QUERY_BYTES {
+        return Err(SearchError::InvalidRequest(format!(
+            "the query is {} bytes long; at most {MAX_QUERY_BYTES} are accepted",
+            request.query.len()
+        )));
+    }
+    let query = normalize_text(&request.query);
+    if query.is_empty() {
+        return Err(SearchError::InvalidRequest(
+            "the query is empty".to_string(),
+        ));
+    }
+    Ok(query)
+}
+
 impl CatalogueSearch {
     /// Searches the catalogue. Blocking (embedding the query takes about 4-15 ms, scanning
     /// 85,000 vectors a few ms, BM25 well under that); run it on a blocking thread.
@@ -87,45 +139,24 @@ impl CatalogueSearch {
     /// finds fewer than `suggest_below` products, spelling suggestions are added; when the first
     /// page is empty, the products nearest in meaning are added.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse, SearchError> {
-        if request.limit == 0 || request.limit > MAX_PAGE_SIZE {
-            return Err(SearchError::InvalidRequest(format!(
-                "limit is {}; it must be between 1 and {MAX_PAGE_SIZE}",
-                request.limit
-            )));
-        }
-        if request.offset > MAX_OFFSET {
-            return Err(SearchError::InvalidRequest(format!(
-                "offset is {}; it must be at most {MAX_OFFSET}",
-                request.offset
-            )));
-        }
-        if request.query.len() > MAX_QUERY_BYTES {
-            return Err(SearchError::InvalidRequest(format!(
-                "the query is {} bytes long; at most {MAX_QUERY_BYTES} are accepted",
-                request.query.len()
-            )));
-        }
-        let query = normalize_text(&request.query);
-        if query.is_empty() {
-            return Err(SearchError::InvalidRequest(
-                "the query is empty".to_string(),
-            ));
-        }
+        let query = checked_query(request)?;
         let mode = match (request.mode, self.embedder.is_some()) {
             (SearchMode::Meaning, false) => return Err(SearchError::SemanticUnavailable),
             (SearchMode::Hybrid, false) => SearchMode::Keyword,
             (mode, _) => mode,
         };
-        let page_end = request.offset + request.limit;
-        let query_vector = match mode {
+        let vector = match mode {
             SearchMode::Keyword => None,
             SearchMode::Meaning | SearchMode::Hybrid => self.query_vector(&query)?,
         };
-        let tag = request
-            .category
-            .map(|category| category_tag(Some(category)));
-        let minimum = self.options.minimum_meaning_similarity;
-
+        let search = PreparedSearch {
+            request,
+            tag: request
+                .category
+                .map(|category| category_tag(Some(category))),
+            query,
+            vector,
+        };
         let mut response = SearchResponse {
             hits: Vec::new(),
             total: 0,
@@ -136,121 +167,171 @@ impl CatalogueSearch {
             nearest_by_meaning: Vec::new(),
         };
         match mode {
-            SearchMode::Keyword => {
-                let results =
-                    self.keyword
-                        .search(&query, request.category, request.offset, request.limit)?;
-                response.keyword_matches = results.total;
-                response.total = results.total;
-                let state = self.read_state();
-                response.hits = results
-                    .hits
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(index, hit)| {
-                        let ranked = RankedScore {
-                            score: hit.score,
-                            rank: request.offset + index + 1,
-                        };
-                        hit_for(&state, hit.product_id, hit.score, Some(ranked), None)
-                    })
-                    .collect();
-            }
-            SearchMode::Meaning => {
-                let keyword_total = self.keyword.search(&query, request.category, 0, 0)?.total;
-                response.keyword_matches = keyword_total;
-                let state = self.read_state();
-                if let Some(vector) = &query_vector {
-                    let (rows, matching) = state
-                        .text_vectors
-                        .nearest(vector, page_end, minimum, tag, None);
-                    response.meaning_matches = matching;
-                    response.total = matching;
-                    response.hits = rows
-                        .iter()
-                        .enumerate()
-                        .skip(request.offset)
-                        .filter_map(|(index, row)| {
-                            let ranked = RankedScore {
-                                score: row.score,
-                                rank: index + 1,
-                            };
-                            hit_for(&state, row.product_id, row.score, None, Some(ranked))
-                        })
-                        .collect();
-                }
-            }
-            SearchMode::Hybrid => {
-                let depth = self.options.fusion_depth.max(page_end);
-                let keyword = self.keyword.search(&query, request.category, 0, depth)?;
-                response.keyword_matches = keyword.total;
-                let state = self.read_state();
-                let (meaning_rows, meaning_total, meaning_all) = match &query_vector {
-                    Some(vector) => {
-                        let scores = state.text_vectors.score_all(vector, tag);
-                        let (rows, matching) =
-                            state.text_vectors.best_of(&scores, depth, minimum, None);
-                        (rows, matching, Some(scores))
-                    }
-                    None => (Vec::new(), 0, None),
-                };
-                response.meaning_matches = meaning_total;
-                response.total = self.hybrid_total(
-                    &state,
-                    &query,
-                    request,
-                    &keyword.hits,
-                    keyword.total,
-                    meaning_all.as_deref(),
-                    meaning_total,
-                    minimum,
-                )?;
-                let keyword_list: Vec<(i64, f32)> = keyword
-                    .hits
-                    .iter()
-                    .map(|hit| (hit.product_id, hit.score))
-                    .collect();
-                let meaning_list: Vec<(i64, f32)> = meaning_rows
-                    .iter()
-                    .map(|row| (row.product_id, row.score))
-                    .collect();
-                let fused = reciprocal_rank_fusion(
-                    &keyword_list,
-                    &meaning_list,
-                    self.options.fusion_constant,
-                );
-                response.hits = fused
-                    .into_iter()
-                    .filter_map(|(product_id, score, keyword, meaning)| {
-                        hit_for(&state, product_id, score, keyword, meaning)
-                    })
-                    .skip(request.offset)
-                    .take(request.limit)
-                    .collect();
-            }
+            SearchMode::Keyword => self.keyword_page(&search, &mut response)?,
+            SearchMode::Meaning => self.meaning_page(&search, &mut response)?,
+            SearchMode::Hybrid => self.hybrid_page(&search, &mut response)?,
         }
-
         if response.keyword_matches < self.options.suggest_below {
-            response.did_you_mean = self.spelling_suggestions(&query, request)?;
+            response.did_you_mean = self.spelling_suggestions(&search.query, request)?;
         }
         if response.hits.is_empty() && request.offset == 0 {
-            let vector = match &query_vector {
-                Some(vector) => Some(vector.clone()),
-                None => self.query_vector(&query)?,
-            };
-            if let Some(vector) = vector {
-                let state = self.read_state();
-                let (rows, _) = state.text_vectors.nearest(
-                    &vector,
-                    request.limit,
-                    f32::NEG_INFINITY,
-                    tag,
-                    None,
-                );
-                response.nearest_by_meaning = meaning_hits(&state, &rows);
-            }
+            response.nearest_by_meaning = self.nearest_by_meaning(&search)?;
         }
         Ok(response)
+    }
+
+    /// The page ranked by BM25.
+    fn keyword_page(
+        &self,
+        search: &PreparedSearch<'_>,
+        response: &mut SearchResponse,
+    ) -> Result<(), SearchError> {
+        let request = search.request;
+        let results = self.keyword.search(
+            &search.query,
+            request.category,
+            request.offset,
+            request.limit,
+        )?;
+        response.keyword_matches = results.total;
+        response.total = results.total;
+        let state = self.read_state();
+        response.hits = results
+            .hits
+            .iter()
+            .enumerate()
+            .filter_map(|(index, hit)| {
+                let ranked = RankedScore {
+                    score: hit.score,
+                    rank: request.offset + index + 1,
+                };
+                hit_for(&state, hit.product_id, hit.score, Some(ranked), None)
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// The page ranked by cosine similarity (products at or above the threshold).
+    fn meaning_page(
+        &self,
+        search: &PreparedSearch<'_>,
+        response: &mut SearchResponse,
+    ) -> Result<(), SearchError> {
+        let request = search.request;
+        response.keyword_matches = self
+            .keyword
+            .search(&search.query, request.category, 0, 0)?
+            .total;
+        let Some(vector) = &search.vector else {
+            return Ok(());
+        };
+        let state = self.read_state();
+        let (rows, matching) = state.text_vectors.nearest(
+            vector,
+            search.page_end(),
+            self.options.minimum_meaning_similarity,
+            search.tag,
+            None,
+        );
+        response.meaning_matches = matching;
+        response.total = matching;
+        response.hits = rows
+            .iter()
+            .enumerate()
+            .skip(request.offset)
+            .filter_map(|(index, row)| {
+                let ranked = RankedScore {
+                    score: row.score,
+                    rank: index + 1,
+                };
+                hit_for(&state, row.product_id, row.score, None, Some(ranked))
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// The page of both lists fused by reciprocal rank.
+    fn hybrid_page(
+        &self,
+        search: &PreparedSearch<'_>,
+        response: &mut SearchResponse,
+    ) -> Result<(), SearchError> {
+        let request = search.request;
+        let depth = self.options.fusion_depth.max(search.page_end());
+        let keyword = self
+            .keyword
+            .search(&search.query, request.category, 0, depth)?;
+        response.keyword_matches = keyword.total;
+        let state = self.read_state();
+        let (meaning_rows, meaning) = match &search.vector {
+            Some(vector) => {
+                let scores = state.text_vectors.score_all(vector, search.tag);
+                let (rows, matching) = state.text_vectors.best_of(
+                    &scores,
+                    depth,
+                    self.options.minimum_meaning_similarity,
+                    None,
+                );
+                let meaning = MeaningScores {
+                    scores: Some(scores),
+                    total: matching,
+                };
+                (rows, meaning)
+            }
+            None => (
+                Vec::new(),
+                MeaningScores {
+                    scores: None,
+                    total: 0,
+                },
+            ),
+        };
+        response.meaning_matches = meaning.total;
+        response.total = self.hybrid_total(&state, search, &keyword, &meaning)?;
+        let keyword_list: Vec<(i64, f32)> = keyword
+            .hits
+            .iter()
+            .map(|hit| (hit.product_id, hit.score))
+            .collect();
+        let meaning_list: Vec<(i64, f32)> = meaning_rows
+            .iter()
+            .map(|row| (row.product_id, row.score))
+            .collect();
+        let fused =
+            reciprocal_rank_fusion(&keyword_list, &meaning_list, self.options.fusion_constant);
+        response.hits = fused
+            .into_iter()
+            .filter_map(|(product_id, score, keyword, meaning)| {
+                hit_for(&state, product_id, score, keyword, meaning)
+            })
+            .skip(request.offset)
+            .take(request.limit)
+            .collect();
+        Ok(())
+    }
+
+    /// The products nearest in meaning to the query, whatever their similarity (shown when a
+    /// search finds nothing).
+    fn nearest_by_meaning(
+        &self,
+        search: &PreparedSearch<'_>,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        let vector = match &search.vector {
+            Some(vector) => Some(vector.clone()),
+            None => self.query_vector(&search.query)?,
+        };
+        let Some(vector) = vector else {
+            return Ok(Vec::new());
+        };
+        let state = self.read_state();
+        let (rows, _) = state.text_vectors.nearest(
+            &vector,
+            search.request.limit,
+            f32::NEG_INFINITY,
+            search.tag,
+            None,
+        );
+        Ok(meaning_hits(&state, &rows))
     }
 
     /// The query's embedding (`None` without an embedder).
@@ -274,32 +355,29 @@ impl CatalogueSearch {
 
     /// Products matching by keyword or by meaning: keyword total plus the products above the
     /// meaning threshold that do not match by keyword.
-    #[allow(clippy::too_many_arguments)]
     fn hybrid_total(
         &self,
         state: &State,
-        query: &str,
-        request: &SearchRequest,
-        keyword_page: &[KeywordHit],
-        keyword_total: usize,
-        meaning_scores: Option<&[f32]>,
-        meaning_total: usize,
-        minimum: f32,
+        search: &PreparedSearch<'_>,
+        keyword: &KeywordResults,
+        meaning: &MeaningScores,
     ) -> Result<usize, SearchError> {
-        if meaning_total == 0 {
-            return Ok(keyword_total);
+        if meaning.total == 0 {
+            return Ok(keyword.total);
         }
-        if keyword_total == 0 {
-            return Ok(meaning_total);
+        if keyword.total == 0 {
+            return Ok(meaning.total);
         }
-        let Some(scores) = meaning_scores else {
-            return Ok(keyword_total);
+        let Some(scores) = &meaning.scores else {
+            return Ok(keyword.total);
         };
-        let keyword_ids = if keyword_page.len() == keyword_total {
-            keyword_page.iter().map(|hit| hit.product_id).collect()
+        let keyword_ids = if keyword.hits.len() == keyword.total {
+            keyword.hits.iter().map(|hit| hit.product_id).collect()
         } else {
-            self.keyword.matching_ids(query, request.category)?
+            self.keyword
+                .matching_ids(&search.query, search.request.category)?
         };
+        let minimum = self.options.minimum_meaning_similarity;
         let overlap = keyword_ids
             .iter()
             .filter(|product_id| {
@@ -309,7 +387,7 @@ impl CatalogueSearch {
                     .is_some_and(|row| scores[row] >= minimum)
             })
             .count();
-        Ok(keyword_total + meaning_total - overlap.min(meaning_total))
+        Ok(keyword.total + meaning.total - overlap.min(meaning.total))
     }
 
     /// "Did you mean" for `query`: each word unknown to the titles (or much rarer than a close
@@ -326,68 +404,17 @@ impl CatalogueSearch {
         }
         let mut tokens = analyse(query);
         tokens.truncate(analysis::MAX_QUERY_TOKENS);
-        // Per query word: the candidate replacements (best first), possibly none.
-        let mut alternatives: Vec<Vec<Correction>> = Vec::with_capacity(tokens.len());
-        // Words no title has, with nothing close either.
-        let mut hopeless: Vec<bool> = Vec::with_capacity(tokens.len());
+        let words = self.word_corrections(&tokens, limit)?;
+        if words.iter().all(|word| word.alternatives.is_empty())
+            && !words.iter().any(|word| word.hopeless)
         {
-            let state = self.read_state();
-            for token in &tokens {
-                let chars = token.folded.chars().count();
-                let own_count = state.vocabulary.product_count(&token.folded);
-                if chars < 3
-                    || is_stop_word(&token.folded)
-                    || token.folded.chars().all(|c| c.is_ascii_digit())
-                {
-                    alternatives.push(Vec::new());
-                    hopeless.push(false);
-                    continue;
-                }
-                let edits = analysis::allowed_edits(&token.folded).max(1);
-                let mut candidates: Vec<(usize, u32, String)> = self
-                    .keyword
-                    .title_terms_within(&token.folded, edits)?
-                    .into_iter()
-                    .filter(|variant| variant.term != token.folded)
-                    .filter_map(|variant| {
-                        let count = state.vocabulary.product_count(&variant.term);
-                        // A known word is only corrected towards a far more common one.
-                        let worth = if own_count == 0 {
-                            count > 0
-                        } else {
-                            count >= own_count.saturating_mul(10).max(5)
-                        };
-                        worth.then_some((variant.edits, count, variant.term))
-                    })
-                    .collect();
-                candidates.sort_by(|left, right| {
-                    left.0
-                        .cmp(&right.0)
-                        .then(right.1.cmp(&left.1))
-                        .then_with(|| left.2.cmp(&right.2))
-                });
-                hopeless.push(own_count == 0 && candidates.is_empty());
-                alternatives.push(
-                    candidates
-                        .into_iter()
-                        .take(limit)
-                        .map(|(edits, _, term)| Correction {
-                            from: token.surface.clone(),
-                            to: state.vocabulary.written_form(&term),
-                            edits,
-                        })
-                        .collect(),
-                );
-            }
-        }
-        if alternatives.iter().all(Vec::is_empty) && !hopeless.iter().any(|word| *word) {
             return Ok(Vec::new());
         }
         // First suggestion: every word at its best replacement; then the alternatives of the
         // first corrected word.
         let mut choices: Vec<Vec<usize>> = vec![vec![0; tokens.len()]];
-        if let Some(first) = alternatives.iter().position(|list| !list.is_empty()) {
-            for alternative in 1..alternatives[first].len() {
+        if let Some(first) = words.iter().position(|word| !word.alternatives.is_empty()) {
+            for alternative in 1..words[first].alternatives.len() {
                 let mut choice = vec![0; tokens.len()];
                 choice[first] = alternative;
                 choices.push(choice);
@@ -396,26 +423,11 @@ impl CatalogueSearch {
         let mut suggestions: Vec<SpellingSuggestion> = Vec::new();
         for choice in choices {
             for drop_hopeless in [false, true] {
-                let mut words: Vec<String> = Vec::with_capacity(tokens.len());
-                let mut corrections: Vec<Correction> = Vec::new();
-                let mut dropped: Vec<String> = Vec::new();
-                for (index, token) in tokens.iter().enumerate() {
-                    if drop_hopeless && hopeless[index] {
-                        dropped.push(token.surface.clone());
-                        continue;
-                    }
-                    match alternatives[index].get(choice[index]) {
-                        Some(correction) => {
-                            words.push(correction.to.clone());
-                            corrections.push(correction.clone());
-                        }
-                        None => words.push(token.surface.clone()),
-                    }
-                }
-                if corrections.is_empty() && dropped.is_empty() || words.is_empty() {
+                let Some((corrected, corrections, dropped)) =
+                    corrected_query(&tokens, &words, &choice, drop_hopeless)
+                else {
                     continue;
-                }
-                let corrected = words.join(" ");
+                };
                 if suggestions
                     .iter()
                     .any(|existing| existing.query == corrected)
@@ -442,6 +454,106 @@ impl CatalogueSearch {
         }
         Ok(suggestions)
     }
+
+    /// For each query word, the candidate replacements (best first, at most `limit`) and
+    /// whether it is hopeless (no title has it, and nothing close either).
+    fn word_corrections(
+        &self,
+        tokens: &[AnalysedToken],
+        limit: usize,
+    ) -> Result<Vec<WordCorrections>, SearchError> {
+        let state = self.read_state();
+        let mut words = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            let chars = token.folded.chars().count();
+            let own_count = state.vocabulary.product_count(&token.folded);
+            if chars < 3
+                || is_stop_word(&token.folded)
+                || token.folded.chars().all(|c| c.is_ascii_digit())
+            {
+                words.push(WordCorrections {
+                    alternatives: Vec::new(),
+                    hopeless: false,
+                });
+                continue;
+            }
+            let edits = analysis::allowed_edits(&token.folded).max(1);
+            let mut candidates: Vec<(usize, u32, String)> = self
+                .keyword
+                .title_terms_within(&token.folded, edits)?
+                .into_iter()
+                .filter(|variant| variant.term != token.folded)
+                .filter_map(|variant| {
+                    let count = state.vocabulary.product_count(&variant.term);
+                    // A known word is only corrected towards a far more common one.
+                    let worth = if own_count == 0 {
+                        count > 0
+                    } else {
+                        count >= own_count.saturating_mul(10).max(5)
+                    };
+                    worth.then_some((variant.edits, count, variant.term))
+                })
+                .collect();
+            candidates.sort_by(|left, right| {
+                left.0
+                    .cmp(&right.0)
+                    .then(right.1.cmp(&left.1))
+                    .then_with(|| left.2.cmp(&right.2))
+            });
+            words.push(WordCorrections {
+                hopeless: own_count == 0 && candidates.is_empty(),
+                alternatives: candidates
+                    .into_iter()
+                    .take(limit)
+                    .map(|(edits, _, term)| Correction {
+                        from: token.surface.clone(),
+                        to: state.vocabulary.written_form(&term),
+                        edits,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(words)
+    }
+}
+
+/// The replacements considered for one query word.
+struct WordCorrections {
+    /// Best first; possibly none.
+    alternatives: Vec<Correction>,
+    /// No title has the word, and nothing close either.
+    hopeless: bool,
+}
+
+/// The query with each word replaced by its `choice`-th alternative (kept when it has none)
+/// and, with `drop_hopeless`, hopeless words left out; with the corrections and the dropped
+/// words. `None` when that changes nothing or leaves no word.
+fn corrected_query(
+    tokens: &[AnalysedToken],
+    words: &[WordCorrections],
+    choice: &[usize],
+    drop_hopeless: bool,
+) -> Option<(String, Vec<Correction>, Vec<String>)> {
+    let mut kept: Vec<String> = Vec::with_capacity(tokens.len());
+    let mut corrections: Vec<Correction> = Vec::new();
+    let mut dropped: Vec<String> = Vec::new();
+    for (index, token) in tokens.iter().enumerate() {
+        if drop_hopeless && words[index].hopeless {
+            dropped.push(token.surface.clone());
+            continue;
+        }
+        match words[index].alternatives.get(choice[index]) {
+            Some(correction) => {
+                kept.push(correction.to.clone());
+                corrections.push(correction.clone());
+            }
+            None => kept.push(token.surface.clone()),
+        }
+    }
+    if corrections.is_empty() && dropped.is_empty() || kept.is_empty() {
+        return None;
+    }
+    Some((kept.join(" "), corrections, dropped))
 }
 
 fn hit_for(

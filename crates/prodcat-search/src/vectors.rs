@@ -5,6 +5,7 @@
 //! stores. 384-dimensional vectors take 388 bytes a row (85,000 products: 33 MB).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -302,8 +303,18 @@ impl VectorStore {
 
 type ScoreRowsFunction = fn(&[i8], usize, &[f32], &[i8], f32, &mut [f32]);
 
-/// `output[r] = dot(rows[r], query) × scales[r] × query_scale` for each row, with the widest
-/// instructions the CPU offers.
+/// Whether [`set_portable_kernels`] asked for the portable kernel.
+static PORTABLE_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Makes every vector search of this process use the portable scoring kernel (`true`) or the
+/// widest one the CPU offers (`false`, the default), for comparing code paths; the binary or a
+/// test calls it before searching.
+pub fn set_portable_kernels(portable: bool) {
+    PORTABLE_ONLY.store(portable, Ordering::Relaxed);
+}
+
+/// `output[r] = dot(rows[r], query) × scales[r] × query_scale` for each row, with the kernel
+/// [`kernel`] chooses.
 fn score_rows(
     rows: &[i8],
     dimension: usize,
@@ -312,40 +323,36 @@ fn score_rows(
     query_scale: f32,
     output: &mut [f32],
 ) {
-    static CHOSEN: OnceLock<ScoreRowsFunction> = OnceLock::new();
-    let function = CHOSEN.get_or_init(choose_kernel);
+    let (_, function) = kernel();
     function(rows, dimension, scales, query, query_scale, output);
 }
 
-fn choose_kernel() -> ScoreRowsFunction {
+/// The scoring kernel in use and its name: the widest the CPU offers (detected once), unless
+/// [`set_portable_kernels`] asked for the portable one.
+fn kernel() -> (&'static str, ScoreRowsFunction) {
+    static DETECTED: OnceLock<(&'static str, ScoreRowsFunction)> = OnceLock::new();
+    if PORTABLE_ONLY.load(Ordering::Relaxed) {
+        return ("portable", score_rows_portable);
+    }
+    *DETECTED.get_or_init(widest_kernel)
+}
+
+fn widest_kernel() -> (&'static str, ScoreRowsFunction) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::env::var("PRODCAT_SEARCH_ISA").as_deref() != Ok("portable") {
-            if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
-                return x86::score_rows_avx512;
-            }
-            if is_x86_feature_detected!("avx2") {
-                return x86::score_rows_avx2;
-            }
+        if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+            return ("avx512-vnni", x86::score_rows_avx512);
+        }
+        if is_x86_feature_detected!("avx2") {
+            return ("avx2", x86::score_rows_avx2);
         }
     }
-    score_rows_portable
+    ("portable", score_rows_portable)
 }
 
 /// The name of the scoring kernel in use (for benchmarks and logs).
 pub fn kernel_name() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::env::var("PRODCAT_SEARCH_ISA").as_deref() != Ok("portable") {
-            if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
-                return "avx512-vnni";
-            }
-            if is_x86_feature_detected!("avx2") {
-                return "avx2";
-            }
-        }
-    }
-    "portable"
+    kernel().0
 }
 
 fn score_rows_portable(

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use prodcat_domain::{product_text, CategoryCode};
+use prodcat_domain::{product_text, CategoryCode, SplitMix64};
 use prodcat_metrics::{
     classification_report, confusion_matrix_svg, reliability_diagram, reliability_diagram_svg,
     TemperatureScaling, DEFAULT_CALIBRATION_BINS,
@@ -101,28 +101,14 @@ fn prepare(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// A small deterministic generator for the resampling.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, bound: usize) -> usize {
-        ((self.next() as u128 * bound as u128) >> 64) as usize
-    }
-    fn chance(&mut self, probability: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 >= 1.0 - probability
-    }
+/// True with `probability`.
+fn chance(random: &mut SplitMix64, probability: f64) -> bool {
+    random.next_f64() >= 1.0 - probability
 }
 
 /// Resamples `rows` to `count` products, perturbing each copy.
 fn synthesize(rows: &[Row], count: usize, seed: u64) -> Vec<Row> {
-    let mut random = Random(seed);
+    let mut random = SplitMix64::new(seed);
     let mut by_label: HashMap<u16, Vec<usize>> = HashMap::new();
     for (index, row) in rows.iter().enumerate() {
         by_label.entry(row.label).or_default().push(index);
@@ -130,25 +116,25 @@ fn synthesize(rows: &[Row], count: usize, seed: u64) -> Vec<Row> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     (0..count)
         .map(|_| {
-            let source = &rows[random.below(rows.len())];
+            let source = &rows[random.next_index(rows.len())];
             let same_class = &by_label[&source.label];
             let mut words: Vec<String> = Vec::new();
             for word in source.text.split_whitespace() {
-                if random.chance(0.08) {
+                if chance(&mut random, 0.08) {
                     continue;
                 }
                 let mut word = word.to_string();
-                if random.chance(0.06) {
-                    let donor = &rows[same_class[random.below(same_class.len())]].text;
+                if chance(&mut random, 0.06) {
+                    let donor = &rows[same_class[random.next_index(same_class.len())]].text;
                     let donor_words: Vec<&str> = donor.split_whitespace().collect();
                     if !donor_words.is_empty() {
-                        word = donor_words[random.below(donor_words.len())].to_string();
+                        word = donor_words[random.next_index(donor_words.len())].to_string();
                     }
                 }
-                if random.chance(0.04) && word.chars().count() > 3 {
+                if chance(&mut random, 0.04) && word.chars().count() > 3 {
                     let mut chars: Vec<char> = word.chars().collect();
-                    let at = random.below(chars.len() - 1);
-                    match random.below(3) {
+                    let at = random.next_index(chars.len() - 1);
+                    match random.next_index(3) {
                         0 => chars.swap(at, at + 1),
                         1 => {
                             chars.remove(at);
@@ -160,17 +146,17 @@ fn synthesize(rows: &[Row], count: usize, seed: u64) -> Vec<Row> {
                 words.push(word);
             }
             for _ in 0..words.len() / 12 {
-                let at = random.below(words.len().max(2) - 1);
+                let at = random.next_index(words.len().max(2) - 1);
                 if at + 1 < words.len() {
                     words.swap(at, at + 1);
                 }
             }
-            if random.chance(0.4) {
-                let length = 4 + random.below(6);
+            if chance(&mut random, 0.4) {
+                let length = 4 + random.next_index(6);
                 let code: String = (0..length)
-                    .map(|_| ALPHABET[random.below(ALPHABET.len())] as char)
+                    .map(|_| ALPHABET[random.next_index(ALPHABET.len())] as char)
                     .collect();
-                let at = random.below(words.len() + 1);
+                let at = random.next_index(words.len() + 1);
                 words.insert(at, code.to_uppercase());
             }
             Row {

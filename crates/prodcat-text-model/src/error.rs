@@ -1,5 +1,7 @@
 //! The one error type of the crate: what went wrong, with the value or size that was wrong.
 
+use prodcat_domain::ErrorKind;
+
 /// Errors of vectorising, training, predicting and loading a text model.
 #[derive(Debug, thiserror::Error)]
 pub enum TextModelError {
@@ -53,4 +55,28 @@ pub enum TextModelError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl TextModelError {
+    /// Whose fault the error is: texts, labels, options and matrices handed in are the
+    /// caller's (`Input`); a model file that cannot be read or understood is the system's own
+    /// data (`Internal`), as for the other model files of prodcat.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TextModelError::InvalidOption { .. }
+            | TextModelError::EmptyCorpus
+            | TextModelError::LabelCountMismatch { .. }
+            | TextModelError::TooFewClasses { .. }
+            | TextModelError::ClassOutOfRange { .. }
+            | TextModelError::NoTermsRemain { .. }
+            | TextModelError::FeatureCountMismatch { .. }
+            | TextModelError::UnknownCategory(_) => ErrorKind::Input,
+            TextModelError::Calibration(error) => error.kind(),
+            TextModelError::NotAModelFile { .. }
+            | TextModelError::UnsupportedFormatVersion { .. }
+            | TextModelError::Truncated { .. }
+            | TextModelError::Corrupt(_)
+            | TextModelError::Io { .. } => ErrorKind::Internal,
+        }
+    }
 }

@@ -20,6 +20,7 @@
 //! feature-major (`weights[feature * class_count + class]`), so that scoring a sparse row reads
 //! one contiguous run of class weights per stored feature.
 
+use prodcat_domain::SplitMix64;
 use rayon::prelude::*;
 
 use crate::options::{ClassWeighting, SvmOptions};
@@ -37,26 +38,9 @@ pub struct LinearSvm {
     options: SvmOptions,
 }
 
-/// SplitMix64: a small, fast, well-mixed generator for the coordinate permutations.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn for_class(seed: u64, class: usize) -> Self {
-        Self(seed ^ (class as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound` (bound > 0).
-    fn below(&mut self, bound: usize) -> usize {
-        ((self.next_u64() as u128 * bound as u128) >> 64) as usize
-    }
+/// The generator of one class's coordinate permutations.
+fn class_random(seed: u64, class: usize) -> SplitMix64 {
+    SplitMix64::new(seed ^ (class as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
 /// The solution of one binary problem.
@@ -139,7 +123,7 @@ fn solve_binary(
         let mut new_max = f64::NEG_INFINITY;
         let mut new_min = f64::INFINITY;
         for i in 0..active_size {
-            let j = i + random.below(active_size - i);
+            let j = i + random.next_index(active_size - i);
             index.swap(i, j);
         }
         let mut s = 0;
@@ -272,7 +256,7 @@ impl LinearSvm {
                     cost_negative,
                     &squared_norms,
                     options,
-                    &mut SplitMix64::for_class(options.seed, class),
+                    &mut class_random(options.seed, class),
                 )
             })
             .collect();

@@ -397,17 +397,7 @@ impl TextVectorizer {
         texts: &[S],
         options: &VectorizerOptions,
     ) -> Result<Self, TextModelError> {
-        if texts.is_empty() {
-            return Err(TextModelError::EmptyCorpus);
-        }
-        check_analyzer(&options.word, Analyzer::Word, "word.analyzer")?;
-        check_analyzer(
-            &options.char_wb,
-            Analyzer::CharWordBounded,
-            "char_wb.analyzer",
-        )?;
-        options.word.validate()?;
-        options.char_wb.validate()?;
+        check_fit(texts.len(), options)?;
         let word = FeatureBlock::fit_counted(
             &count_parts(texts, &options.word),
             &options.word,
@@ -427,17 +417,7 @@ impl TextVectorizer {
         texts: &[S],
         options: &VectorizerOptions,
     ) -> Result<(Self, CsrMatrix), TextModelError> {
-        if texts.is_empty() {
-            return Err(TextModelError::EmptyCorpus);
-        }
-        check_analyzer(&options.word, Analyzer::Word, "word.analyzer")?;
-        check_analyzer(
-            &options.char_wb,
-            Analyzer::CharWordBounded,
-            "char_wb.analyzer",
-        )?;
-        options.word.validate()?;
-        options.char_wb.validate()?;
+        check_fit(texts.len(), options)?;
         let (word, word_rows) = {
             let parts = count_parts(texts, &options.word);
             let block = FeatureBlock::fit_counted(&parts, &options.word, texts.len())?;
@@ -545,6 +525,21 @@ impl TextVectorizer {
         }
         matrix
     }
+}
+
+/// Refuses an empty corpus and options a vectorizer cannot be fitted with.
+fn check_fit(text_count: usize, options: &VectorizerOptions) -> Result<(), TextModelError> {
+    if text_count == 0 {
+        return Err(TextModelError::EmptyCorpus);
+    }
+    check_analyzer(&options.word, Analyzer::Word, "word.analyzer")?;
+    check_analyzer(
+        &options.char_wb,
+        Analyzer::CharWordBounded,
+        "char_wb.analyzer",
+    )?;
+    options.word.validate()?;
+    options.char_wb.validate()
 }
 
 fn check_analyzer(

@@ -134,9 +134,10 @@ pub fn sample_directory(test: &str) -> Option<PathBuf> {
 
 /// The e5 model directory, or `None` after printing why the test is skipped.
 pub fn e5_directory(test: &str) -> Option<PathBuf> {
-    let workspace_models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
-    let directory =
-        prodcat_embed::model_directory::e5_directory_from_environment(&workspace_models);
+    let model_root = std::env::var_os("PRODCAT_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"));
+    let directory = prodcat_embed::model_directory::e5_directory(&model_root);
     if directory
         .join(prodcat_embed::model_directory::MODEL_FILE_NAME)
         .is_file()
