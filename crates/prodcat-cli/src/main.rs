@@ -66,6 +66,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The code version recorded with runs and models: the build's, unless the deployment says.
+    if let Ok(version) = std::env::var("PRODCAT_CODE_VERSION") {
+        prodcat_registry::set_code_version(&version);
+    }
     let (serve, worker) = match &cli.command {
         Command::Serve(args) => (Some(args), None),
         Command::Quickstart(args) => (Some(&args.serve), None),

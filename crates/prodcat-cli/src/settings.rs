@@ -77,6 +77,7 @@ impl GlobalArgs {
             log: self.log.clone().or_else(|| std::env::var("RUST_LOG").ok()),
             webhook_url: self.webhook_url.clone(),
             model_cache_size: self.model_cache_size,
+            actor: Some(actor()),
             ..SettingsLayer::default()
         }
     }
@@ -201,4 +202,14 @@ pub fn schedules(settings: &Settings) -> anyhow::Result<Vec<prodcat_pipelines::S
             .map(|(name, expression)| (name.as_str(), expression.as_str())),
     )
     .context("invalid [schedules] in the configuration")
+}
+
+/// Who runs this command (recorded with runs, alias moves and pipeline runs): `PRODCAT_ACTOR`,
+/// else the system user.
+pub fn actor() -> String {
+    prodcat_registry::actor_or_unknown(
+        ["PRODCAT_ACTOR", "USER", "USERNAME"]
+            .iter()
+            .filter_map(|name| std::env::var(name).ok()),
+    )
 }

@@ -15,8 +15,8 @@ use prodcat_drift::{
     DEFAULT_PROFILE_ROWS,
 };
 use prodcat_model::{
-    observation_for, reference_profile, ProductClassifier, ReferenceRow, StoredProfile,
-    PROFILE_COMPONENTS,
+    observation_for, reference_profile, ObservationBasis, ObservedProduct, ProductClassifier,
+    ReferenceRow, StoredProfile, PROFILE_COMPONENTS,
 };
 use prodcat_storage::{now_ms, Database};
 use serde::{Deserialize, Serialize};
@@ -197,14 +197,18 @@ async fn current_profile(
     let text_branch = classifier.bundle().text.as_ref();
     for (index, row) in rows.iter().enumerate() {
         let observation = observation_for(
-            text_branch,
-            stored.pca.as_ref(),
+            ObservationBasis {
+                classifier: text_branch,
+                pca: stored.pca.as_ref(),
+            },
             embeddings.get(&index).map(Vec::as_slice),
-            &row.text,
-            row.description_empty,
-            row.image,
-            row.predicted,
-            Some(row.confidence),
+            ObservedProduct {
+                text: &row.text,
+                description_empty: row.description_empty,
+                image: row.image,
+                predicted: row.predicted,
+                confidence: Some(row.confidence),
+            },
         );
         builder.push_row(product_row(&observation, PROFILE_COMPONENTS))?;
     }

@@ -293,7 +293,11 @@ pub async fn record_evaluation_run(
 ) -> Result<EvaluationRun, PipelineError> {
     let version = prodcat_registry::resolve(&platform.database, model).await?;
     let classifier = platform.classifier_for(&version).await?;
-    let mut new_run = NewRun::new(RunKind::Evaluate, &format!("evaluate {}", version.id));
+    let mut new_run = NewRun::new(
+        RunKind::Evaluate,
+        &format!("evaluate {}", version.id),
+        platform.actor(),
+    );
     new_run.model_version = Some(version.id.clone());
     if let EvaluationInput::Split { dataset, .. } = input {
         new_run.dataset_version = Some(

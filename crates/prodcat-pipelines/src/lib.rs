@@ -111,9 +111,9 @@ impl PipelineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             PipelineError::Model(error) => error.kind(),
-            PipelineError::Registry(error) => registry_kind(error),
-            PipelineError::Dataset(prodcat_dataset::DatasetError::Storage(error))
-            | PipelineError::Storage(error) => error.kind(),
+            PipelineError::Registry(error) => error.kind(),
+            PipelineError::Dataset(error) => error.kind(),
+            PipelineError::Storage(error) => error.kind(),
             PipelineError::Platform(error) => error.kind(),
             PipelineError::Predict(error) => error.kind(),
             PipelineError::Catalogue(error) => error.kind(),
@@ -125,11 +125,9 @@ impl PipelineError {
             PipelineError::UnknownPipeline(_) | PipelineError::UnknownPipelineRun(_) => {
                 ErrorKind::NotFound
             }
-            PipelineError::Dataset(_)
-            | PipelineError::Embed(_)
-            | PipelineError::Drift(_)
-            | PipelineError::Json(_)
-            | PipelineError::StepFailed { .. } => ErrorKind::Internal,
+            PipelineError::Embed(error) => error.kind(),
+            PipelineError::Drift(error) => error.kind(),
+            PipelineError::Json(_) | PipelineError::StepFailed { .. } => ErrorKind::Internal,
         }
     }
 
@@ -144,19 +142,5 @@ impl PipelineError {
             ) => true,
             _ => self.kind().is_transient(),
         }
-    }
-}
-
-/// The kind of a registry error (until the registry says so itself).
-fn registry_kind(error: &prodcat_registry::RegistryError) -> ErrorKind {
-    use prodcat_registry::RegistryError;
-    match error {
-        RegistryError::UnknownRun(_)
-        | RegistryError::UnknownModelReference { .. }
-        | RegistryError::UnknownModelVersion(_)
-        | RegistryError::UnknownAlias(_) => ErrorKind::NotFound,
-        RegistryError::Storage(storage) => storage.kind(),
-        RegistryError::AliasMovedMeanwhile { .. } => ErrorKind::Conflict,
-        _ => ErrorKind::Internal,
     }
 }

@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+use prodcat_platform::Platform;
+
 use crate::PipelineError;
 
 /// How often a working step refreshes its run's heartbeat.
@@ -286,13 +288,14 @@ pub struct PipelineExecution {
 impl PipelineExecution {
     /// Starts a new run of `pipeline`.
     pub async fn start(
-        database: &Database,
+        platform: &Platform,
         pipeline: &str,
         triggered_by: &str,
         parameters: serde_json::Value,
         parent_run: Option<&str>,
         retry: RetryPolicy,
     ) -> Result<Self, PipelineError> {
+        let database = &platform.database;
         let now = now_ms();
         let run = PipelineRun {
             id: new_run_id(pipeline),
@@ -308,7 +311,7 @@ impl PipelineExecution {
             output: None,
             registry_run: None,
             parent_run: parent_run.map(str::to_string),
-            created_by: prodcat_registry::current_actor(),
+            created_by: platform.actor().to_string(),
         };
         sqlx::query(
             "INSERT INTO pipeline_runs (id, pipeline, status, triggered_by, parameters, \

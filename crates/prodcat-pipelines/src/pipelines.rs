@@ -226,7 +226,7 @@ async fn start_fresh(
 ) -> Result<PipelineExecution, PipelineError> {
     let parameters = resolve_parameters(request.pipeline, &request.parameters)?;
     PipelineExecution::start(
-        &platform.database,
+        platform,
         request.pipeline.as_str(),
         &request.triggered_by,
         parameters,
@@ -313,6 +313,7 @@ async fn start_registry_run(
             run.id,
             if run.resumed > 0 { " (resumed)" } else { "" }
         ),
+        platform.actor(),
     );
     new_run
         .parameters

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
-use prodcat_model::{train_model, TrainOptions, TrainingOutcome, TrainingProgress};
+use prodcat_model::{TrainOptions, Trainer, TrainingOutcome, TrainingProgress, TrainingResources};
 use prodcat_registry::{
     fail_run, finish_run, log_metrics, log_params, register_version, start_run, store_artifact,
     ModelVersion, NewModelVersion, NewRun, Run, RunKind,
@@ -63,7 +63,7 @@ pub async fn run_training(
     progress: &dyn TrainingProgress,
 ) -> Result<TrainingRunResult, PipelineError> {
     let dataset = prodcat_dataset::resolve_version(&platform.database, &request.dataset).await?;
-    let mut new_run = NewRun::new(RunKind::Train, &request.name);
+    let mut new_run = NewRun::new(RunKind::Train, &request.name, platform.actor());
     new_run.dataset_version = Some(dataset.id.clone());
     let mut options = request.options.clone();
     options.code_version = new_run.code_version.clone();
@@ -101,15 +101,17 @@ async fn train_and_record(
         None
     };
     let embedder = platform.embedder()?;
-    let outcome = train_model(
-        &platform.database,
-        &platform.objects,
-        backbone.as_ref(),
-        embedder.as_deref(),
-        dataset,
+    let outcome = Trainer::new(
+        TrainingResources {
+            database: &platform.database,
+            objects: &platform.objects,
+            backbone: backbone.as_ref(),
+            embedder: embedder.as_deref(),
+        },
         options,
-        progress,
     )
+    .with_progress(progress)
+    .train(dataset)
     .await?;
     let manifest = &outcome.bundle.manifest;
     let mut parameters = BTreeMap::new();

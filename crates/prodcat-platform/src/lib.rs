@@ -58,23 +58,11 @@ impl PlatformError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             PlatformError::Settings { .. } => ErrorKind::Input,
-            PlatformError::Io { .. } | PlatformError::Embed(_) => ErrorKind::Internal,
+            PlatformError::Io { .. } => ErrorKind::Internal,
+            PlatformError::Embed(error) => error.kind(),
             PlatformError::Model(error) => error.kind(),
-            PlatformError::Registry(error) => registry_error_kind(error),
+            PlatformError::Registry(error) => error.kind(),
             PlatformError::Storage(error) => error.kind(),
         }
-    }
-}
-
-/// The kind of a registry error (until the registry says so itself).
-fn registry_error_kind(error: &prodcat_registry::RegistryError) -> ErrorKind {
-    use prodcat_registry::RegistryError;
-    match error {
-        RegistryError::UnknownRun(_)
-        | RegistryError::UnknownModelReference { .. }
-        | RegistryError::UnknownModelVersion(_)
-        | RegistryError::UnknownAlias(_) => ErrorKind::NotFound,
-        RegistryError::Storage(storage) => storage.kind(),
-        _ => ErrorKind::Internal,
     }
 }

@@ -27,6 +27,8 @@ pub struct Platform {
     embedder: Arc<Mutex<Option<Option<Arc<TextEmbedder>>>>>,
     classifiers: Arc<Mutex<ClassifierCache>>,
     webhook_url: Option<String>,
+    /// Who acts through this platform (recorded with runs), e.g. the signed-in system user.
+    actor: String,
 }
 
 impl std::fmt::Debug for Platform {
@@ -70,7 +72,8 @@ impl Platform {
         let objects = settings.open_objects()?;
         Ok(Self::new(database, objects, &settings.model_dir)
             .with_model_cache_size(settings.model_cache_size)
-            .with_webhook_url(settings.webhook_url.clone()))
+            .with_webhook_url(settings.webhook_url.clone())
+            .with_actor(settings.actor.clone()))
     }
 
     /// Like [`Platform::from_settings`], with the short database waits of a service: a
@@ -82,7 +85,8 @@ impl Platform {
         let objects = settings.open_objects()?;
         Ok(Self::new(database, objects, &settings.model_dir)
             .with_model_cache_size(settings.model_cache_size)
-            .with_webhook_url(settings.webhook_url.clone()))
+            .with_webhook_url(settings.webhook_url.clone())
+            .with_actor(settings.actor.clone()))
     }
 
     /// A platform over an open database and object store (tests, tools).
@@ -98,7 +102,19 @@ impl Platform {
                 entries: VecDeque::new(),
             })),
             webhook_url: None,
+            actor: "unknown".to_string(),
         }
+    }
+
+    /// Names who acts through this platform (recorded with runs and pipeline runs).
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = actor.into();
+        self
+    }
+
+    /// Who acts through this platform.
+    pub fn actor(&self) -> &str {
+        &self.actor
     }
 
     /// Keeps at most `size` loaded versions in memory (at least one).

@@ -42,6 +42,8 @@ pub struct SettingsLayer {
     pub webhook_url: Option<String>,
     /// Loaded model versions kept in memory at once.
     pub model_cache_size: Option<usize>,
+    /// Who acts (recorded with runs); the binary sets it from the system user.
+    pub actor: Option<String>,
     /// Pipeline schedules: pipeline name = cron expression (UTC), run by `prodcat worker`.
     pub schedules: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -122,6 +124,7 @@ impl SettingsLayer {
                 log,
                 webhook_url,
                 model_cache_size,
+                actor,
                 schedules
             ]
         );
@@ -174,6 +177,8 @@ pub struct Settings {
     /// Where notifications go (never printed: the URL may hold a secret).
     pub webhook_url: Option<String>,
     pub model_cache_size: usize,
+    /// Who acts through these settings (recorded with runs and pipeline runs).
+    pub actor: String,
     pub schedules: BTreeMap<String, String>,
     pub server: ServerSettings,
     pub worker: WorkerSettings,
@@ -192,6 +197,7 @@ impl std::fmt::Debug for Settings {
                 &self.webhook_url.as_ref().map(|_| "<redacted>"),
             )
             .field("model_cache_size", &self.model_cache_size)
+            .field("actor", &self.actor)
             .field("schedules", &self.schedules)
             .field("server", &self.server)
             .field("worker", &self.worker)
@@ -408,6 +414,7 @@ impl Settings {
                 .clone()
                 .filter(|url| !url.trim().is_empty()),
             model_cache_size: layer.model_cache_size.unwrap_or(4),
+            actor: layer.actor.clone().unwrap_or_else(|| "unknown".to_string()),
             schedules: layer.schedules.clone().unwrap_or_default(),
             server: ServerSettings {
                 listen: server_layer.listen.unwrap_or(server_defaults.listen),

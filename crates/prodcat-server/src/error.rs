@@ -247,46 +247,7 @@ from_kind!(
 
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
-        ApiError::of_kind(registry_error_kind(&error), None, &error)
-    }
-}
-
-/// The kind of a registry error.
-fn registry_error_kind(error: &RegistryError) -> ErrorKind {
-    match error {
-        RegistryError::UnknownRun(_)
-        | RegistryError::UnknownModelReference { .. }
-        | RegistryError::UnknownModelVersion(_)
-        | RegistryError::UnknownAlias(_) => ErrorKind::NotFound,
-        RegistryError::AmbiguousRun { .. }
-        | RegistryError::InvalidRunId(_)
-        | RegistryError::InvalidName { .. }
-        | RegistryError::NonFiniteMetric { .. }
-        | RegistryError::AmbiguousModelReference { .. }
-        | RegistryError::ReasonRequired(_)
-        | RegistryError::EvaluationSetMismatch { .. }
-        | RegistryError::InvalidPolicy(_)
-        | RegistryError::EvaluationSetRequired { .. }
-        | RegistryError::Rescore { .. }
-        | RegistryError::Domain(_) => ErrorKind::Input,
-        RegistryError::RunClosed { .. }
-        | RegistryError::ParameterChanged { .. }
-        | RegistryError::ArtifactConflict { .. }
-        | RegistryError::VersionConflict { .. }
-        | RegistryError::VersionArchived { .. }
-        | RegistryError::VersionInUse { .. }
-        | RegistryError::AliasMovedMeanwhile { .. }
-        | RegistryError::AliasUnchanged { .. }
-        | RegistryError::NothingToRollBack { .. }
-        | RegistryError::AlreadyPromoted { .. } => ErrorKind::Conflict,
-        RegistryError::Storage(storage) => storage.kind(),
-        RegistryError::MlflowRequest { .. } => ErrorKind::Unavailable,
-        RegistryError::InvalidManifest { .. }
-        | RegistryError::ScoreForWrongVersion { .. }
-        | RegistryError::InvalidSummary { .. }
-        | RegistryError::Corrupt { .. }
-        | RegistryError::InvalidTrackingUri { .. }
-        | RegistryError::MlflowStatus { .. } => ErrorKind::Internal,
+        ApiError::of_kind(error.kind(), None, &error)
     }
 }
 

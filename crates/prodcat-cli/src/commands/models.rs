@@ -215,7 +215,7 @@ fn actor(explicit: Option<String>) -> String {
     explicit
         .map(|actor| actor.trim().to_string())
         .filter(|actor| !actor.is_empty())
-        .unwrap_or_else(prodcat_registry::current_actor)
+        .unwrap_or_else(crate::settings::actor)
 }
 
 fn describe_event(event: &AliasEvent) -> String {
@@ -237,10 +237,15 @@ fn describe_event(event: &AliasEvent) -> String {
 
 /// Mirrors the registry to MLflow when MLFLOW_TRACKING_URI is set; a failure is only reported.
 async fn mirror(settings: &Settings, database: &prodcat_storage::Database) {
+    let Some(mlflow) =
+        prodcat_registry::MlflowSettings::from_variables(|name| std::env::var(name).ok())
+    else {
+        return;
+    };
     let objects = settings.open_objects().ok();
-    if let Some(result) =
-        prodcat_registry::mirror_from_environment(database, &[], objects.as_ref()).await
     {
+        let result =
+            prodcat_registry::mirror_to_mlflow(database, &mlflow, &[], objects.as_ref()).await;
         match result {
             Ok(report) => eprintln!("Mirrored the registry to MLflow at {}", report.tracking_uri),
             Err(error) => eprintln!("warning: the MLflow mirror failed: {error}"),

@@ -411,16 +411,19 @@ async fn export(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
     } else {
         Some(settings.open_objects()?)
     };
-    let options = MlflowExportOptions {
+    let mlflow = prodcat_registry::MlflowSettings {
         experiment_name: args.experiment.clone(),
         registered_model_name: args.model_name.clone(),
+        auth: prodcat_registry::MlflowAuth::from_variables(|name| std::env::var(name).ok()),
+        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+        ..prodcat_registry::MlflowSettings::new(&args.mlflow)
+    };
+    let options = MlflowExportOptions {
         runs,
         include_models: !args.no_models,
         objects,
-        timeout: std::time::Duration::from_secs(args.timeout.max(1)),
-        ..MlflowExportOptions::from_environment()
     };
-    let report = prodcat_registry::export_to_mlflow(&database, &args.mlflow, &options)
+    let report = prodcat_registry::export_to_mlflow(&database, &mlflow, &options)
         .await
         .context("export to MLflow failed")?;
     if args.json {
@@ -429,7 +432,7 @@ async fn export(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
     }
     println!(
         "Exported to MLflow at {} (experiment {:?}, id {})",
-        report.tracking_uri, options.experiment_name, report.experiment_id
+        report.tracking_uri, mlflow.experiment_name, report.experiment_id
     );
     println!(
         "  runs       {} new, {} rewritten (were running), {} already there",
@@ -442,7 +445,7 @@ async fn export(settings: &Settings, args: ExportArgs) -> anyhow::Result<()> {
     if options.include_models {
         println!(
             "  model {:?}: {} new versions, {} already there; {} aliases set, {} removed",
-            options.registered_model_name,
+            mlflow.registered_model_name,
             report.versions_created,
             report.versions_unchanged,
             report.aliases_set,

@@ -201,7 +201,7 @@ pub async fn train(platform: &Platform, args: &TrainArgs) -> anyhow::Result<Stri
             &prodcat_registry::AliasMove {
                 alias: alias.clone(),
                 version: result.version.id.clone(),
-                actor: prodcat_registry::current_actor(),
+                actor: crate::settings::actor(),
                 reason: format!("set by prodcat train (run {})", result.run.id),
                 forced: false,
                 decision: None,
@@ -218,7 +218,7 @@ pub async fn train(platform: &Platform, args: &TrainArgs) -> anyhow::Result<Stri
             .unwrap_or_default();
         let mut request = PromotionRequest::champion(
             &version,
-            &prodcat_registry::current_actor(),
+            &crate::settings::actor(),
             &format!("trained by prodcat train (run {})", result.run.id),
         );
         request.evaluation_set = Some(format!("{dataset}:test"));
