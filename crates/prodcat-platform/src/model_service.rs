@@ -130,7 +130,7 @@ impl ModelService {
         }
         let loaded = async {
             let version = prodcat_registry::get_version(&self.platform.database, &target).await?;
-            Ok::<_, PlatformError>(self.platform.classifier_for(&version).await?)
+            self.platform.classifier_for(&version).await
         }
         .await;
         match loaded {
