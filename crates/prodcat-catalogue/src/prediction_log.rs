@@ -396,8 +396,20 @@ pub async fn product_predictions(
     Ok(rows.iter().map(logged_from_row).collect::<Result<_, _>>()?)
 }
 
+/// A prediction that failed, for the error rates of live comparisons.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictionErrorRow {
+    pub at_ms: i64,
+    pub model_version: String,
+    pub serving_role: ServingRole,
+    /// The error's kind (`input`, `unavailable`, ...).
+    pub error_kind: String,
+    pub latency_us: i64,
+}
+
 enum Message {
     Row(Box<PredictionLogRow>),
+    Error(PredictionErrorRow),
     Flush(oneshot::Sender<()>),
 }
 
@@ -434,6 +446,11 @@ impl PredictionLogWriter {
         }
     }
 
+    /// Queues a failed prediction without waiting.
+    pub fn record_error(&self, row: PredictionErrorRow) -> bool {
+        self.sender.try_send(Message::Error(row)).is_ok()
+    }
+
     /// Waits until every row queued before this call is written (or failed to be written).
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
@@ -445,15 +462,17 @@ impl PredictionLogWriter {
 
 async fn write_loop(database: Database, mut receiver: mpsc::Receiver<Message>) {
     let mut rows: Vec<PredictionLogRow> = Vec::new();
+    let mut errors: Vec<PredictionErrorRow> = Vec::new();
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = receiver.recv().await {
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
                 Message::Row(row) => rows.push(*row),
+                Message::Error(error) => errors.push(error),
                 Message::Flush(done) => waiting.push(done),
             }
-            if rows.len() < BATCH_LIMIT {
+            if rows.len() + errors.len() < BATCH_LIMIT {
                 next = receiver.try_recv().ok();
             }
         }
@@ -461,10 +480,110 @@ async fn write_loop(database: Database, mut receiver: mpsc::Receiver<Message>) {
             write_batch(&database, &rows).await;
             rows.clear();
         }
+        if !errors.is_empty() {
+            if let Err(error) = write_errors(&database, &errors).await {
+                tracing::warn!(%error, rows = errors.len(), "writing failed predictions failed");
+            }
+            errors.clear();
+        }
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
     }
+}
+
+async fn write_errors(
+    database: &Database,
+    rows: &[PredictionErrorRow],
+) -> Result<(), CatalogueError> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO prediction_errors (at_ms, model_version, serving_role, error_kind, \
+             latency_us) VALUES {}",
+            SqlPlaceholders::values(chunk.len(), 5)
+        );
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            query = query
+                .bind(row.at_ms)
+                .bind(row.model_version.clone())
+                .bind(row.serving_role.as_str())
+                .bind(row.error_kind.clone())
+                .bind(row.latency_us);
+        }
+        query.execute(database.pool()).await?;
+    }
+    Ok(())
+}
+
+/// One served prediction as a live comparison reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedPrediction {
+    pub prediction_id: Option<String>,
+    pub model_version: String,
+    pub serving_role: String,
+    pub predicted_code: i64,
+    pub confidence: f64,
+    pub automatic: bool,
+    pub latency_us: i64,
+    pub label_code: Option<i64>,
+}
+
+/// The predictions served from `since_ms` on, newest first, at most `limit` (every version and
+/// serving role).
+pub async fn recent_predictions(
+    database: &Database,
+    since_ms: i64,
+    limit: i64,
+) -> Result<Vec<ServedPrediction>, CatalogueError> {
+    let rows = sqlx::query(
+        "SELECT prediction_id, model_version, serving_role, predicted_code, confidence, \
+         automatic, latency_us, label_code FROM prediction_log WHERE at_ms >= $1 \
+         ORDER BY at_ms DESC, id DESC LIMIT $2",
+    )
+    .bind(since_ms)
+    .bind(limit.max(1))
+    .fetch_all(database.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ServedPrediction {
+                prediction_id: row.try_get("prediction_id")?,
+                model_version: row.try_get("model_version")?,
+                serving_role: row.try_get("serving_role")?,
+                predicted_code: row.try_get("predicted_code")?,
+                confidence: row.try_get("confidence")?,
+                automatic: row.try_get::<i64, _>("automatic")? != 0,
+                latency_us: row.try_get("latency_us")?,
+                label_code: row.try_get("label_code")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(CatalogueError::from)
+}
+
+/// Failed predictions from `since_ms` on, counted by version and serving role.
+pub async fn recent_error_counts(
+    database: &Database,
+    since_ms: i64,
+) -> Result<Vec<(String, String, i64)>, CatalogueError> {
+    let rows = sqlx::query(
+        "SELECT model_version, serving_role, COUNT(*) AS count FROM prediction_errors \
+         WHERE at_ms >= $1 GROUP BY model_version, serving_role",
+    )
+    .bind(since_ms)
+    .fetch_all(database.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("model_version")?,
+                row.try_get("serving_role")?,
+                row.try_get("count")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(CatalogueError::from)
 }
 
 async fn write_batch(database: &Database, rows: &[PredictionLogRow]) {

@@ -8,9 +8,11 @@
 //! - [`model_service`]: the model in service, following an alias with an atomic swap;
 //! - [`predictor`]: the one way to predict (checks, CPU budget, metrics, prediction-log row).
 
+pub mod live;
 pub mod model_service;
 pub mod platform;
 pub mod predictor;
+pub mod rollout;
 pub mod settings;
 
 pub use model_service::{LoadFailure, ModelService, RefreshOutcome, ServedModel};
@@ -51,6 +53,8 @@ pub enum PlatformError {
     Embed(#[from] prodcat_embed::EmbedError),
     #[error(transparent)]
     Storage(#[from] prodcat_storage::StorageError),
+    #[error(transparent)]
+    Catalogue(#[from] prodcat_catalogue::CatalogueError),
 }
 
 impl PlatformError {
@@ -63,6 +67,7 @@ impl PlatformError {
             PlatformError::Model(error) => error.kind(),
             PlatformError::Registry(error) => error.kind(),
             PlatformError::Storage(error) => error.kind(),
+            PlatformError::Catalogue(error) => error.kind(),
         }
     }
 }

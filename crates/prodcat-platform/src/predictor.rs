@@ -14,13 +14,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use prodcat_catalogue::prediction_log::{new_prediction_id, PredictionContext, ServingRole};
+use prodcat_catalogue::prediction_log::{
+    new_prediction_id, PredictionContext, PredictionErrorRow, ServingRole,
+};
 use prodcat_catalogue::{PredictionLogRow, PredictionLogWriter, PredictionSource};
 use prodcat_domain::{CategoryCode, ErrorKind};
 use prodcat_model::{ModelError, ProductInput, ProductPrediction};
 use tokio::sync::Semaphore;
 
 use crate::model_service::{ModelService, ServedModel};
+use crate::rollout::RolloutRouter;
 
 /// A product as a caller hands it over.
 #[derive(Debug, Clone, Default)]
@@ -130,6 +133,11 @@ pub struct Predictor {
     inline_text_bytes: usize,
     /// The time a batch may take: products whose turn comes later are not scored.
     batch_budget: std::time::Duration,
+    /// Canary and shadow in force (`None`: the champion answers everything).
+    rollouts: Option<Arc<RolloutRouter>>,
+    /// Shadow scoring runs at most this many at once; beyond, a copy is skipped rather than
+    /// delaying anything.
+    shadow_slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Predictor {
@@ -158,6 +166,28 @@ impl Predictor {
             cpu: Arc::new(Semaphore::new(available_cores())),
             inline_text_bytes: 8_192,
             batch_budget: std::time::Duration::from_secs(60),
+            rollouts: None,
+            shadow_slots: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// Applies the live rollouts (canary, shadow) read from the registry by
+    /// [`Predictor::refresh_rollouts`].
+    pub fn with_rollouts(mut self) -> Self {
+        self.rollouts = Some(Arc::new(RolloutRouter::default()));
+        self
+    }
+
+    /// The rollouts in force, when this predictor applies them.
+    pub fn rollouts(&self) -> Option<&Arc<RolloutRouter>> {
+        self.rollouts.as_ref()
+    }
+
+    /// Reads the rollouts again (a canary or shadow set or stopped through any replica).
+    pub async fn refresh_rollouts(&self) -> Result<(), crate::PlatformError> {
+        match &self.rollouts {
+            Some(router) => router.refresh(self.models.platform()).await,
+            None => Ok(()),
         }
     }
 
@@ -253,8 +283,113 @@ impl Predictor {
         requester: &Requester,
         mode: LogMode,
     ) -> Result<Predicted, PredictError> {
-        let model = self.served()?;
-        self.predict_with(&model, product, requester, mode).await
+        let champion = self.served()?;
+        let prediction_id = new_prediction_id();
+        let (model, role) = match &self.rollouts {
+            Some(router) => router.answering(&champion, requester, &prediction_id),
+            None => (champion, ServingRole::Champion),
+        };
+        let shadow = self
+            .rollouts
+            .as_ref()
+            .and_then(|router| router.shadowing(requester, &prediction_id))
+            .map(|shadow| (shadow, product.clone()));
+        let started = std::time::Instant::now();
+        let outcome = self
+            .score(
+                &model,
+                product,
+                requester,
+                mode,
+                role,
+                prediction_id.clone(),
+            )
+            .await;
+        match &outcome {
+            Ok(_) => {
+                if let Some((shadow, product)) = shadow {
+                    self.spawn_shadow(shadow, product, requester.clone(), prediction_id);
+                }
+            }
+            Err(error) => self.record_failure(&model, role, error, started),
+        }
+        outcome
+    }
+
+    /// Records a failed prediction for the error rates of live comparisons.
+    fn record_failure(
+        &self,
+        model: &ServedModel,
+        role: ServingRole,
+        error: &PredictError,
+        started: std::time::Instant,
+    ) {
+        if let Some(writer) = &self.log {
+            writer.record_error(PredictionErrorRow {
+                at_ms: prodcat_storage::now_ms(),
+                model_version: model.version.to_string(),
+                serving_role: role,
+                error_kind: error.kind().as_str().to_string(),
+                latency_us: started.elapsed().as_micros() as i64,
+            });
+        }
+    }
+
+    /// Scores a copy of a request with the shadow version, off the request path: at most one
+    /// at a time (a copy that finds the shadow busy is skipped), logged beside the answer with
+    /// the answer's prediction id and `-shadow`.
+    fn spawn_shadow(
+        &self,
+        shadow: Arc<ServedModel>,
+        product: ProductToClassify,
+        requester: Requester,
+        prediction_id: String,
+    ) {
+        let Ok(slot) = self.shadow_slots.clone().try_acquire_owned() else {
+            metrics::counter!("prodcat_shadow_skipped_total").increment(1);
+            return;
+        };
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let started = std::time::Instant::now();
+            let model = shadow.clone();
+            let description_empty = product.description.trim().is_empty();
+            let scored = tokio::task::spawn_blocking(move || {
+                model.classifier.predict(&product.input(), false)
+            })
+            .await;
+            let Some(writer) = log else {
+                return;
+            };
+            match scored {
+                Ok(Ok(prediction)) => {
+                    let context = PredictionContext {
+                        prediction_id: format!("{prediction_id}-shadow"),
+                        source: requester.source,
+                        serving_role: ServingRole::Shadow,
+                        client: requester.client.clone(),
+                        product_id: requester.product_id,
+                    };
+                    writer.record(PredictionLogRow::from_prediction(
+                        &prediction,
+                        &context,
+                        description_empty,
+                        shadow.classifier.categories(),
+                    ));
+                }
+                Ok(Err(error)) => {
+                    writer.record_error(PredictionErrorRow {
+                        at_ms: prodcat_storage::now_ms(),
+                        model_version: shadow.version.to_string(),
+                        serving_role: ServingRole::Shadow,
+                        error_kind: error.kind().as_str().to_string(),
+                        latency_us: started.elapsed().as_micros() as i64,
+                    });
+                }
+                Err(_) => {}
+            }
+        });
     }
 
     /// Classifies one product with a given loaded model.
@@ -264,6 +399,27 @@ impl Predictor {
         product: ProductToClassify,
         requester: &Requester,
         mode: LogMode,
+    ) -> Result<Predicted, PredictError> {
+        self.score(
+            model,
+            product,
+            requester,
+            mode,
+            ServingRole::Champion,
+            new_prediction_id(),
+        )
+        .await
+    }
+
+    /// Classifies one product with `model`, which plays `role`, under `prediction_id`.
+    async fn score(
+        &self,
+        model: &Arc<ServedModel>,
+        product: ProductToClassify,
+        requester: &Requester,
+        mode: LogMode,
+        role: ServingRole,
+        prediction_id: String,
     ) -> Result<Predicted, PredictError> {
         model.classifier.check_input(&product.input())?;
         let inline = product.image.is_none()
@@ -278,7 +434,14 @@ impl Predictor {
             self.run_cpu(move || classifier.predict(&product.input(), product.explain))
                 .await??
         };
-        Ok(self.finish(model, prediction, requester, description_empty, mode))
+        Ok(self.finish(
+            model,
+            prediction,
+            requester,
+            description_empty,
+            mode,
+            (role, prediction_id),
+        ))
     }
 
     /// Classifies many products with the model in service, in parallel; one result per
@@ -343,7 +506,14 @@ impl Predictor {
                     .cloned()
                     .unwrap_or_else(|| Requester::new(PredictionSource::Batch));
                 let description_empty = product.description.trim().is_empty();
-                Ok(self.finish(model, outcome?, &requester, description_empty, mode))
+                Ok(self.finish(
+                    model,
+                    outcome?,
+                    &requester,
+                    description_empty,
+                    mode,
+                    (ServingRole::Champion, new_prediction_id()),
+                ))
             })
             .collect()
     }
@@ -356,6 +526,7 @@ impl Predictor {
         requester: &Requester,
         description_empty: bool,
         mode: LogMode,
+        (role, prediction_id): (ServingRole, String),
     ) -> Predicted {
         metrics::counter!(
             "prodcat_predictions_total",
@@ -365,11 +536,10 @@ impl Predictor {
         .increment(1);
         metrics::histogram!("prodcat_prediction_confidence")
             .record(f64::from(prediction.confidence));
-        let prediction_id = new_prediction_id();
         let context = PredictionContext {
             prediction_id: prediction_id.clone(),
             source: requester.source,
-            serving_role: ServingRole::Champion,
+            serving_role: role,
             client: requester.client.clone(),
             product_id: requester.product_id,
         };

@@ -60,6 +60,7 @@ pub mod mlflow;
 pub mod policy;
 pub mod promotion;
 pub mod registry;
+pub mod rollout;
 pub mod runs;
 mod validate;
 
@@ -82,6 +83,10 @@ pub use registry::{
     alias_history, alias_target, archive_version, get_version, list_aliases, list_versions,
     register_version, remove_alias, resolve, rollback, set_alias, AliasAction, AliasEvent,
     AliasMove, ModelAlias, ModelVersion, ModelVersionStatus, NewModelVersion, CHALLENGER, CHAMPION,
+};
+pub use rollout::{
+    active_rollouts, alias_at, start_rollout, stop_rollout, GuardRails, NewRollout, Rollout,
+    RolloutKind, Stickiness, CANARY, SHADOW,
 };
 pub use runs::{
     actor_or_unknown, fail_run, finish_run, get_run, list_artifacts, list_runs, log_artifact,

@@ -190,6 +190,19 @@ pub async fn promote(
     request: &PromotionRequest,
     rescorer: &dyn Rescorer,
 ) -> Result<PromotionOutcome, RegistryError> {
+    let outcome = promote_under_policy(database, request, rescorer).await?;
+    if outcome.moved() && request.alias == crate::CHAMPION {
+        // A canary or shadow of the new champion has done its job.
+        crate::rollout::finish_rollouts_of(database, &request.version, &request.actor).await?;
+    }
+    Ok(outcome)
+}
+
+async fn promote_under_policy(
+    database: &Database,
+    request: &PromotionRequest,
+    rescorer: &dyn Rescorer,
+) -> Result<PromotionOutcome, RegistryError> {
     check_request(request)?;
     let (challenger, champion) = participants(database, request).await?;
     let Some(champion) = champion else {
