@@ -56,6 +56,16 @@ pub struct GlobalArgs {
     )]
     pub webhook_url: Option<String>,
 
+    /// File holding the secret that signs webhook deliveries (HMAC-SHA256 in
+    /// X-Prodcat-Signature); without it deliveries are not signed.
+    #[arg(
+        long,
+        env = "PRODCAT_WEBHOOK_SECRET_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub webhook_secret_file: Option<PathBuf>,
+
     /// Loaded model versions kept in memory at once [default: 4].
     #[arg(
         long,
@@ -76,6 +86,7 @@ impl GlobalArgs {
             model_dir: self.model_dir.clone(),
             log: self.log.clone().or_else(|| std::env::var("RUST_LOG").ok()),
             webhook_url: self.webhook_url.clone(),
+            webhook_secret_file: self.webhook_secret_file.clone(),
             model_cache_size: self.model_cache_size,
             actor: Some(actor()),
             ..SettingsLayer::default()

@@ -1,7 +1,12 @@
-//! Notifications: a Slack-compatible webhook (`{"text": ..., "blocks": [...]}`, which Slack,
-//! Mattermost, Rocket.Chat and most chat tools accept) when drift is found and when a retraining
-//! ends. Every attempt is recorded in the `notifications` table; a notification that can not be
-//! delivered is logged and recorded, never fatal to the pipeline that sent it.
+//! Notifications: Slack-compatible webhooks (`{"text": ..., "blocks": [...]}`, which Slack,
+//! Mattermost, Rocket.Chat and most chat tools accept) when drift is found, when a retraining
+//! ends, when an alias moves (promotion, rollback) and when a canary or shadow starts, stops or
+//! is rolled back. Each delivery is signed when a secret is configured: `X-Prodcat-Timestamp`
+//! (Unix seconds), `X-Prodcat-Delivery` (a unique id) and `X-Prodcat-Signature:
+//! sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`, so a receiver can check the origin and
+//! refuse a replay (an old timestamp or a delivery id seen before). A failed delivery is retried
+//! with backoff; every attempt is recorded in the `notifications` table, and a notification that
+//! cannot be delivered is logged and recorded, never fatal to what sent it.
 
 use std::time::Duration;
 
@@ -46,6 +51,21 @@ pub enum Notification {
         /// Why (the policy's reasons, or why nothing was trained).
         reasons: Vec<String>,
     },
+    /// An alias moved: a promotion, a rollback, a canary or shadow started or stopped.
+    ModelEvent {
+        /// `promoted`, `rolled-back`, `canary-started`, `canary-stopped`, `canary-rolled-back`,
+        /// `shadow-started`, `shadow-stopped`.
+        event: String,
+        alias: String,
+        from_version: Option<String>,
+        to_version: Option<String>,
+        actor: String,
+        reason: String,
+        /// Whether a guard rail did it (no person).
+        automatic: bool,
+        /// The figures behind an automatic action.
+        figures: Option<serde_json::Value>,
+    },
 }
 
 impl Notification {
@@ -53,11 +73,15 @@ impl Notification {
         match self {
             Notification::DriftFound { .. } => "drift-found",
             Notification::RetrainingEnded { .. } => "retraining-ended",
+            Notification::ModelEvent { .. } => "model-event",
         }
     }
 
     /// The one-line summary (the payload's `text`, shown by chat tools in notifications).
     pub fn summary(&self) -> String {
+        if let Some(summary) = self.model_event_summary() {
+            return summary;
+        }
         let f1 = |value: Option<f64>| {
             value
                 .map(|v| format!("{v:.4}"))
@@ -120,7 +144,32 @@ impl Notification {
                 ),
                 None => format!("prodcat: retraining ended without a challenger; {champion} stays champion"),
             },
+            Notification::ModelEvent { .. } => String::new(),
         }
+    }
+
+    /// The one-line summary of a model event.
+    fn model_event_summary(&self) -> Option<String> {
+        let Notification::ModelEvent {
+            event,
+            alias,
+            from_version,
+            to_version,
+            actor,
+            reason,
+            automatic,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let version = |value: &Option<String>| value.clone().unwrap_or_else(|| "none".to_string());
+        Some(format!(
+            "prodcat: {event} ({alias}: {} -> {}) by {actor}{}: {reason}",
+            version(from_version),
+            version(to_version),
+            if *automatic { " (automatic)" } else { "" }
+        ))
     }
 
     /// The Slack-compatible JSON payload.
@@ -154,6 +203,11 @@ impl Notification {
                 details.push(format!(
                     "`prodcat drift show {report_id}` for the full report"
                 ));
+            }
+            Notification::ModelEvent { figures, .. } => {
+                if let Some(figures) = figures {
+                    details.push(format!("figures: `{figures}`"));
+                }
             }
             Notification::RetrainingEnded {
                 pipeline_run,
@@ -218,11 +272,29 @@ pub struct Delivery {
     pub summary: String,
 }
 
-/// Sends notifications to one webhook (or nowhere, when none is configured).
-#[derive(Debug, Clone)]
+/// Sends notifications to the configured webhooks (or nowhere, when none is).
+#[derive(Clone)]
 pub struct Notifier {
-    url: Option<String>,
+    urls: Vec<String>,
+    secret: Option<Vec<u8>>,
     timeout: Duration,
+    attempts: u32,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field(
+                "destinations",
+                &self
+                    .urls
+                    .iter()
+                    .map(|url| redacted_destination(url))
+                    .collect::<Vec<_>>(),
+            )
+            .field("signed", &self.secret.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The webhook location safe to print: scheme, host and port only.
@@ -238,18 +310,48 @@ pub fn redacted_destination(url: &str) -> String {
     }
 }
 
+/// The `X-Prodcat-Signature` value of a delivery: `sha256=` and the hex HMAC-SHA256 of
+/// `"<timestamp>.<body>"` with `secret`.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| {
+        <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new(&Default::default())
+    });
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
 impl Notifier {
-    /// A notifier for `url` (`None` or blank: notifications are recorded, not sent).
+    /// A notifier for `url` (`None` or blank: notifications are recorded, not sent), unsigned.
     pub fn new(url: Option<String>) -> Self {
+        Self::to_all(url.into_iter().collect(), None)
+    }
+
+    /// A notifier for every URL in `urls`, signing with `secret` when given.
+    pub fn to_all(urls: Vec<String>, secret: Option<Vec<u8>>) -> Self {
         Self {
-            url: url.filter(|u| !u.trim().is_empty()),
+            urls: urls.into_iter().filter(|u| !u.trim().is_empty()).collect(),
+            secret: secret.filter(|secret| !secret.is_empty()),
             timeout: Duration::from_secs(10),
+            attempts: 3,
         }
     }
 
-    /// A notifier for the platform's configured webhook, if any.
+    /// A notifier for the platform's configured webhooks and signing secret.
     pub fn for_platform(platform: &Platform) -> Self {
-        Self::new(platform.webhook_url().map(str::to_string))
+        Self::to_all(
+            platform.webhook_urls().to_vec(),
+            platform.webhook_secret().map(<[u8]>::to_vec),
+        )
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -257,11 +359,19 @@ impl Notifier {
         self
     }
 
-    pub fn is_configured(&self) -> bool {
-        self.url.is_some()
+    /// Tries each delivery at most this many times (with 0.5 s, 1 s, ... between).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
     }
 
-    /// Sends (when configured) and records. Never fails: problems end up in the record and log.
+    pub fn is_configured(&self) -> bool {
+        !self.urls.is_empty()
+    }
+
+    /// Sends to every webhook (when configured) and records each delivery. Never fails:
+    /// problems end up in the records and the log. Returns the first webhook's delivery (or
+    /// the record of a notification with nowhere to go).
     pub async fn notify(
         &self,
         database: &Database,
@@ -269,44 +379,105 @@ impl Notifier {
         pipeline_run: Option<&str>,
     ) -> Delivery {
         let payload = notification.payload();
-        let (status, destination, error) = match &self.url {
-            None => (
-                DeliveryStatus::NotConfigured,
-                "none".to_string(),
-                None::<String>,
-            ),
-            Some(url) => {
-                let destination = redacted_destination(url);
-                match self.post(url, &payload).await {
-                    Ok(()) => (DeliveryStatus::Sent, destination, None),
-                    Err(error) => {
-                        tracing::warn!(%destination, %error, kind = notification.kind(), "notification not delivered");
-                        (DeliveryStatus::Failed, destination, Some(error))
-                    }
-                }
-            }
-        };
-        let delivery = Delivery {
-            kind: notification.kind().to_string(),
-            status,
-            destination,
-            error,
-            summary: notification.summary(),
-        };
-        if let Err(error) = record(database, &delivery, &payload, pipeline_run).await {
-            tracing::warn!(%error, "the notification could not be recorded");
+        let body = payload.to_string();
+        let event_id = format!("evt-{}", prodcat_domain::unique_hex16("notification"));
+        let mut deliveries = Vec::new();
+        if self.urls.is_empty() {
+            deliveries.push((
+                Delivery {
+                    kind: notification.kind().to_string(),
+                    status: DeliveryStatus::NotConfigured,
+                    destination: "none".to_string(),
+                    error: None,
+                    summary: notification.summary(),
+                },
+                0,
+            ));
         }
-        delivery
+        for url in &self.urls {
+            let destination = redacted_destination(url);
+            let (result, attempts) = self
+                .deliver(url, &body, notification.kind(), &event_id)
+                .await;
+            if let Err(error) = &result {
+                tracing::warn!(%destination, %error, kind = notification.kind(), "notification not delivered");
+            }
+            deliveries.push((
+                Delivery {
+                    kind: notification.kind().to_string(),
+                    status: if result.is_ok() {
+                        DeliveryStatus::Sent
+                    } else {
+                        DeliveryStatus::Failed
+                    },
+                    destination,
+                    error: result.err(),
+                    summary: notification.summary(),
+                },
+                attempts,
+            ));
+        }
+        for (delivery, attempts) in &deliveries {
+            let recorded = record(
+                database,
+                delivery,
+                &payload,
+                pipeline_run,
+                (&event_id, *attempts),
+            )
+            .await;
+            if let Err(error) = recorded {
+                tracing::warn!(%error, "the notification could not be recorded");
+            }
+        }
+        deliveries.swap_remove(0).0
     }
 
-    async fn post(&self, url: &str, payload: &serde_json::Value) -> Result<(), String> {
+    /// Posts with retries; returns the outcome and the number of attempts.
+    async fn deliver(
+        &self,
+        url: &str,
+        body: &str,
+        kind: &str,
+        event_id: &str,
+    ) -> (Result<(), String>, i64) {
+        let mut last = Err("not attempted".to_string());
+        for attempt in 0..self.attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500 << (attempt - 1))).await;
+            }
+            last = self.post(url, body, kind, event_id).await;
+            match &last {
+                Ok(()) => return (Ok(()), i64::from(attempt) + 1),
+                Err(error) if error.starts_with("refused:") => {
+                    return (last.clone(), i64::from(attempt) + 1)
+                }
+                Err(_) => {}
+            }
+        }
+        (last, i64::from(self.attempts))
+    }
+
+    async fn post(&self, url: &str, body: &str, kind: &str, event_id: &str) -> Result<(), String> {
         let client = reqwest::Client::builder()
             .timeout(self.timeout)
             .build()
             .map_err(|error| format!("HTTP client: {error}"))?;
-        let response = client
+        let timestamp = now_ms() / 1000;
+        let mut request = client
             .post(url)
-            .json(payload)
+            .header("content-type", "application/json")
+            .header("x-prodcat-event", kind)
+            .header("x-prodcat-delivery", event_id)
+            .header("x-prodcat-timestamp", timestamp.to_string())
+            .body(body.to_string());
+        if let Some(secret) = &self.secret {
+            request = request.header(
+                "x-prodcat-signature",
+                signature(secret, timestamp, body.as_bytes()),
+            );
+        }
+        let response = request
             .send()
             .await
             .map_err(|error| format!("request failed: {}", without_url(&error)))?;
@@ -314,9 +485,16 @@ impl Notifier {
         if status.is_success() {
             Ok(())
         } else {
-            let body = response.text().await.unwrap_or_default();
-            let body: String = body.chars().take(200).collect();
-            Err(format!("the webhook answered {status}: {body}"))
+            let text = response.text().await.unwrap_or_default();
+            let text: String = text.chars().take(200).collect();
+            // A 4xx other than 408 and 429 will not change on a retry.
+            let permanent = status.is_client_error()
+                && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS;
+            Err(format!(
+                "{}the webhook answered {status}: {text}",
+                if permanent { "refused: " } else { "" }
+            ))
         }
     }
 }
@@ -335,10 +513,11 @@ async fn record(
     delivery: &Delivery,
     payload: &serde_json::Value,
     pipeline_run: Option<&str>,
+    (event_id, attempts): (&str, i64),
 ) -> Result<(), PipelineError> {
     sqlx::query(
-        "INSERT INTO notifications (at_ms, kind, destination, status, error, payload, pipeline_run) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO notifications (at_ms, kind, destination, status, error, payload, \
+         pipeline_run, event_id, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(now_ms())
     .bind(delivery.kind.clone())
@@ -347,6 +526,8 @@ async fn record(
     .bind(delivery.error.clone())
     .bind(payload.to_string())
     .bind(pipeline_run.map(str::to_string))
+    .bind(event_id.to_string())
+    .bind(attempts)
     .execute(database.pool())
     .await?;
     Ok(())

@@ -26,7 +26,8 @@ pub struct Platform {
     backbones: Arc<Mutex<HashMap<BackboneChoice, Option<ImageBackbone>>>>,
     embedder: Arc<Mutex<Option<Option<Arc<TextEmbedder>>>>>,
     classifiers: Arc<Mutex<ClassifierCache>>,
-    webhook_url: Option<String>,
+    webhook_urls: Vec<String>,
+    webhook_secret: Option<Vec<u8>>,
     /// Who acts through this platform (recorded with runs), e.g. the signed-in system user.
     actor: String,
 }
@@ -65,6 +66,25 @@ impl ClassifierCache {
     }
 }
 
+/// The webhook signing secret from its file (at least 16 bytes).
+fn webhook_secret(settings: &Settings) -> Result<Option<Vec<u8>>, PlatformError> {
+    let Some(path) = &settings.webhook_secret_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| PlatformError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let secret = text.trim().as_bytes().to_vec();
+    if secret.len() < 16 {
+        return Err(PlatformError::Settings {
+            name: "webhook-secret-file".to_string(),
+            reason: format!("{} holds fewer than 16 bytes", path.display()),
+        });
+    }
+    Ok(Some(secret))
+}
+
 impl Platform {
     /// Opens the database (running migrations) and the object store the settings name.
     pub async fn from_settings(settings: &Settings) -> Result<Self, PlatformError> {
@@ -72,7 +92,7 @@ impl Platform {
         let objects = settings.open_objects()?;
         Ok(Self::new(database, objects, &settings.model_dir)
             .with_model_cache_size(settings.model_cache_size)
-            .with_webhook_url(settings.webhook_url.clone())
+            .with_webhooks(settings.webhook_urls.clone(), webhook_secret(settings)?)
             .with_actor(settings.actor.clone()))
     }
 
@@ -85,7 +105,7 @@ impl Platform {
         let objects = settings.open_objects()?;
         Ok(Self::new(database, objects, &settings.model_dir)
             .with_model_cache_size(settings.model_cache_size)
-            .with_webhook_url(settings.webhook_url.clone())
+            .with_webhooks(settings.webhook_urls.clone(), webhook_secret(settings)?)
             .with_actor(settings.actor.clone()))
     }
 
@@ -101,7 +121,8 @@ impl Platform {
                 capacity: 4,
                 entries: VecDeque::new(),
             })),
-            webhook_url: None,
+            webhook_urls: Vec::new(),
+            webhook_secret: None,
             actor: "unknown".to_string(),
         }
     }
@@ -128,13 +149,28 @@ impl Platform {
 
     /// Sets the webhook notifications go to (`None`: recorded only).
     pub fn with_webhook_url(mut self, url: Option<String>) -> Self {
-        self.webhook_url = url.filter(|url| !url.trim().is_empty());
+        self.webhook_urls = url
+            .into_iter()
+            .filter(|url| !url.trim().is_empty())
+            .collect();
         self
     }
 
-    /// The webhook notifications go to, if any (a secret: never print it).
-    pub fn webhook_url(&self) -> Option<&str> {
-        self.webhook_url.as_deref()
+    /// Sets every webhook notifications go to, and the secret that signs deliveries.
+    pub fn with_webhooks(mut self, urls: Vec<String>, secret: Option<Vec<u8>>) -> Self {
+        self.webhook_urls = urls;
+        self.webhook_secret = secret;
+        self
+    }
+
+    /// The webhooks notifications go to (secrets: never print them).
+    pub fn webhook_urls(&self) -> &[String] {
+        &self.webhook_urls
+    }
+
+    /// The secret that signs webhook deliveries, if configured.
+    pub fn webhook_secret(&self) -> Option<&[u8]> {
+        self.webhook_secret.as_deref()
     }
 
     pub fn model_dir(&self) -> &Path {

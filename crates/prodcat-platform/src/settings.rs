@@ -40,6 +40,10 @@ pub struct SettingsLayer {
     pub model_dir: Option<PathBuf>,
     pub log: Option<String>,
     pub webhook_url: Option<String>,
+    /// More webhooks that receive every notification.
+    pub webhooks: Option<Vec<String>>,
+    /// A file holding the secret that signs webhook deliveries (HMAC-SHA256).
+    pub webhook_secret_file: Option<PathBuf>,
     /// Loaded model versions kept in memory at once.
     pub model_cache_size: Option<usize>,
     /// Who acts (recorded with runs); the binary sets it from the system user.
@@ -123,6 +127,8 @@ impl SettingsLayer {
                 model_dir,
                 log,
                 webhook_url,
+                webhooks,
+                webhook_secret_file,
                 model_cache_size,
                 actor,
                 schedules
@@ -174,8 +180,10 @@ pub struct Settings {
     pub object_store_url: String,
     pub model_dir: PathBuf,
     pub log: String,
-    /// Where notifications go (never printed: the URL may hold a secret).
-    pub webhook_url: Option<String>,
+    /// Where notifications go (never printed: the URLs may hold secrets).
+    pub webhook_urls: Vec<String>,
+    /// The file with the secret that signs webhook deliveries.
+    pub webhook_secret_file: Option<PathBuf>,
     pub model_cache_size: usize,
     /// Who acts through these settings (recorded with runs and pipeline runs).
     pub actor: String,
@@ -192,10 +200,7 @@ impl std::fmt::Debug for Settings {
             .field("object_store_url", &self.object_store_url)
             .field("model_dir", &self.model_dir)
             .field("log", &self.log)
-            .field(
-                "webhook_url",
-                &self.webhook_url.as_ref().map(|_| "<redacted>"),
-            )
+            .field("webhooks", &self.webhook_urls.len())
             .field("model_cache_size", &self.model_cache_size)
             .field("actor", &self.actor)
             .field("schedules", &self.schedules)
@@ -409,10 +414,14 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("models")),
             log: layer.log.clone().unwrap_or_else(|| "warn".to_string()),
-            webhook_url: layer
+            webhook_urls: layer
                 .webhook_url
-                .clone()
-                .filter(|url| !url.trim().is_empty()),
+                .iter()
+                .chain(layer.webhooks.iter().flatten())
+                .filter(|url| !url.trim().is_empty())
+                .cloned()
+                .collect(),
+            webhook_secret_file: layer.webhook_secret_file.clone(),
             model_cache_size: layer.model_cache_size.unwrap_or(4),
             actor: layer.actor.clone().unwrap_or_else(|| "unknown".to_string()),
             schedules: layer.schedules.clone().unwrap_or_default(),

@@ -108,7 +108,7 @@ async fn simulation_platform(
     simulation_settings.object_store_url = data_dir.join("objects").display().to_string();
     simulation_settings.data_dir = data_dir.to_path_buf();
     if !notify {
-        simulation_settings.webhook_url = None;
+        simulation_settings.webhook_urls.clear();
     }
     Platform::from_settings(&simulation_settings)
         .await
