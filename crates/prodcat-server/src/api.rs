@@ -649,3 +649,187 @@ pub struct SimilarBody {
     pub product_id: i64,
     pub items: Vec<SimilarProductBody>,
 }
+
+/// Starts a shadow or a canary of a version.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutRequest {
+    /// Share of the live traffic, above 0 and at most 1 (default: 0.25 for a shadow, 0.1 for a
+    /// canary).
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub share: Option<f64>,
+    /// What keeps the same traffic on the same side: `product` (default) or `client`.
+    pub stickiness: Option<String>,
+    pub reason: Option<String>,
+    /// Canary guard rails: roll back when the error rate exceeds the champion's by more than
+    /// this (default 0.02).
+    pub max_error_rate_increase: Option<f64>,
+    /// ...or the p99 latency exceeds the champion's by more than this factor (default 0.5).
+    pub max_p99_increase: Option<f64>,
+    /// ...or the weighted F1 on reviewed products falls below the champion's by more than this
+    /// (default 0.03)...
+    pub max_f1_drop: Option<f64>,
+    /// ...with at least this many reviewed products each (default 50).
+    pub min_labels: Option<usize>,
+    /// Requests each side needs before the error and latency rails apply (default 50).
+    pub min_requests: Option<usize>,
+}
+
+/// A rollout in force.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutBody {
+    /// `shadow` or `canary`.
+    pub kind: String,
+    pub version: String,
+    pub share: f64,
+    pub stickiness: String,
+    #[schema(value_type = Object)]
+    pub guard_rails: serde_json::Value,
+    pub started_by: String,
+    pub started_at_ms: i64,
+    pub reason: String,
+}
+
+impl RolloutBody {
+    pub fn of(rollout: &prodcat_registry::Rollout) -> Self {
+        Self {
+            kind: rollout.kind.as_str().to_string(),
+            version: rollout.version.to_string(),
+            share: rollout.share,
+            stickiness: rollout.stickiness.as_str().to_string(),
+            guard_rails: serde_json::to_value(rollout.guard).unwrap_or_default(),
+            started_by: rollout.started_by.clone(),
+            started_at_ms: rollout.started_at_ms,
+            reason: rollout.reason.clone(),
+        }
+    }
+}
+
+/// The rollouts in force.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutList {
+    pub rollouts: Vec<RolloutBody>,
+}
+
+/// One serving version's figures over the window.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServingFiguresBody {
+    pub model_version: String,
+    /// `champion`, `canary` or `shadow`.
+    pub role: String,
+    pub requests: usize,
+    pub errors: i64,
+    pub error_rate: f64,
+    /// Share of paired requests on which it chose the champion's category (shadows).
+    pub agreement: Option<f64>,
+    pub paired: usize,
+    pub mean_confidence: Option<f64>,
+    /// 25 %, 50 % and 75 % quantiles of the confidence.
+    pub confidence_quartiles: Option<Vec<f64>>,
+    pub automatic_share: Option<f64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    /// Reviewed products among its answers.
+    pub labelled: usize,
+    pub weighted_f1: Option<f64>,
+    /// 95 % bootstrap interval of the weighted F1.
+    pub weighted_f1_interval: Option<Vec<f64>>,
+}
+
+/// The live comparison of the versions serving traffic.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveBody {
+    pub since_ms: i64,
+    pub until_ms: i64,
+    pub versions: Vec<ServingFiguresBody>,
+    pub rollouts: Vec<RolloutBody>,
+}
+
+impl LiveBody {
+    pub fn of(
+        comparison: &prodcat_platform::live::LiveComparison,
+        rollouts: &[prodcat_registry::Rollout],
+    ) -> Self {
+        Self {
+            since_ms: comparison.since_ms,
+            until_ms: comparison.until_ms,
+            versions: comparison
+                .versions
+                .iter()
+                .map(|figures| ServingFiguresBody {
+                    model_version: figures.model_version.clone(),
+                    role: figures.role.clone(),
+                    requests: figures.requests,
+                    errors: figures.errors,
+                    error_rate: figures.error_rate,
+                    agreement: figures.agreement,
+                    paired: figures.paired,
+                    mean_confidence: figures.mean_confidence,
+                    confidence_quartiles: figures.confidence_quartiles.map(|q| q.to_vec()),
+                    automatic_share: figures.automatic_share,
+                    latency_p50_ms: figures.latency_p50_ms,
+                    latency_p99_ms: figures.latency_p99_ms,
+                    labelled: figures.labelled,
+                    weighted_f1: figures.weighted_f1,
+                    weighted_f1_interval: figures.weighted_f1_interval.map(|i| i.to_vec()),
+                })
+                .collect(),
+            rollouts: rollouts.iter().map(RolloutBody::of).collect(),
+        }
+    }
+}
+
+/// Which version each alias named at a time.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AliasesAtBody {
+    pub at_ms: i64,
+    pub champion: Option<String>,
+    pub canary: Option<String>,
+    pub shadow: Option<String>,
+}
+
+/// The image profile a prediction was made on.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageProfileBody {
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub mean_brightness: Option<f64>,
+    pub white_border_ratio: Option<f64>,
+}
+
+/// What answered a prediction, on what, and how.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionRecordBody {
+    pub prediction_id: String,
+    pub at_ms: i64,
+    pub model_version: String,
+    /// `champion`, `canary` or `shadow`.
+    pub serving_role: String,
+    /// `predict`, `batch`, `job`, `product` or `simulation`.
+    pub source: String,
+    pub client: Option<String>,
+    pub product_id: Option<i64>,
+    /// The normalised text the model read (at most 2,000 characters are kept).
+    pub text: String,
+    pub description_empty: bool,
+    pub image: Option<ImageProfileBody>,
+    pub category: CategoryRef,
+    pub confidence: f64,
+    pub automatic: bool,
+    pub branches: String,
+    /// Each branch's top classes and the fusion weight.
+    #[schema(value_type = Option<Object>)]
+    pub branch_outputs: Option<serde_json::Value>,
+    pub latency_us: i64,
+    /// The reviewed category, once a reviewer decided.
+    pub label: Option<CategoryRef>,
+    /// The same request scored by the shadow version, when it was.
+    pub shadow: Option<Box<PredictionRecordBody>>,
+}

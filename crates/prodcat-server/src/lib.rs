@@ -15,10 +15,12 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+mod guard;
 mod handlers;
 pub mod keys;
 mod metrics_export;
 mod middleware;
+mod notifications;
 mod openapi;
 pub mod revocation;
 pub mod search_service;

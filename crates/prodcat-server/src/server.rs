@@ -22,7 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::TokenSigner;
 use crate::error::ApiError;
-use crate::handlers::{auth, jobs, models, operations, predict, products, search};
+use crate::handlers::{auth, jobs, models, operations, predict, products, rollouts, search};
 use crate::keys::SigningKeys;
 use crate::middleware::{self, RateLimiter};
 use crate::search_service::SearchService;
@@ -97,6 +97,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/rollback", post(models::rollback))
         .route("/v1/models/{version}/promote", post(models::promote))
+        .route("/v1/models/{version}/shadow", post(rollouts::start_shadow))
+        .route("/v1/models/{version}/canary", post(rollouts::start_canary))
+        .route(
+            "/v1/models/shadow",
+            axum::routing::delete(rollouts::stop_shadow),
+        )
+        .route(
+            "/v1/models/canary",
+            axum::routing::delete(rollouts::stop_canary),
+        )
+        .route("/v1/models/rollouts", get(rollouts::rollouts))
+        .route("/v1/models/live", get(rollouts::live))
+        .route("/v1/models/aliases-at", get(rollouts::aliases_at))
+        .route("/v1/predictions/{id}", get(rollouts::prediction))
         .route("/v1/audit", get(operations::audit_log))
         .fallback(operations::not_found)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
@@ -227,6 +241,10 @@ fn spawn_model_poller(state: AppState, shutdown: CancellationToken) -> JoinHandl
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(state.settings.model_poll_interval) => {}
             }
+            if let Err(error) = state.predictor.refresh_rollouts().await {
+                tracing::warn!(%error, "reading the rollouts failed");
+            }
+            crate::guard::check_canary(&state).await;
             match state.model_service().refresh().await {
                 Ok(RefreshOutcome::Swapped { .. }) => {
                     // A new model may classify what the previous one could not.
@@ -322,7 +340,8 @@ pub async fn start(
         search,
         signer: TokenSigner::new(keys, settings.token_lifetime),
         predictor: Predictor::new(models, Some(log.clone()))
-            .with_batch_budget(settings.request_timeout),
+            .with_batch_budget(settings.request_timeout)
+            .with_rollouts(),
         limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
         swagger: SwaggerAssets::load(settings.swagger_ui_dir.as_deref()),
         metrics,
@@ -334,6 +353,9 @@ pub async fn start(
         platform,
         settings,
     });
+    if let Err(error) = state.predictor.refresh_rollouts().await {
+        tracing::warn!(%error, "reading the rollouts failed");
+    }
     match state.model_service().refresh().await {
         Ok(RefreshOutcome::Swapped { to, .. }) => tracing::info!(version = %to, "serving model"),
         Ok(RefreshOutcome::NoChampion) => {

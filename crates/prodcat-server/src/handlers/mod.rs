@@ -8,6 +8,7 @@ pub mod models;
 pub mod operations;
 pub mod predict;
 pub mod products;
+pub mod rollouts;
 pub mod search;
 
 use axum::body::Bytes;

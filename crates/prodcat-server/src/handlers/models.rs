@@ -160,6 +160,20 @@ pub async fn promote(
     let decision = outcome
         .decision()
         .and_then(|decision| serde_json::to_value(decision).ok());
+    if let Some(event) = outcome.event() {
+        crate::notifications::announce(
+            &state,
+            crate::notifications::ModelEvent {
+                event: "promoted",
+                alias: CHAMPION,
+                from_version: event.from_version.as_ref().map(|v| v.to_string()),
+                to_version: event.to_version.as_ref().map(|v| v.to_string()),
+                actor: &caller.name,
+                reason: &event.reason,
+                figures: None,
+            },
+        );
+    }
     let detail = format!("{} {name}", challenger.id);
     Ok(note(
         Json(PromotionResponse {
@@ -201,6 +215,18 @@ pub async fn rollback(
         prodcat_registry::rollback(&state.platform.database, CHAMPION, &caller.name, &reason)
             .await?;
     let serving = swap_now(&state).await;
+    crate::notifications::announce(
+        &state,
+        crate::notifications::ModelEvent {
+            event: "rolled-back",
+            alias: CHAMPION,
+            from_version: event.from_version.as_ref().map(|v| v.to_string()),
+            to_version: event.to_version.as_ref().map(|v| v.to_string()),
+            actor: &caller.name,
+            reason: &reason,
+            figures: None,
+        },
+    );
     let detail = format!(
         "champion rolled back to {}",
         event
