@@ -70,6 +70,11 @@ pub fn parse_time_ms(text: &str, now_ms: i64) -> Result<i64, PipelineError> {
     if let Ok(time) = DateTime::parse_from_rfc3339(trimmed) {
         return Ok(time.timestamp_millis());
     }
+    // RFC 3339 without seconds (2026-11-30T12:00Z, 2026-11-30T12:00+01:00).
+    if let Ok(time) = DateTime::parse_from_str(&trimmed.replace('Z', "+00:00"), "%Y-%m-%dT%H:%M%:z")
+    {
+        return Ok(time.timestamp_millis());
+    }
     if let Ok(date) = NaiveDate::parse_from_str(trimmed, "%Y-%m-%d") {
         if let Some(midnight) = date.and_hms_opt(0, 0, 0) {
             return Ok(Utc.from_utc_datetime(&midnight).timestamp_millis());
@@ -118,5 +123,9 @@ mod tests {
         );
         assert!(parse_time_ms("yesterday", now).is_err());
         assert_eq!(format_ms(1_793_491_200_000), "2026-11-01 00:00");
+        assert_eq!(
+            parse_time_ms("2026-11-01T03:00Z", now).unwrap(),
+            1_793_491_200_000 + 3 * 3_600_000
+        );
     }
 }

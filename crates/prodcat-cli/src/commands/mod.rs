@@ -7,6 +7,7 @@ pub mod models;
 pub mod pipeline;
 pub mod predict;
 pub mod quickstart;
+pub mod rollouts;
 pub mod runs;
 pub mod serve;
 pub mod simulate;

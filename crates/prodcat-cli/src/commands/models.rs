@@ -25,8 +25,18 @@ pub enum ModelsCommand {
     Promote(PromoteArgs),
     /// Move an alias back to the version it pointed to before its last move.
     Rollback(RollbackArgs),
-    /// Show every alias move: who, when, why, from which version to which.
+    /// Show every alias move: who, when, why, from which version to which; with --at, which
+    /// version each alias named at that time.
     History(HistoryArgs),
+    /// Make a version score a share of live predictions off the request path (the caller
+    /// always gets the champion's answer); `--stop` ends it.
+    Shadow(crate::commands::rollouts::ShadowArgs),
+    /// Serve a share of live requests with a version, sticky per product or client, rolled
+    /// back automatically when it does worse than the champion; `--stop` ends it, `promote`
+    /// finishes it.
+    Canary(crate::commands::rollouts::CanaryArgs),
+    /// Compare the versions serving live traffic (champion, canary, shadow).
+    Live(crate::commands::rollouts::LiveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +103,10 @@ pub struct HistoryArgs {
     /// Only this alias (default: every alias).
     #[arg(long)]
     pub alias: Option<String>,
+    /// Which version each alias named at this time (RFC 3339 such as 2026-11-30T12:00Z, a
+    /// date, a duration back such as 7d, or Unix milliseconds).
+    #[arg(long)]
+    pub at: Option<String>,
     /// At most this many moves, newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
@@ -111,7 +125,13 @@ pub async fn run_with_rescorer(
         ModelsCommand::Show(args) => show(settings, &args.version, args.json).await,
         ModelsCommand::Promote(args) => promote(settings, args, rescorer).await,
         ModelsCommand::Rollback(args) => rollback(settings, args).await,
-        ModelsCommand::History(args) => history(settings, args).await,
+        ModelsCommand::History(args) => match &args.at {
+            Some(at) => crate::commands::rollouts::aliases_at(settings, at, args.json).await,
+            None => history(settings, args).await,
+        },
+        ModelsCommand::Shadow(args) => crate::commands::rollouts::shadow(settings, args).await,
+        ModelsCommand::Canary(args) => crate::commands::rollouts::canary(settings, args).await,
+        ModelsCommand::Live(args) => crate::commands::rollouts::live(settings, args).await,
     }
 }
 
