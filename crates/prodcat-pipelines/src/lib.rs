@@ -28,7 +28,7 @@ pub use evaluation_run::{
     evaluate_on_files, evaluate_on_split, record_evaluation_run, EvaluationInput, EvaluationRun,
 };
 pub use notify::{
-    list_notifications, redacted_destination, Delivery, DeliveryStatus, Notification,
+    list_notifications, redacted_destination, signature, Delivery, DeliveryStatus, Notification,
     NotificationRecord, Notifier,
 };
 pub use pipeline_run::{

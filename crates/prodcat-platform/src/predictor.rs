@@ -53,6 +53,9 @@ pub struct Requester {
     pub source: PredictionSource,
     pub client: Option<String>,
     pub product_id: Option<i64>,
+    /// A product the client says this is about: not trusted to link the prediction to a
+    /// stored product, only used to keep the product on one side of a canary.
+    pub claimed_product: Option<i64>,
 }
 
 impl Requester {
@@ -61,6 +64,7 @@ impl Requester {
             source,
             client: None,
             product_id: None,
+            claimed_product: None,
         }
     }
 
@@ -71,6 +75,12 @@ impl Requester {
 
     pub fn product(mut self, product_id: i64) -> Self {
         self.product_id = Some(product_id);
+        self
+    }
+
+    /// The product a client says this is about (routing only, see `claimed_product`).
+    pub fn claiming(mut self, product_id: Option<i64>) -> Self {
+        self.claimed_product = product_id;
         self
     }
 }

@@ -40,7 +40,11 @@ pub fn bucket(kind: RolloutKind, key: &str) -> f64 {
 
 /// The key a requester is kept sticky by.
 fn sticky_key(stickiness: Stickiness, requester: &Requester, fallback: &str) -> String {
-    match (stickiness, requester.product_id, &requester.client) {
+    match (
+        stickiness,
+        requester.product_id.or(requester.claimed_product),
+        &requester.client,
+    ) {
         (Stickiness::Product, Some(product), _) => format!("product:{product}"),
         (_, _, Some(client)) => format!("client:{client}"),
         _ => format!("request:{fallback}"),

@@ -281,8 +281,6 @@ pub(super) fn draw(
     taken
 }
 
-/// Runs the simulation on `platform` (a fresh data folder) and writes the report.
-
 impl Pools {
     /// Shuffles the pools and takes the initial training products from the French one.
     pub(super) fn take_initial(&mut self, share: f64, rng: &mut SplitMix64) -> Vec<SimProduct> {

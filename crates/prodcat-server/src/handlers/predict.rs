@@ -65,7 +65,9 @@ pub async fn predict(
     check_has_input(&payload)?;
     // A client's productId is not trusted to link the prediction to a stored product: only
     // the catalogue does that (a reviewer's decision labels only those predictions).
-    let requester = Requester::new(PredictionSource::Predict).client(caller.name.clone());
+    let requester = Requester::new(PredictionSource::Predict)
+        .client(caller.name.clone())
+        .claiming(payload.product_id);
     let predicted = state
         .predictor
         .predict(to_classify(payload), &requester, LogMode::Background)
