@@ -134,11 +134,51 @@ pub struct ServeArgs {
     /// Folder with Swagger UI's files (npm package swagger-ui-dist; scripts/setup fetches it).
     #[arg(long, env = "PRODCAT_SWAGGER_UI_DIR", value_name = "DIR")]
     pub swagger_ui_dir: Option<PathBuf>,
+    /// Networks (comma-separated CIDRs) of the reverse proxies whose X-Forwarded-For is
+    /// believed; from any other peer the header is ignored [default: none].
+    #[arg(
+        long,
+        env = "PRODCAT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR,..."
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
+    #[command(flatten)]
+    pub operations: OperationsArgs,
+}
+
+/// Who may read `/metrics` (and the details of `/readyz`): shared by `serve` and `worker`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OperationsArgs {
+    /// Networks (comma-separated CIDRs) that read /metrics without a token [default: loopback
+    /// and the private ranges 10/8, 172.16/12, 192.168/16, fc00::/7].
+    #[arg(
+        long,
+        env = "PRODCAT_PRIVATE_NETWORKS",
+        value_delimiter = ',',
+        value_name = "CIDR,..."
+    )]
+    pub private_networks: Option<Vec<String>>,
+    /// File holding the scrapers' bearer token (16 characters or more) for /metrics from
+    /// outside those networks.
+    #[arg(long, env = "PRODCAT_METRICS_TOKEN_FILE", value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+impl OperationsArgs {
+    fn apply(&self, layer: &mut ServerLayer) {
+        if self.private_networks.is_some() {
+            layer.private_networks = self.private_networks.clone();
+        }
+        if self.metrics_token_file.is_some() {
+            layer.metrics_token_file = self.metrics_token_file.clone();
+        }
+    }
 }
 
 impl ServeArgs {
     pub fn layer(&self) -> ServerLayer {
-        ServerLayer {
+        let mut layer = ServerLayer {
             listen: self.listen,
             rate_limit: self.rate_limit,
             rate_burst: self.rate_burst,
@@ -148,8 +188,11 @@ impl ServeArgs {
             request_timeout_seconds: self.request_timeout,
             jwt_secret_file: self.jwt_keys_file.clone(),
             swagger_ui_dir: self.swagger_ui_dir.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
             ..ServerLayer::default()
-        }
+        };
+        self.operations.apply(&mut layer);
+        layer
     }
 }
 
@@ -173,6 +216,12 @@ pub struct WorkerArgs {
     /// Do not run the pipeline scheduler ([schedules] in prodcat.toml) in this process.
     #[arg(long, env = "PRODCAT_WORKER_NO_SCHEDULER")]
     pub no_scheduler: bool,
+    /// Address of this worker's /healthz and /metrics (for probes and Prometheus); unset
+    /// means the worker listens nowhere.
+    #[arg(long, env = "PRODCAT_WORKER_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub operations: OperationsArgs,
 }
 
 impl WorkerArgs {
@@ -183,6 +232,7 @@ impl WorkerArgs {
             concurrency: self.concurrency,
             lease_seconds: self.lease_seconds,
             no_scheduler: self.no_scheduler.then_some(true),
+            listen: self.listen,
         }
     }
 }
@@ -199,6 +249,7 @@ pub fn resolve(
     }
     if let Some(worker) = worker {
         layer.worker = worker.layer();
+        worker.operations.apply(&mut layer.server);
     }
     Settings::load(global.config.as_deref(), &layer).context("invalid settings")
 }

@@ -32,8 +32,8 @@ pub use notify::{
     NotificationRecord, Notifier,
 };
 pub use pipeline_run::{
-    get_pipeline_run, list_pipeline_runs, pipeline_steps, PipelineExecution, PipelineRun,
-    PipelineStep, RetryPolicy, RunStatus, ABANDONED_AFTER_MS,
+    get_pipeline_run, last_run_ends, list_pipeline_runs, pipeline_steps, PipelineExecution,
+    PipelineRun, PipelineStep, RetryPolicy, RunStatus, ABANDONED_AFTER_MS,
 };
 pub use pipelines::{run_pipeline, PipelineName, PipelineRequest, StartMode};
 pub use rescore::PlatformRescorer;

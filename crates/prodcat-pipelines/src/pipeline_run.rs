@@ -623,3 +623,20 @@ impl PipelineExecution {
         Ok(self.run)
     }
 }
+
+/// When the latest run of each pipeline that ended with each final status ended: `(pipeline,
+/// status, ended_at_ms)`, for the `prodcat_pipeline_last_run_timestamp_seconds` gauge.
+pub async fn last_run_ends(
+    database: &Database,
+) -> Result<Vec<(String, String, i64)>, PipelineError> {
+    let rows = sqlx::query(
+        "SELECT pipeline, status, MAX(ended_at_ms) AS ended FROM pipeline_runs \
+         WHERE ended_at_ms IS NOT NULL AND status IN ('succeeded', 'failed') \
+         GROUP BY pipeline, status",
+    )
+    .fetch_all(database.pool())
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+        .collect()
+}

@@ -360,10 +360,16 @@ pub async fn run_scheduler_with(
     let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut was_leader = false;
     tracing::info!(holder = %options.holder, schedules = schedules.len(), "scheduler started");
+    metrics::gauge!("prodcat_scheduler_schedules").set(schedules.len() as f64);
     loop {
         running.retain(|_, handle| !handle.is_finished());
-        match scheduler_pass(&database, &schedules, &options, clock()).await {
+        let pass = scheduler_pass(&database, &schedules, &options, clock()).await;
+        metrics::gauge!("prodcat_scheduler_last_tick_timestamp_seconds")
+            .set(prodcat_storage::now_ms() as f64 / 1000.0);
+        match pass {
             Ok(outcome) => {
+                metrics::gauge!("prodcat_scheduler_leader")
+                    .set(f64::from(u8::from(outcome.leader)));
                 if outcome.leader != was_leader {
                     tracing::info!(holder = %options.holder, leader = outcome.leader, "scheduler leadership changed");
                     was_leader = outcome.leader;
@@ -398,7 +404,10 @@ pub async fn run_scheduler_with(
                     );
                 }
             }
-            Err(error) => tracing::warn!(%error, "scheduler pass failed; retrying"),
+            Err(error) => {
+                metrics::gauge!("prodcat_scheduler_leader").set(0.0);
+                tracing::warn!(%error, "scheduler pass failed; retrying");
+            }
         }
         tokio::select! {
             _ = &mut shutdown => break,
@@ -414,6 +423,7 @@ pub async fn run_scheduler_with(
     if let Err(error) = release_lease(&database, &options.holder).await {
         tracing::warn!(%error, "could not release the scheduler lease");
     }
+    metrics::gauge!("prodcat_scheduler_leader").set(0.0);
     tracing::info!(holder = %options.holder, "scheduler stopped");
 }
 

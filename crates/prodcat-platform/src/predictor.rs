@@ -544,6 +544,12 @@ impl Predictor {
             "source" => requester.source.as_str()
         )
         .increment(1);
+        metrics::counter!(
+            "prodcat_prediction_decisions_total",
+            "decision" => if prediction.automatic { "automatic" } else { "review" },
+            "source" => requester.source.as_str()
+        )
+        .increment(1);
         metrics::histogram!("prodcat_prediction_confidence")
             .record(f64::from(prediction.confidence));
         let context = PredictionContext {

@@ -94,6 +94,7 @@ pub struct WorkerLayer {
     pub concurrency: Option<usize>,
     pub lease_seconds: Option<u64>,
     pub no_scheduler: Option<bool>,
+    pub listen: Option<SocketAddr>,
 }
 
 macro_rules! overlay {
@@ -166,7 +167,14 @@ impl SettingsLayer {
         overlay!(
             self.worker,
             above.worker,
-            [model, batch_size, concurrency, lease_seconds, no_scheduler]
+            [
+                model,
+                batch_size,
+                concurrency,
+                lease_seconds,
+                no_scheduler,
+                listen
+            ]
         );
         self
     }
@@ -352,6 +360,8 @@ pub struct WorkerSettings {
     pub lease_duration: Duration,
     /// Whether this process leaves the pipeline scheduler to others.
     pub no_scheduler: bool,
+    /// Where the worker serves `/healthz` and `/metrics` (none by default).
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for WorkerSettings {
@@ -362,6 +372,7 @@ impl Default for WorkerSettings {
             concurrency: 1,
             lease_duration: Duration::from_secs(60),
             no_scheduler: false,
+            listen: None,
         }
     }
 }
@@ -520,6 +531,7 @@ impl Settings {
                 no_scheduler: worker_layer
                     .no_scheduler
                     .unwrap_or(worker_defaults.no_scheduler),
+                listen: worker_layer.listen,
             },
             data_dir,
         };

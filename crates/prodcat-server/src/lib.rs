@@ -27,6 +27,7 @@ pub mod search_service;
 mod server;
 mod state;
 mod swagger;
+mod worker_endpoints;
 
 pub use auth::{Caller, TokenClaims, TokenSigner};
 pub use keys::{load_or_create_secret, SigningKey, SigningKeys};
@@ -34,6 +35,7 @@ pub use openapi::openapi_document;
 pub use prodcat_platform::ServerSettings;
 pub use server::{router, serve_until_signal, shutdown_signal, start, RunningServer};
 pub use state::AppState;
+pub use worker_endpoints::{WorkerEndpoints, WorkerHealth};
 
 /// Errors of the service's own start-up and configuration.
 #[derive(Debug, thiserror::Error)]

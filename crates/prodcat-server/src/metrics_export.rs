@@ -115,11 +115,63 @@ fn describe() {
         "prodcat_prediction_log_written_total",
         "Prediction log rows written"
     );
+    describe_counter!(
+        "prodcat_prediction_decisions_total",
+        "Served predictions by decision (automatic or review) and source"
+    );
+    describe_gauge!(
+        "prodcat_database_up",
+        "1 when the database answered the last ping within 2 seconds"
+    );
+    describe_gauge!(
+        "prodcat_scheduler_schedules",
+        "Pipeline schedules this process runs"
+    );
+    describe_gauge!(
+        "prodcat_scheduler_leader",
+        "1 while this process holds the scheduler lease"
+    );
+    describe_gauge!(
+        "prodcat_scheduler_last_tick_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of this process's last scheduler pass"
+    );
+    describe_gauge!(
+        "prodcat_pipeline_last_run_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time at which the latest run of a pipeline ending with a status ended"
+    );
+}
+
+/// Sets `prodcat_database_up`: 1 when the database answers a ping within 2 seconds.
+pub async fn refresh_database_up(database: &prodcat_storage::Database) -> bool {
+    let up = matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), database.ping()).await,
+        Ok(Ok(()))
+    );
+    metrics::gauge!("prodcat_database_up").set(if up { 1.0 } else { 0.0 });
+    up
 }
 
 /// Reads the database-backed gauges once.
 pub async fn refresh_gauges(state: &AppState) {
     let database = &state.platform.database;
+    if !refresh_database_up(database).await {
+        return;
+    }
+    match prodcat_pipelines::last_run_ends(database).await {
+        Ok(ends) => {
+            for (pipeline, status, ended_at_ms) in ends {
+                metrics::gauge!(
+                    "prodcat_pipeline_last_run_timestamp_seconds",
+                    "pipeline" => pipeline,
+                    "status" => status
+                )
+                .set(ended_at_ms as f64 / 1000.0);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "reading the pipeline runs for metrics failed"),
+    }
     match catalogue::count_by_status(database).await {
         Ok(counts) => {
             for status in ProductStatus::ALL {

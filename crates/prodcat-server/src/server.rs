@@ -302,7 +302,7 @@ fn spawn_gauges(state: AppState, shutdown: CancellationToken) -> JoinHandle<()> 
 }
 
 /// The scrapers' bearer token, from the configured file.
-fn read_metrics_token(settings: &ServerSettings) -> Result<Option<String>, ServerError> {
+pub(crate) fn read_metrics_token(settings: &ServerSettings) -> Result<Option<String>, ServerError> {
     let Some(path) = &settings.metrics_token_file else {
         return Ok(None);
     };

@@ -11,6 +11,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A database that exists only for one test.
 pub struct TestDatabase {
     pub database: Database,
+    /// Its URL (an SQLite path or a PostgreSQL URL), for processes a test starts.
+    pub url: String,
     /// Keeps the SQLite folder alive.
     _folder: Option<tempfile::TempDir>,
     postgres_cleanup: Option<(String, String)>,
@@ -74,6 +76,7 @@ pub async fn sqlite_database() -> TestDatabase {
         .expect("open the SQLite test database");
     TestDatabase {
         database,
+        url: path.to_str().expect("utf-8 temp path").to_string(),
         _folder: Some(folder),
         postgres_cleanup: None,
     }
@@ -103,6 +106,7 @@ pub async fn postgres_database() -> Option<TestDatabase> {
         .expect("connect to the fresh test database");
     Some(TestDatabase {
         database,
+        url: url.to_string(),
         _folder: None,
         postgres_cleanup: Some((admin_url, name)),
     })
@@ -118,6 +122,8 @@ pub async fn databases() -> Vec<TestDatabase> {
 /// An object store that exists only for one test.
 pub struct TestObjectStorage {
     pub storage: ObjectStorage,
+    /// Its URL (a folder or `s3://bucket/prefix`), for processes a test starts.
+    pub url: String,
     pub kind: &'static str,
     _folder: Option<tempfile::TempDir>,
 }
@@ -130,6 +136,7 @@ pub fn object_storages() -> Vec<TestObjectStorage> {
         .expect("open a local object store");
     let mut all = vec![TestObjectStorage {
         storage: local,
+        url: folder.path().to_str().expect("utf-8 temp path").to_string(),
         kind: "local",
         _folder: Some(folder),
     }];
@@ -138,6 +145,7 @@ pub fn object_storages() -> Vec<TestObjectStorage> {
             let url = format!("{}/test-{}", base.trim_end_matches('/'), unique_suffix());
             all.push(TestObjectStorage {
                 storage: ObjectStorage::open(&url).expect("open the S3 test bucket"),
+                url,
                 kind: "s3",
                 _folder: None,
             });

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use prodcat_jobs::{run_worker, WorkerOptions};
 use prodcat_platform::{ModelService, Platform, Predictor};
+use prodcat_server::{WorkerEndpoints, WorkerHealth};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::settings::WorkerArgs;
@@ -24,6 +25,25 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let models = Arc::new(ModelService::new(platform.clone(), &worker.model));
     let predictor = Predictor::new(models, None);
     let shutdown = CancellationToken::new();
+    let health = Arc::new(WorkerHealth::default());
+    let endpoints = match worker.listen {
+        Some(address) => {
+            let endpoints = WorkerEndpoints::start(
+                address,
+                &settings.server,
+                platform.database.clone(),
+                health.clone(),
+                shutdown.clone(),
+            )
+            .await?;
+            println!(
+                "health on http://{0}/healthz, metrics on http://{0}/metrics",
+                endpoints.address
+            );
+            Some(endpoints)
+        }
+        None => None,
+    };
     let scheduler = if worker.no_scheduler || schedules.is_empty() {
         None
     } else {
@@ -47,8 +67,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         "worker {} classifying job items with {} (batch {}, concurrency {}); Ctrl-C stops it",
         options.owner, worker.model, options.batch_size, options.concurrency
     );
+    health.set_running(true);
     let stats = run_worker(&predictor, &options, shutdown.clone()).await;
+    health.set_running(false);
     shutdown.cancel();
+    if let Some(endpoints) = endpoints {
+        endpoints.stopped().await;
+    }
     if let Some(scheduler) = scheduler {
         let _ = scheduler.await;
     }

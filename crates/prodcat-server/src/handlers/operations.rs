@@ -47,7 +47,7 @@ fn may_see_operations(state: &AppState, request_parts: &OperationsCaller) -> boo
     private || scraper || admin
 }
 
-fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
