@@ -341,8 +341,11 @@ async fn retries_with_backoff_then_a_recorded_failure() {
         let (job, _) = create_job(database, &new_job(1, None)).await.unwrap();
         let lease = Duration::from_secs(5);
         let mut waits = Vec::new();
+        // Waits are measured from before each failure is recorded: the backoff starts inside
+        // `complete_items`, not once it has returned.
+        let mut failed_at = None;
         for attempt in 1..=3 {
-            let started = std::time::Instant::now();
+            let started = failed_at.unwrap_or_else(std::time::Instant::now);
             let leased = loop {
                 let leased = lease_items(database, "worker", 1, lease).await.unwrap();
                 if !leased.is_empty() {
@@ -352,6 +355,7 @@ async fn retries_with_backoff_then_a_recorded_failure() {
             };
             waits.push(started.elapsed());
             assert_eq!(leased[0].attempt, attempt, "{name}");
+            failed_at = Some(std::time::Instant::now());
             let report = complete_items(
                 database,
                 &[(

@@ -45,6 +45,18 @@ pub fn install() -> Option<PrometheusHandle> {
                 }
             };
             describe();
+            // Counters exist from the first scrape, so that rate() and increase() see their
+            // first event rather than starting from it.
+            for counter in [
+                "prodcat_http_rate_limited_total",
+                "prodcat_http_timeouts_total",
+                "prodcat_model_swaps_total",
+                "prodcat_model_load_failures_total",
+                "prodcat_prediction_log_dropped_total",
+                "prodcat_prediction_log_written_total",
+            ] {
+                metrics::counter!(counter).absolute(0);
+            }
             metrics::gauge!(
                 "prodcat_build_info",
                 "version" => env!("CARGO_PKG_VERSION"),
