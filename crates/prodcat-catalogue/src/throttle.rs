@@ -32,6 +32,15 @@ impl Default for ThrottlePolicy {
 }
 
 impl ThrottlePolicy {
+    /// For a client address: many people may share one (an office behind a NAT), so more
+    /// failures pass before the first block; the back-off then grows the same way.
+    pub fn per_address() -> Self {
+        Self {
+            free_failures: 20,
+            ..Self::default()
+        }
+    }
+
     /// How long a key is blocked after its `failures`-th failure in a row (0: not blocked).
     pub fn block_ms(&self, failures: i64) -> i64 {
         let over = failures - self.free_failures;

@@ -831,5 +831,6 @@ pub struct PredictionRecordBody {
     /// The reviewed category, once a reviewer decided.
     pub label: Option<CategoryRef>,
     /// The same request scored by the shadow version, when it was.
+    #[schema(no_recursion)]
     pub shadow: Option<Box<PredictionRecordBody>>,
 }

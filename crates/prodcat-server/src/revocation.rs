@@ -64,10 +64,12 @@ impl RevocationCache {
         entries.insert(name.to_string(), (state, Instant::now()));
     }
 
-    async fn state(&self, database: &Database, name: &str) -> Option<UserState> {
+    /// The user's state; a cached state older than the token (`version`) is read again, since
+    /// the token proves the user changed since (a fresh sign-in after a revocation).
+    async fn state(&self, database: &Database, name: &str, version: i64) -> Option<UserState> {
         let cached = self.cached(name);
         if let Some((state, at)) = cached {
-            if at.elapsed() < self.ttl {
+            if at.elapsed() < self.ttl && state.token_version >= version {
                 return Some(state);
             }
         }
@@ -105,7 +107,7 @@ impl RevocationCache {
         role: Role,
         version: i64,
     ) -> Result<(), TokenProblem> {
-        match self.state(database, name).await {
+        match self.state(database, name, version).await {
             None => Ok(()),
             Some(state)
                 if state.exists

@@ -114,6 +114,17 @@ async fn a_backbone_failure_stores_the_product_pending() {
     let server = prodcat_server::start(platform, common::settings(), common::test_keys())
         .await
         .unwrap();
+    prodcat_catalogue::users::add_user(
+        &trained.platform.database,
+        &prodcat_catalogue::NewUser {
+            name: "rey".to_string(),
+            role: prodcat_catalogue::Role::Reviewer,
+            kind: prodcat_catalogue::UserKind::Person,
+            secret: common::PASSWORD.to_string(),
+        },
+    )
+    .await
+    .unwrap();
     let signer = server.state.signer.clone();
     let token = signer.issue("rey", prodcat_catalogue::Role::Reviewer);
     let response = reqwest::Client::new()

@@ -263,13 +263,23 @@ pub async fn issue_token(
         .unwrap_or(false);
     drop(permit);
     let Some(user) = user.filter(|_| matches) else {
-        return match throttle::record_failure(
+        let recorded = match throttle::record_failure(
             &state.platform.database,
-            &throttle_keys,
+            &throttle_keys[..1],
             &ThrottlePolicy::default(),
         )
         .await
         {
+            Ok(account_block) => throttle::record_failure(
+                &state.platform.database,
+                &throttle_keys[1..],
+                &ThrottlePolicy::per_address(),
+            )
+            .await
+            .map(|address_block| account_block.max(address_block)),
+            Err(error) => Err(error),
+        };
+        return match recorded {
             Ok(block_ms) if block_ms > 0 => {
                 refused_with(too_many(block_ms), &name, "wrong credentials; throttled")
             }

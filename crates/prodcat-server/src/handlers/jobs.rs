@@ -237,9 +237,11 @@ async fn receive_job(
         .await
         .map_err(|error| ApiError::internal(&error))
         .and_then(|parsed| parsed);
-    // The parser's error names the line; a storage error comes from the pump.
+    // The pump's errors (a limit, the connection, storage) come first: when the pump stops,
+    // the parser's input ends mid-way and its own error would only be a consequence. The
+    // parser's error names the line of a malformed upload.
     let outcome = match (parsed, pumped) {
-        (Err(error), _) | (Ok(_), Err(error)) => Err(error),
+        (_, Err(error)) | (Err(error), Ok(())) => Err(error),
         (Ok(_), Ok(())) => Ok(()),
     };
     if let Err(error) = outcome {
