@@ -5,7 +5,7 @@
 //! workers' `/healthz` and `/metrics` answer; both replicas serve the same champion.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -156,13 +156,6 @@ async fn metrics(client: &reqwest::Client, address: &str) -> String {
         .unwrap()
 }
 
-fn admin_password(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("admin-password"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_and_two_workers_share_only_postgres_and_object_storage() {
     let Some(database) = testing::postgres_database().await else {
@@ -187,7 +180,7 @@ async fn two_replicas_and_two_workers_share_only_postgres_and_object_storage() {
     .unwrap();
 
     // Set up once, from a machine of its own.
-    let (mut setup, setup_dir) = cluster.command(
+    let (mut setup, _) = cluster.command(
         "setup",
         &[
             "quickstart",
@@ -204,7 +197,12 @@ async fn two_replicas_and_two_workers_share_only_postgres_and_object_storage() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let password = admin_password(&setup_dir);
+    let password = "a long enough password";
+    let (mut add_admin, _) = cluster.command(
+        "setup",
+        &["users", "add", "admin", "--role", "admin", "--password", password],
+    );
+    assert!(add_admin.output().unwrap().status.success());
 
     let apis = [free_address(), free_address()];
     let worker_addresses = [free_address(), free_address()];
@@ -246,7 +244,7 @@ async fn two_replicas_and_two_workers_share_only_postgres_and_object_storage() {
         .form(&[
             ("grant_type", "password"),
             ("username", "admin"),
-            ("password", password.as_str()),
+            ("password", password),
         ])
         .send()
         .await
