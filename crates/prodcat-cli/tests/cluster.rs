@@ -2,7 +2,9 @@
 //! processes, each with its own empty data folder, sharing only PostgreSQL, the object store
 //! and the token signing keys. A job uploaded to one replica is read on the other and split
 //! between the workers; a worker killed in the middle of a job leaves nothing behind; the
-//! workers' `/healthz` and `/metrics` answer; both replicas serve the same champion.
+//! workers' `/healthz` and `/metrics` answer; a promotion and a new product made through one
+//! replica reach the other; the schedule fires once per due time; one replica killed, the
+//! other serves.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -178,31 +180,40 @@ async fn two_replicas_and_two_workers_share_only_postgres_and_object_storage() {
         "k1 a-shared-secret-of-at-least-thirty-two-bytes\n",
     )
     .unwrap();
+    // Every worker is configured with the same schedule; only one may run it.
+    let config = cluster.folder.path().join("prodcat.toml");
+    std::fs::write(&config, "[schedules]\nweekly-check = \"*/10 * * * * *\"\n").unwrap();
 
-    // Set up once, from a machine of its own.
-    let (mut setup, _) = cluster.command(
-        "setup",
+    // Set up once, from a machine of its own: a champion, a second version, an admin.
+    let password = "a long enough password";
+    for arguments in [
         &[
             "quickstart",
             "--no-serve",
             "--text-only",
             "--products",
             "300",
-        ],
-    );
-    let output = setup.output().unwrap();
-    assert!(
-        output.status.success(),
-        "quickstart on PostgreSQL and S3 failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let password = "a long enough password";
-    let (mut add_admin, _) = cluster.command(
-        "setup",
-        &["users", "add", "admin", "--role", "admin", "--password", password],
-    );
-    assert!(add_admin.output().unwrap().status.success());
+        ][..],
+        &["train", "--branch", "text", "--c", "0.2"][..],
+        &[
+            "users",
+            "add",
+            "admin",
+            "--role",
+            "admin",
+            "--password",
+            password,
+        ][..],
+    ] {
+        let (mut command, _) = cluster.command("setup", arguments);
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "prodcat {arguments:?} on PostgreSQL and S3 failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 
     let apis = [free_address(), free_address()];
     let worker_addresses = [free_address(), free_address()];
@@ -217,17 +228,21 @@ async fn two_replicas_and_two_workers_share_only_postgres_and_object_storage() {
             )
         })
         .collect();
-    let worker_settings = [
-        ("PRODCAT_WORKER_BATCH_SIZE", "25"),
-        ("PRODCAT_WORKER_LEASE_SECONDS", "3"),
-    ];
+    let config = config.to_str().unwrap();
     let mut workers: Vec<Process> = worker_addresses
         .iter()
         .enumerate()
         .map(|(i, address)| {
-            let mut settings = worker_settings.to_vec();
-            settings.push(("PRODCAT_WORKER_LISTEN", address.as_str()));
-            cluster.spawn(&format!("worker-{i}"), &["worker"], &settings)
+            cluster.spawn(
+                &format!("worker-{i}"),
+                &["worker"],
+                &[
+                    ("PRODCAT_WORKER_BATCH_SIZE", "100"),
+                    ("PRODCAT_WORKER_LEASE_SECONDS", "3"),
+                    ("PRODCAT_WORKER_LISTEN", address.as_str()),
+                    ("PRODCAT_CONFIG", config),
+                ],
+            )
         })
         .collect();
     let client = reqwest::Client::new();
@@ -252,57 +267,41 @@ async fn two_replicas_and_two_workers_share_only_postgres_and_object_storage() {
     assert_eq!(response.status(), 200);
     let token: Value = response.json().await.unwrap();
     let token = token["access_token"].as_str().unwrap().to_string();
+    let (status, _) = get_json(&client, &apis[1], "/v1/models", &token).await;
+    assert_eq!(status, 200, "the other replica accepts the token");
 
-    // A job uploaded to one replica, followed on the other, split between the workers.
-    let job = upload_job(&client, &apis[0], &token, 1500).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // 20,000 items uploaded to one replica, followed on the other, split between the workers;
+    // one worker is SIGKILLed half-way and the other finishes: every item done exactly once.
+    let job = upload_job(&client, &apis[0], &token, 20_000).await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut per_worker = Vec::new();
     loop {
         let status = job_status(&client, &apis[1], &token, &job).await;
-        if status["status"] == "completed" {
-            assert_eq!(status["doneCount"], 1500, "{status}");
-            assert_eq!(status["failedCount"], 0, "{status}");
+        if status["doneCount"].as_u64().unwrap_or(0) >= 10_000 {
+            for address in &worker_addresses {
+                let text = metrics(&client, address).await;
+                assert_eq!(metric_sum(&text, "prodcat_database_up"), 1.0, "{text}");
+                per_worker.push(metric_sum(&text, "prodcat_job_items_total"));
+            }
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the job did not complete: {status}"
+            "half the job was not done: {status}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut per_worker = Vec::new();
-    for address in &worker_addresses {
-        let text = metrics(&client, address).await;
-        assert_eq!(metric_sum(&text, "prodcat_database_up"), 1.0, "{text}");
-        assert!(
-            metric_sum(&text, "prodcat_prediction_decisions_total") > 0.0,
-            "{text}"
-        );
-        per_worker.push(metric_sum(&text, "prodcat_job_items_total"));
-    }
-    assert_eq!(per_worker.iter().sum::<f64>(), 1500.0, "{per_worker:?}");
+    workers[0].child.kill().unwrap();
+    workers[0].child.wait().unwrap();
     assert!(
         per_worker.iter().all(|items| *items > 0.0),
         "both workers took items: {per_worker:?}"
     );
-
-    // A worker killed in the middle of a job: the other finishes it once the leases expire.
-    let job = upload_job(&client, &apis[1], &token, 3000).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = job_status(&client, &apis[0], &token, &job).await;
-        if status["doneCount"].as_u64().unwrap_or(0) >= 100 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the second job did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    workers[0].child.kill().unwrap();
-    workers[0].child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let status = job_status(&client, &apis[0], &token, &job).await;
         if status["status"] == "completed" {
-            assert_eq!(status["doneCount"], 3000, "{status}");
+            assert_eq!(status["doneCount"], 20_000, "{status}");
             assert_eq!(status["failedCount"], 0, "{status}");
             break;
         }
@@ -313,52 +312,145 @@ async fn two_replicas_and_two_workers_share_only_postgres_and_object_storage() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-
-    // Both replicas serve the same champion.
-    let models: Value = client
-        .get(format!("http://{}/v1/models", apis[1]))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(models.to_string().contains("champion"), "{models}");
-    for api in &apis {
-        let answer: Value = client
-            .post(format!("http://{api}/v1/predict"))
-            .bearer_auth(&token)
-            .json(&json!({"designation": "Piscine tubulaire ronde avec pompe"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
+    let items: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM job_items WHERE job_id = $1 GROUP BY status")
+            .bind(&job)
+            .fetch_all(database.database.pool())
             .await
             .unwrap();
-        assert!(answer["categoryCode"].is_u64(), "{api}: {answer}");
+    assert_eq!(items, vec![("done".to_string(), 20_000)], "{items:?}");
+
+    // A promotion through one replica is served by the other within 10 s.
+    let (_, models) = get_json(&client, &apis[1], "/v1/models", &token).await;
+    let versions = models["versions"].as_array().expect("versions");
+    let challenger = versions
+        .iter()
+        .find(|version| {
+            !version["aliases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|alias| alias == "champion")
+        })
+        .expect("a version that is not the champion")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let response = client
+        .post(format!("http://{}/v1/models/{challenger}/promote", apis[0]))
+        .bearer_auth(&token)
+        .json(&json!({"force": true, "reason": "scale-out test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let promoted = Instant::now();
+    loop {
+        let (_, ready) = get_json(&client, &apis[1], "/readyz", &token).await;
+        if ready["modelVersion"] == challenger.as_str() {
+            break;
+        }
+        assert!(
+            promoted.elapsed() < Duration::from_secs(10),
+            "the other replica still serves {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let readiness: Vec<Value> = readiness(&client, &apis).await;
-    assert_eq!(
-        readiness[0]["modelVersion"], readiness[1]["modelVersion"],
-        "{readiness:?}"
+
+    // A product created through one replica is found by search on the other within 10 s.
+    let photo = prodcat_dataset::generate::generate_image(
+        1,
+        prodcat_domain::CategoryCode::from_u16(2583).unwrap(),
+        5,
     );
+    let response = client
+        .post(format!("http://{}/v1/products", apis[0]))
+        .bearer_auth(&token)
+        .json(&json!({
+            "designation": "Bouée flamant rose gonflable géante",
+            "image": base64_of(&photo),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let created = Instant::now();
+    loop {
+        let (status, found) = get_json(
+            &client,
+            &apis[1],
+            "/v1/search?q=flamant%20gonflable",
+            &token,
+        )
+        .await;
+        if status == 200 && found.to_string().contains("flamant rose") {
+            break;
+        }
+        assert!(
+            created.elapsed() < Duration::from_secs(10),
+            "not found on the other replica: {status} {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The scheduler ran the schedule on one worker only: each due time fired once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let starts = loop {
+        let starts: Vec<(i64,)> = sqlx::query_as(
+            "SELECT started_at_ms FROM pipeline_runs \
+             WHERE triggered_by = 'schedule:weekly-check' ORDER BY started_at_ms",
+        )
+        .fetch_all(database.database.pool())
+        .await
+        .unwrap();
+        if starts.len() >= 2 {
+            break starts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the schedule did not fire twice: {starts:?}\n{}",
+            workers[1].log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for pair in starts.windows(2) {
+        assert!(
+            pair[1].0 - pair[0].0 >= 5_000,
+            "two runs for one due time: {starts:?}"
+        );
+    }
+
+    // One replica killed, the other keeps serving.
+    replicas[0].child.kill().unwrap();
+    replicas[0].child.wait().unwrap();
+    for round in 0..20 {
+        let response = client
+            .post(format!("http://{}/v1/predict", apis[1]))
+            .bearer_auth(&token)
+            .json(&json!({"designation": format!("Piscine tubulaire ronde {round}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.unwrap();
+        assert!(answer["categoryCode"].is_u64(), "{answer}");
+        assert_eq!(answer["modelVersion"], challenger.as_str(), "{answer}");
+    }
     drop(store);
 }
 
-async fn readiness(client: &reqwest::Client, apis: &[String]) -> Vec<Value> {
-    let mut answers = Vec::new();
-    for api in apis {
-        answers.push(
-            client
-                .get(format!("http://{api}/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap(),
-        );
-    }
-    answers
+async fn get_json(client: &reqwest::Client, api: &str, path: &str, token: &str) -> (u16, Value) {
+    let response = client
+        .get(format!("http://{api}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
