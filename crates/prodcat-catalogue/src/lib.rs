@@ -95,3 +95,22 @@ impl CatalogueError {
         }
     }
 }
+
+/// What a backup of the catalogue must hold, to compare a restore with it: every product with
+/// its revision, status and category, every reviewer decision, every user and role.
+pub const BACKUP_CHECKS: &[prodcat_storage::backup::Check] = &[
+    prodcat_storage::backup::Check {
+        name: "products",
+        sql: "SELECT CAST(id AS TEXT) || ' ' || CAST(revision AS TEXT) || ' ' || status || ' ' \
+              || COALESCE(CAST(category_code AS TEXT), '-') FROM products ORDER BY id",
+    },
+    prodcat_storage::backup::Check {
+        name: "review decisions",
+        sql: "SELECT CAST(id AS TEXT) || ' ' || CAST(product_id AS TEXT) || ' ' || decision \
+              FROM review_decisions ORDER BY id",
+    },
+    prodcat_storage::backup::Check {
+        name: "users",
+        sql: "SELECT name || ' ' || role FROM users ORDER BY name",
+    },
+];

@@ -62,6 +62,12 @@ enum Command {
     Users(commands::users::UsersCommand),
     /// The audit log: every write through the API (who, what, when, from where).
     Audit(commands::users::AuditArgs),
+    /// Back up the platform while it serves: a consistent database snapshot (pg_dump or
+    /// SQLite's VACUUM INTO), every object, and a manifest of what they hold.
+    Backup(commands::backup::BackupArgs),
+    /// Restore a backup into an empty database (and the object store), then check that it
+    /// holds exactly what the backup's manifest says.
+    Restore(commands::backup::RestoreArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -116,6 +122,8 @@ fn main() -> std::process::ExitCode {
             Command::Migrate => commands::migrate(&settings).await,
             Command::Users(command) => commands::users::run(&settings, command).await,
             Command::Audit(args) => commands::users::run_audit(&settings, args).await,
+            Command::Backup(args) => commands::backup::run_backup(&settings, args).await,
+            Command::Restore(args) => commands::backup::run_restore(&settings, args).await,
         }
     });
     match result {

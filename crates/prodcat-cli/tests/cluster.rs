@@ -6,98 +6,13 @@
 //! replica reach the other; the schedule fires once per due time; one replica killed, the
 //! other serves.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{base64_of, free_address, get_json, wait_for, Cluster, Process};
 use prodcat_storage::testing;
 use serde_json::{json, Value};
-
-/// A process killed when the test ends, whatever happens.
-struct Process {
-    child: Child,
-    name: String,
-    log: PathBuf,
-}
-
-impl Process {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Cluster {
-    folder: tempfile::TempDir,
-    database_url: String,
-    store_url: String,
-}
-
-impl Cluster {
-    fn command(&self, name: &str, arguments: &[&str]) -> (Command, PathBuf) {
-        let data_dir = self.folder.path().join(name);
-        std::fs::create_dir_all(&data_dir).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_prodcat"));
-        command
-            .args(arguments)
-            .env("PRODCAT_DATA_DIR", &data_dir)
-            .env("PRODCAT_DATABASE_URL", &self.database_url)
-            .env("PRODCAT_OBJECT_STORE_URL", &self.store_url)
-            .env("PRODCAT_MODEL_DIR", data_dir.join("no-pretrained-models"))
-            .env("PRODCAT_JWT_KEYS_FILE", self.folder.path().join("jwt-keys"))
-            .env("PRODCAT_LOG", "warn")
-            .env_remove("PRODCAT_CONFIG")
-            .current_dir(&data_dir);
-        (command, data_dir)
-    }
-
-    fn spawn(&self, name: &str, arguments: &[&str], extra: &[(&str, &str)]) -> Process {
-        let (mut command, data_dir) = self.command(name, arguments);
-        let log = data_dir.join("output.log");
-        let file = std::fs::File::create(&log).unwrap();
-        command
-            .envs(extra.iter().copied())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        Process {
-            child: command.spawn().expect("start prodcat"),
-            name: name.to_string(),
-            log,
-        }
-    }
-}
-
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
-
-async fn wait_for(client: &reqwest::Client, url: &str, process: &mut Process) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = client.get(url).send().await {
-            if response.status().is_success() {
-                return;
-            }
-        }
-        if let Ok(Some(status)) = process.child.try_wait() {
-            panic!("{} exited ({status}): {}", process.name, process.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} did not answer: {}",
-            process.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 async fn job_status(client: &reqwest::Client, api: &str, token: &str, job: &str) -> Value {
     client
@@ -437,20 +352,4 @@ async fn two_replicas_and_two_workers_share_only_postgres_and_object_storage() {
         assert_eq!(answer["modelVersion"], challenger.as_str(), "{answer}");
     }
     drop(store);
-}
-
-async fn get_json(client: &reqwest::Client, api: &str, path: &str, token: &str) -> (u16, Value) {
-    let response = client
-        .get(format!("http://{api}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-fn base64_of(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

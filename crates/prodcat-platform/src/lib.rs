@@ -8,6 +8,7 @@
 //! - [`model_service`]: the model in service, following an alias with an atomic swap;
 //! - [`predictor`]: the one way to predict (checks, CPU budget, metrics, prediction-log row).
 
+pub mod backup;
 pub mod live;
 pub mod model_service;
 pub mod platform;

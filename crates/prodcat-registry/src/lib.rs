@@ -266,6 +266,23 @@ impl From<sqlx::Error> for RegistryError {
     }
 }
 
+/// What a backup of the registry must hold, to compare a restore with it: the champion, every
+/// alias, every model version.
+pub const BACKUP_CHECKS: &[prodcat_storage::backup::Check] = &[
+    prodcat_storage::backup::Check {
+        name: "champion",
+        sql: "SELECT version_id FROM model_aliases WHERE alias = 'champion'",
+    },
+    prodcat_storage::backup::Check {
+        name: "aliases",
+        sql: "SELECT alias || ' ' || version_id FROM model_aliases ORDER BY alias",
+    },
+    prodcat_storage::backup::Check {
+        name: "model versions",
+        sql: "SELECT id FROM model_versions ORDER BY id",
+    },
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -218,7 +218,7 @@ impl SqlPlaceholders {
     }
 }
 
-fn normalise_url(url: &str) -> Result<(Backend, String), StorageError> {
+pub(crate) fn normalise_url(url: &str) -> Result<(Backend, String), StorageError> {
     let trimmed = url.trim();
     if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
         return Ok((Backend::Postgres, trimmed.to_string()));
@@ -272,7 +272,7 @@ fn normalise_url(url: &str) -> Result<(Backend, String), StorageError> {
     Ok((Backend::Sqlite, url))
 }
 
-fn redact_password(url: &str) -> String {
+pub(crate) fn redact_password(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));

@@ -36,6 +36,10 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// A backup or a restore that cannot be done as asked (a target that is not empty, a
+    /// missing client tool, a tool that failed), with what to do.
+    #[error("{0}")]
+    Backup(String),
 }
 
 impl StorageError {
@@ -58,7 +62,8 @@ impl StorageError {
             StorageError::Object { source, .. } => object_error_kind(source),
             StorageError::InvalidDatabaseUrl { .. }
             | StorageError::InvalidObjectStore { .. }
-            | StorageError::Io { .. } => ErrorKind::Internal,
+            | StorageError::Io { .. }
+            | StorageError::Backup(_) => ErrorKind::Internal,
         }
     }
 }

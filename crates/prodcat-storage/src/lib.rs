@@ -5,6 +5,7 @@
 //! Higher crates write their own queries against [`Database`]; the schema and its migrations live
 //! here so there is one migration history for the whole project.
 
+pub mod backup;
 mod database;
 mod error;
 mod objects;

@@ -27,31 +27,35 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if let Some((admin_url, name)) = self.postgres_cleanup.take() {
-            // Dropping runs outside any runtime guarantee: use a short-lived one on a thread.
-            // The test's own pool is not closed from there: its connections are driven by the
-            // test's runtime, which is blocked in this drop (closing them would wait forever on
-            // a current-thread runtime); `WITH (FORCE)` ends those sessions on the server side.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(runtime) = runtime {
-                    runtime.block_on(async move {
-                        if let Ok(admin) = sqlx::AnyPool::connect(&admin_url).await {
-                            let _ = sqlx::query(&format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            ))
-                            .execute(&admin)
-                            .await;
-                            admin.close().await;
-                        }
-                    });
-                }
-            })
-            .join();
-        }
+        drop_postgres_database(self.postgres_cleanup.take());
     }
+}
+
+/// Drops a test's PostgreSQL database (`(admin url, name)`), ending its sessions.
+fn drop_postgres_database(cleanup: Option<(String, String)>) {
+    let Some((admin_url, name)) = cleanup else {
+        return;
+    };
+    // Dropping runs outside any runtime guarantee: use a short-lived one on a thread. The
+    // test's own pool is not closed from there: its connections are driven by the test's
+    // runtime, which is blocked in this drop (closing them would wait forever on a
+    // current-thread runtime); `WITH (FORCE)` ends those sessions on the server side.
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(runtime) = runtime {
+            runtime.block_on(async move {
+                if let Ok(admin) = sqlx::AnyPool::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
+                    admin.close().await;
+                }
+            });
+        }
+    })
+    .join();
 }
 
 fn unique_suffix() -> String {
@@ -85,6 +89,36 @@ pub async fn sqlite_database() -> TestDatabase {
 /// A fresh PostgreSQL database, or `None` (with a printed reason) when
 /// `PRODCAT_TEST_POSTGRES_URL` is not set.
 pub async fn postgres_database() -> Option<TestDatabase> {
+    let empty = empty_postgres().await?;
+    let database = Database::connect(&empty.url)
+        .await
+        .expect("connect to the fresh test database");
+    let EmptyPostgres { url, mut _cleanup } = empty;
+    Some(TestDatabase {
+        database,
+        url,
+        _folder: None,
+        postgres_cleanup: _cleanup.0.take(),
+    })
+}
+
+/// A brand-new PostgreSQL database without any table (not migrated), dropped when the test
+/// ends; `None` (with a printed reason) when `PRODCAT_TEST_POSTGRES_URL` is not set.
+pub struct EmptyPostgres {
+    pub url: String,
+    _cleanup: TestDatabaseCleanup,
+}
+
+struct TestDatabaseCleanup(Option<(String, String)>);
+
+impl Drop for TestDatabaseCleanup {
+    fn drop(&mut self) {
+        drop_postgres_database(self.0.take());
+    }
+}
+
+/// See [`EmptyPostgres`].
+pub async fn empty_postgres() -> Option<EmptyPostgres> {
     let Ok(admin_url) = std::env::var("PRODCAT_TEST_POSTGRES_URL") else {
         eprintln!("skipped on postgres: PRODCAT_TEST_POSTGRES_URL is not set");
         return None;
@@ -101,14 +135,9 @@ pub async fn postgres_database() -> Option<TestDatabase> {
     admin.close().await;
     let mut url = url::Url::parse(&admin_url).expect("PRODCAT_TEST_POSTGRES_URL is a URL");
     url.set_path(&format!("/{name}"));
-    let database = Database::connect(url.as_str())
-        .await
-        .expect("connect to the fresh test database");
-    Some(TestDatabase {
-        database,
+    Some(EmptyPostgres {
         url: url.to_string(),
-        _folder: None,
-        postgres_cleanup: Some((admin_url, name)),
+        _cleanup: TestDatabaseCleanup(Some((admin_url, name))),
     })
 }
 

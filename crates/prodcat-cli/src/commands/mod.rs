@@ -1,5 +1,6 @@
 //! One module per top-level subcommand.
 
+pub mod backup;
 pub mod data;
 pub mod drift;
 pub mod evaluate;
