@@ -1,7 +1,8 @@
 //! Live rollouts against real servers: a canary answers its share sticky per product, a shadow
 //! never changes an answer and is logged beside it, a canary that does worse than the champion
 //! on reviewed products is rolled back automatically with its figures, a canary set through one
-//! replica is applied by another, and webhook deliveries are signed so a receiver can refuse a
+//! replica is applied by another, a canary that fails on some inputs is rolled back on its error
+//! rate, and webhook deliveries are signed so a receiver can refuse a
 //! replay.
 
 mod common;
@@ -156,140 +157,214 @@ async fn a_canary_answers_its_share_sticky_per_product_and_a_shadow_changes_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_worse_on_reviewed_products_is_rolled_back_with_its_figures() {
-    let test_database = testing::sqlite_database().await;
-    let (platform, champion) =
-        TestPlatform::with_text_champion(test_database.database.clone(), 540).await;
-    // An underfitted model: it answers one category for everything.
-    let poor = platform.train(BranchSelection::Text, 1e-6).await;
-    let app = TestApp::start(platform, Some(champion.clone()), common::settings()).await;
-    let (status, body) = app
-        .post(
-            &format!("/v1/models/{}/canary", poor.id),
-            &app.admin,
-            json!({"share": 0.5, "minLabels": 8, "maxF1Drop": 0.05, "minRequests": 100000}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    // Products from several categories, reviewed with their true category.
-    let kinds = [
-        ("Jeu de société familial pour enfants", 1281),
-        ("Piscine tubulaire ronde avec pompe", 2583),
-        ("Coussin décoratif en velours", 1920),
-        ("Croquettes pour chien adulte", 2220),
-    ];
-    let mut roles = HashSet::new();
-    for index in 0..40 {
-        let (title, code) = kinds[index % kinds.len()];
-        let (status, created) = app
-            .post(
-                "/v1/products",
-                &app.reviewer,
-                json!({
-                    "productId": 5_000 + index as i64,
-                    "designation": format!("{title} modèle {index}"),
-                    "image": base64(&product_jpeg(index, code)),
-                }),
-            )
-            .await;
-        assert_eq!(status, 201, "{created}");
-        roles.insert(
-            created["prediction"]["modelVersion"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+    for test_database in testing::databases().await {
+        let (platform, champion) =
+            TestPlatform::with_text_champion(test_database.database.clone(), 540).await;
+        // An underfitted model: it answers one category for everything.
+        let poor = platform.train(BranchSelection::Text, 1e-6).await;
+        let app = TestApp::start(platform, Some(champion.clone()), common::settings()).await;
         let (status, body) = app
             .post(
-                &format!("/v1/review/{}", 5_000 + index),
-                &app.reviewer,
-                json!({"decision": "correct", "category": code}),
+                &format!("/v1/models/{}/canary", poor.id),
+                &app.admin,
+                json!({"share": 0.5, "minLabels": 8, "maxF1Drop": 0.05, "minRequests": 100000}),
             )
             .await;
-        assert!(status == 200 || status == 409, "{body}");
+        assert_eq!(status, 200, "{body}");
+        // Products from several categories, reviewed with their true category.
+        let kinds = [
+            ("Jeu de société familial pour enfants", 1281),
+            ("Piscine tubulaire ronde avec pompe", 2583),
+            ("Coussin décoratif en velours", 1920),
+            ("Croquettes pour chien adulte", 2220),
+        ];
+        let mut roles = HashSet::new();
+        for index in 0..40 {
+            let (title, code) = kinds[index % kinds.len()];
+            let (status, created) = app
+                .post(
+                    "/v1/products",
+                    &app.reviewer,
+                    json!({
+                        "productId": 5_000 + index as i64,
+                        "designation": format!("{title} modèle {index}"),
+                        "image": base64(&product_jpeg(index, code)),
+                    }),
+                )
+                .await;
+            assert_eq!(status, 201, "{created}");
+            roles.insert(
+                created["prediction"]["modelVersion"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+            let (status, body) = app
+                .post(
+                    &format!("/v1/review/{}", 5_000 + index),
+                    &app.reviewer,
+                    json!({"decision": "correct", "category": code}),
+                )
+                .await;
+            assert!(status == 200 || status == 409, "{body}");
+        }
+        assert_eq!(
+            roles.len(),
+            2,
+            "both versions classified products: {roles:?}"
+        );
+        wait_for(
+            "the automatic rollback",
+            Duration::from_secs(20),
+            || async {
+                let (_, rollouts) = app.get("/v1/models/rollouts", &app.admin).await;
+                rollouts["rollouts"]
+                    .as_array()
+                    .is_some_and(|r| r.is_empty())
+            },
+        )
+        .await;
+        let history = prodcat_registry::alias_history(app.database(), Some("canary"))
+            .await
+            .unwrap();
+        let last = &history[0];
+        assert_eq!(last.actor, "guard-rails");
+        assert!(last.reason.contains("weighted F1"), "{}", last.reason);
+        let figures = last.decision.as_ref().expect("the figures are recorded");
+        assert!(
+            figures["canary"]["labelled"].as_u64().unwrap() >= 8,
+            "{figures}"
+        );
+        let (_, audit) = app.get("/v1/audit?actor=guard-rails", &app.admin).await;
+        assert_eq!(audit["entries"][0]["action"], "ROLLBACK canary", "{audit}");
+        app.stop().await;
     }
-    assert_eq!(
-        roles.len(),
-        2,
-        "both versions classified products: {roles:?}"
-    );
-    wait_for(
-        "the automatic rollback",
-        Duration::from_secs(20),
-        || async {
-            let (_, rollouts) = app.get("/v1/models/rollouts", &app.admin).await;
-            rollouts["rollouts"]
-                .as_array()
-                .is_some_and(|r| r.is_empty())
-        },
-    )
-    .await;
-    let history = prodcat_registry::alias_history(app.database(), Some("canary"))
-        .await
-        .unwrap();
-    let last = &history[0];
-    assert_eq!(last.actor, "guard-rails");
-    assert!(last.reason.contains("weighted F1"), "{}", last.reason);
-    let figures = last.decision.as_ref().expect("the figures are recorded");
-    assert!(
-        figures["canary"]["labelled"].as_u64().unwrap() >= 8,
-        "{figures}"
-    );
-    let (_, audit) = app.get("/v1/audit?actor=guard-rails", &app.admin).await;
-    assert_eq!(audit["entries"][0]["action"], "ROLLBACK canary", "{audit}");
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_set_through_one_replica_is_applied_by_another() {
-    let test_database = testing::sqlite_database().await;
-    let (platform, champion) =
-        TestPlatform::with_text_champion(test_database.database.clone(), 300).await;
-    let candidate = platform.train(BranchSelection::Text, 0.05).await;
-    let other = prodcat_platform::Platform::new(
-        platform.platform.database.clone(),
-        platform.platform.objects.clone(),
-        platform.platform.model_dir(),
-    );
-    let first = TestApp::start(platform, Some(champion.clone()), common::settings()).await;
-    let second = prodcat_server::start(other, common::settings(), common::test_keys())
-        .await
-        .unwrap();
-    let url = format!("http://{}/v1/predict", second.address);
-    let token = second
-        .state
-        .signer
-        .issue("svc", prodcat_catalogue::Role::Service);
-    let (status, body) = first
-        .post(
-            &format!("/v1/models/{}/canary", candidate.id),
-            &first.admin,
-            json!({"share": 1.0}),
+    for test_database in testing::databases().await {
+        let (platform, champion) =
+            TestPlatform::with_text_champion(test_database.database.clone(), 300).await;
+        let candidate = platform.train(BranchSelection::Text, 0.05).await;
+        let other = prodcat_platform::Platform::new(
+            platform.platform.database.clone(),
+            platform.platform.objects.clone(),
+            platform.platform.model_dir(),
+        );
+        let first = TestApp::start(platform, Some(champion.clone()), common::settings()).await;
+        let second = prodcat_server::start(other, common::settings(), common::test_keys())
+            .await
+            .unwrap();
+        let url = format!("http://{}/v1/predict", second.address);
+        let token = second
+            .state
+            .signer
+            .issue("svc", prodcat_catalogue::Role::Service);
+        let (status, body) = first
+            .post(
+                &format!("/v1/models/{}/canary", candidate.id),
+                &first.admin,
+                json!({"share": 1.0}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let started = Instant::now();
+        wait_for(
+            "the other replica to apply the canary",
+            Duration::from_secs(10),
+            || async {
+                let answer: Value = first
+                    .client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"designation": "Piscine", "productId": 1}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                answer["modelVersion"] == candidate.id.as_str()
+            },
         )
         .await;
-    assert_eq!(status, 200, "{body}");
-    let started = Instant::now();
-    wait_for(
-        "the other replica to apply the canary",
-        Duration::from_secs(10),
-        || async {
-            let answer: Value = first
-                .client
-                .post(&url)
-                .bearer_auth(&token)
-                .json(&json!({"designation": "Piscine", "productId": 1}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            answer["modelVersion"] == candidate.id.as_str()
-        },
-    )
-    .await;
-    eprintln!("applied by the other replica after {:?}", started.elapsed());
-    second.stop().await.unwrap();
-    first.stop().await;
+        eprintln!("applied by the other replica after {:?}", started.elapsed());
+        second.stop().await.unwrap();
+        first.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_fails_on_some_inputs_is_rolled_back() {
+    let model_dir = common::model_dir();
+    if !model_dir.join("mobilenet-v2/manifest.json").is_file() {
+        eprintln!(
+            "skipped: the pretrained image backbone is not installed (scripts/setup) in {}",
+            model_dir.display()
+        );
+        return;
+    }
+    for test_database in testing::databases().await {
+        let name = test_database.name();
+        let trained =
+            TestPlatform::new(test_database.database.clone(), 200, true, &model_dir).await;
+        let champion = trained.train(BranchSelection::Text, 0.5).await;
+        trained.make_champion(&champion).await;
+        // A photo-only model cannot answer the text-only requests the champion answers.
+        let failing = trained.train(BranchSelection::Image, 0.5).await;
+        let app = TestApp::start(trained, Some(champion.clone()), common::settings()).await;
+        let (status, body) = app
+            .post(
+                &format!("/v1/models/{}/canary", failing.id),
+                &app.admin,
+                json!({"share": 0.5, "minRequests": 20, "maxErrorRateIncrease": 0.05}),
+            )
+            .await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let mut failed = 0;
+        for product_id in 0..120 {
+            let (status, _) = app
+                .post(
+                    "/v1/predict",
+                    &app.service,
+                    json!({"designation": "Piscine tubulaire ronde", "productId": product_id}),
+                )
+                .await;
+            if status != 200 {
+                failed += 1;
+            }
+        }
+        assert!(failed > 0, "{name}: the canary answered some requests");
+        wait_for(
+            "the automatic rollback",
+            Duration::from_secs(20),
+            || async {
+                let (_, rollouts) = app.get("/v1/models/rollouts", &app.admin).await;
+                rollouts["rollouts"]
+                    .as_array()
+                    .is_some_and(|r| r.is_empty())
+            },
+        )
+        .await;
+        let history = prodcat_registry::alias_history(app.database(), Some("canary"))
+            .await
+            .unwrap();
+        assert_eq!(history[0].actor, "guard-rails", "{name}");
+        assert!(
+            history[0].reason.contains("error rate"),
+            "{name}: {}",
+            history[0].reason
+        );
+        // Once rolled back, every request is answered by the champion.
+        for product_id in 0..40 {
+            assert_eq!(
+                predict_version(&app, product_id).await,
+                champion.id.as_str()
+            );
+        }
+        app.stop().await;
+    }
 }
 
 /// A webhook receiver as a team would write one: checks the signature and the timestamp, and
