@@ -46,7 +46,8 @@ pub struct GlobalArgs {
     #[arg(long, env = "PRODCAT_LOG", global = true, value_name = "FILTER")]
     pub log: Option<String>,
 
-    /// Webhook for drift and retraining notifications (Slack-compatible JSON).
+    /// Webhooks (comma-separated) told of drift, retraining, promotions, rollbacks and rollouts
+    /// (Slack-compatible JSON; `webhooks = [...]` in prodcat.toml adds more).
     #[arg(
         long,
         env = "PRODCAT_WEBHOOK_URL",

@@ -428,9 +428,10 @@ impl Settings {
             webhook_urls: layer
                 .webhook_url
                 .iter()
-                .chain(layer.webhooks.iter().flatten())
+                .flat_map(|urls| urls.split(','))
+                .map(|url| url.trim().to_string())
+                .chain(layer.webhooks.iter().flatten().cloned())
                 .filter(|url| !url.trim().is_empty())
-                .cloned()
                 .collect(),
             webhook_secret_file: layer.webhook_secret_file.clone(),
             model_cache_size: layer.model_cache_size.unwrap_or(4),
