@@ -214,16 +214,14 @@ pub async fn store_image(
     objects
         .put_if_absent(&image_key(&image.hash), image.bytes.clone())
         .await?;
-    sqlx::query(
-        "INSERT INTO images (hash, width, height, byte_length, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (hash) DO NOTHING",
+    // The dataset crate owns the images table.
+    prodcat_dataset::record_image(
+        database,
+        image.hash.as_str(),
+        image.width,
+        image.height,
+        image.bytes.len(),
     )
-    .bind(image.hash.as_str().to_string())
-    .bind(i64::from(image.width))
-    .bind(i64::from(image.height))
-    .bind(image.bytes.len() as i64)
-    .bind(now_ms())
-    .execute(database.pool())
     .await?;
     Ok(())
 }
@@ -850,15 +848,7 @@ pub async fn products_for_index(
         .collect()
 }
 
-/// A product's label from a reviewer, not yet used in a dataset version.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReviewedLabel {
-    pub product_id: i64,
-    pub category: CategoryCode,
-    pub designation: String,
-    pub description: String,
-    pub image_hash: Option<String>,
-}
+pub use prodcat_dataset::ReviewedLabel;
 
 /// Unused review decisions joined with their (not deleted) products: the latest decision per
 /// product, by product id, and the ids of every decision considered.
@@ -899,6 +889,19 @@ pub async fn unused_review_labels(
         );
     }
     Ok((latest.into_values().collect(), ids))
+}
+
+/// How many review decisions a dataset version used.
+pub async fn reviews_used_by(
+    database: &Database,
+    dataset_version: &str,
+) -> Result<i64, CatalogueError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM review_decisions WHERE used_in_dataset = $1")
+            .bind(dataset_version.to_string())
+            .fetch_one(database.pool())
+            .await?,
+    )
 }
 
 /// Marks review decisions as used by a dataset version; returns how many were marked.

@@ -4,7 +4,6 @@
 mod commands;
 mod output;
 mod settings;
-mod signal;
 
 use clap::{Parser, Subcommand};
 

@@ -1,19 +1,18 @@
 //! Deriving a dataset version from a parent version and what arrived since: the labels reviewers
-//! gave to catalogue products (review decisions not yet folded into a version) and the labelled
-//! rows of versions imported after the parent.
+//! gave to catalogue products (read by the caller from the catalogue, which owns the review
+//! decisions, and marked used by it once the version exists) and the labelled rows of versions
+//! imported after the parent.
 //!
 //! Parent rows keep their split, so a model's held-out rows never move into training; new rows
 //! get the parent's seeded, stratified split; a product that is already in the parent keeps its
-//! split and takes its new label. Deriving is idempotent: versions are content-addressed, and the
-//! review decisions used are marked with the version id only after it exists, so an interrupted
-//! derivation, run again, gives the same version.
+//! split and takes its new label. Deriving is idempotent: versions are content-addressed, so an
+//! interrupted derivation, run again with the same labels, gives the same version.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use prodcat_domain::{CategoryCode, DatasetVersionId};
 use prodcat_storage::{now_ms, Database, ObjectStorage};
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::records::{insert_records, NewRecord};
 use crate::split::SplitRatios;
@@ -23,11 +22,21 @@ use crate::version::{
 };
 use crate::DatasetError;
 
+/// A product a reviewer labelled (the latest decision about it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewedLabel {
+    pub product_id: i64,
+    pub category: CategoryCode,
+    pub designation: String,
+    pub description: String,
+    pub image_hash: Option<String>,
+}
+
 /// Which new rows a derivation folds in.
 #[derive(Debug, Clone)]
 pub struct DeriveOptions {
-    /// Labels from review decisions not yet used by a version.
-    pub include_reviewed: bool,
+    /// Reviewers' labels to fold in (one per product).
+    pub reviewed: Vec<ReviewedLabel>,
     /// Labelled rows of versions imported after the parent was created.
     pub include_imports: bool,
     /// Free text stored with the version.
@@ -37,7 +46,7 @@ pub struct DeriveOptions {
 impl Default for DeriveOptions {
     fn default() -> Self {
         Self {
-            include_reviewed: true,
+            reviewed: Vec::new(),
             include_imports: true,
             note: String::new(),
         }
@@ -63,8 +72,6 @@ pub struct DeriveOutcome {
     pub imported_rows: usize,
     /// Versions whose rows were folded in.
     pub imported_versions: Vec<DatasetVersionId>,
-    /// Review decisions marked as used by this version.
-    pub decisions_marked: usize,
 }
 
 impl DeriveOutcome {
@@ -72,15 +79,6 @@ impl DeriveOutcome {
     pub fn new_rows(&self) -> usize {
         self.reviewed_added + self.reviewed_relabelled + self.imported_rows
     }
-}
-
-/// One reviewed product: the latest decision about it wins.
-struct ReviewedProduct {
-    product_id: i64,
-    category: CategoryCode,
-    designation: String,
-    description: String,
-    image_hash: Option<String>,
 }
 
 /// Derives a version from `parent` (a reference: id, prefix or `latest`) plus what arrived since.
@@ -97,9 +95,9 @@ pub async fn derive_version(
     if options.include_imports {
         derivation.fold_imports(database, &parent).await?;
     }
-    if options.include_reviewed {
+    if !options.reviewed.is_empty() {
         derivation
-            .fold_reviews(database, objects, &parent_rows)
+            .fold_reviews(database, objects, &parent_rows, &options.reviewed)
             .await?;
     }
     derivation.write(database, &parent, options).await
@@ -113,8 +111,6 @@ struct Derivation {
     position_of: HashMap<i64, usize>,
     /// Records of reviewed products, written before the version.
     records: Vec<NewRecord>,
-    /// The review decisions considered.
-    decision_ids: Vec<i64>,
     outcome: DeriveOutcome,
 }
 
@@ -139,7 +135,6 @@ impl Derivation {
             rows,
             position_of,
             records: Vec::new(),
-            decision_ids: Vec::new(),
             outcome: DeriveOutcome {
                 version: parent.clone(),
                 parent: parent.id.clone(),
@@ -149,7 +144,6 @@ impl Derivation {
                 reviewed_unchanged: 0,
                 imported_rows: 0,
                 imported_versions: Vec::new(),
-                decisions_marked: 0,
             },
         }
     }
@@ -229,9 +223,9 @@ impl Derivation {
         database: &Database,
         objects: &ObjectStorage,
         parent_rows: &[DatasetRow],
+        reviewed: &[ReviewedLabel],
     ) -> Result<(), DatasetError> {
-        let (reviewed, ids) = reviewed_products(database).await?;
-        self.decision_ids = ids;
+        let reviewed = reviewed.to_vec();
         let parent_by_product: HashMap<i64, &DatasetRow> = parent_rows
             .iter()
             .map(|row| (row.product_id, row))
@@ -278,8 +272,7 @@ impl Derivation {
         Ok(())
     }
 
-    /// Writes the records and the version (unless nothing changes the parent) and marks the
-    /// review decisions used.
+    /// Writes the records and the version (unless nothing changes the parent).
     async fn write(
         mut self,
         database: &Database,
@@ -287,9 +280,7 @@ impl Derivation {
         options: &DeriveOptions,
     ) -> Result<DeriveOutcome, DatasetError> {
         if self.outcome.new_rows() == 0 {
-            // Nothing changes the parent; decisions that only confirmed it are folded into it.
-            self.outcome.decisions_marked =
-                mark_decisions(database, &self.decision_ids, &parent.id).await?;
+            // Nothing changes the parent: labels that only confirmed it are folded into it.
             return Ok(self.outcome);
         }
         let mut connection = database.pool().acquire().await?;
@@ -308,8 +299,6 @@ impl Derivation {
             },
         )
         .await?;
-        self.outcome.decisions_marked =
-            mark_decisions(database, &self.decision_ids, &version.id).await?;
         self.outcome.version = version;
         self.outcome.created = created;
         Ok(self.outcome)
@@ -335,56 +324,10 @@ fn source_description(outcome: &DeriveOutcome) -> String {
     source
 }
 
-/// Unused review decisions joined with their (not deleted) products; returns the latest decision
-/// per product, ordered by product id, and the ids of every decision considered.
-async fn reviewed_products(
-    database: &Database,
-) -> Result<(Vec<ReviewedProduct>, Vec<i64>), DatasetError> {
-    let rows = sqlx::query(
-        "SELECT d.id AS decision_id, d.product_id AS product_id, d.category_code AS code, \
-         p.designation AS designation, p.description AS description, p.image_hash AS image_hash \
-         FROM review_decisions d JOIN products p ON p.id = d.product_id \
-         WHERE d.used_in_dataset IS NULL AND p.deleted_at_ms IS NULL \
-         ORDER BY d.at_ms, d.id",
-    )
-    .fetch_all(database.pool())
-    .await?;
-    let mut latest: BTreeMap<i64, ReviewedProduct> = BTreeMap::new();
-    let mut ids = Vec::with_capacity(rows.len());
-    for row in rows {
-        let decision_id: i64 = row.try_get("decision_id")?;
-        let product_id: i64 = row.try_get("product_id")?;
-        let code: i64 = row.try_get("code")?;
-        let Ok(category) = u16::try_from(code)
-            .map_err(|_| ())
-            .and_then(|code| CategoryCode::from_u16(code).map_err(|_| ()))
-        else {
-            tracing::warn!(
-                decision = decision_id,
-                code,
-                "review decision with an unknown category code skipped"
-            );
-            continue;
-        };
-        ids.push(decision_id);
-        latest.insert(
-            product_id,
-            ReviewedProduct {
-                product_id,
-                category,
-                designation: row.try_get("designation")?,
-                description: row.try_get("description")?,
-                image_hash: row.try_get("image_hash")?,
-            },
-        );
-    }
-    Ok((latest.into_values().collect(), ids))
-}
-
 /// Image hashes of `products` that the images table already knows.
 async fn known_images(
     database: &Database,
-    products: &[ReviewedProduct],
+    products: &[ReviewedLabel],
 ) -> Result<HashSet<String>, DatasetError> {
     let hashes: Vec<String> = products
         .iter()
@@ -434,6 +377,19 @@ async fn register_image(
     let Some((width, height)) = dimensions else {
         return Ok(None);
     };
+    record_image(database, hash, width, height, bytes.len()).await?;
+    known.insert(hash.to_string());
+    Ok(Some(hash.to_string()))
+}
+
+/// Registers a stored photo in the `images` table (once per content hash).
+pub async fn record_image(
+    database: &Database,
+    hash: &str,
+    width: u32,
+    height: u32,
+    byte_length: usize,
+) -> Result<(), DatasetError> {
     sqlx::query(
         "INSERT INTO images (hash, width, height, byte_length, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (hash) DO NOTHING",
@@ -441,34 +397,9 @@ async fn register_image(
     .bind(hash.to_string())
     .bind(i64::from(width))
     .bind(i64::from(height))
-    .bind(bytes.len() as i64)
+    .bind(byte_length as i64)
     .bind(now_ms())
     .execute(database.pool())
     .await?;
-    known.insert(hash.to_string());
-    Ok(Some(hash.to_string()))
-}
-
-async fn mark_decisions(
-    database: &Database,
-    ids: &[i64],
-    version: &DatasetVersionId,
-) -> Result<usize, DatasetError> {
-    let mut marked = 0;
-    for batch in ids.chunks(64) {
-        let sql = format!(
-            "UPDATE review_decisions SET used_in_dataset = $1 \
-             WHERE used_in_dataset IS NULL AND id IN ({})",
-            (2..batch.len() + 2)
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut query = sqlx::query(&sql).bind(version.as_str().to_string());
-        for id in batch {
-            query = query.bind(*id);
-        }
-        marked += query.execute(database.pool()).await?.rows_affected() as usize;
-    }
-    Ok(marked)
+    Ok(())
 }

@@ -12,7 +12,7 @@ mod version;
 
 use prodcat_domain::ErrorKind;
 
-pub use derive::{derive_version, DeriveOptions, DeriveOutcome};
+pub use derive::{derive_version, record_image, DeriveOptions, DeriveOutcome, ReviewedLabel};
 pub use import::{
     import_dataset, ImportOptions, ImportOutcome, ImportProgress, ImportReport, ProblemKind,
     RowProblem,

@@ -6,7 +6,7 @@ use std::path::Path;
 use prodcat_dataset::generate::{generate_catalogue, GenerateOptions};
 use prodcat_dataset::{
     derive_version, import_dataset, load_rows, DatasetRow, DeriveOptions, DeriveOutcome,
-    ImportOptions, ImportSource,
+    ImportOptions, ImportSource, ReviewedLabel,
 };
 use prodcat_domain::{CategoryCode, DatasetVersionId};
 use prodcat_storage::{testing, Database, ObjectStorage};
@@ -28,50 +28,37 @@ async fn import(database: &Database, objects: &ObjectStorage, folder: &Path, see
         .unwrap();
 }
 
-/// Stores `row`'s product (with a new title when `retitle`) and a review decision labelling it
-/// `category`.
-async fn review(database: &Database, row: &DatasetRow, category: CategoryCode, retitle: bool) {
+/// A reviewer's label for `row`'s product (with a new title when `retitle`).
+fn review(row: &DatasetRow, category: CategoryCode, retitle: bool) -> ReviewedLabel {
     let designation = if retitle {
         format!("{} (revu)", row.designation)
     } else {
         row.designation.clone()
     };
-    sqlx::query(
-        "INSERT INTO products (id, designation, description, image_hash, status, \
-         category_code, created_at_ms, updated_at_ms, created_by) \
-         VALUES ($1, $2, $3, $4, 'reviewed', $5, 1, 1, 'test') \
-         ON CONFLICT (id) DO UPDATE SET designation = excluded.designation",
-    )
-    .bind(row.product_id)
-    .bind(designation)
-    .bind(row.description.clone())
-    .bind(row.image_hash.clone())
-    .bind(i64::from(category.value()))
-    .execute(database.pool())
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO review_decisions (product_id, decision, category_code, reviewer, at_ms) \
-         VALUES ($1, 'corrected', $2, 'reviewer', 2)",
-    )
-    .bind(row.product_id)
-    .bind(i64::from(category.value()))
-    .execute(database.pool())
-    .await
-    .unwrap();
+    ReviewedLabel {
+        product_id: row.product_id,
+        category,
+        designation,
+        description: row.description.clone(),
+        image_hash: row.image_hash.clone(),
+    }
 }
 
-/// Derives from `parent` with the default options.
+/// Derives from `parent` with the default options and these reviewers' labels.
 async fn derive(
     database: &Database,
     objects: &ObjectStorage,
     parent: &DatasetVersionId,
+    reviewed: Vec<ReviewedLabel>,
 ) -> DeriveOutcome {
     derive_version(
         database,
         objects,
         parent.as_str(),
-        &DeriveOptions::default(),
+        &DeriveOptions {
+            reviewed,
+            ..DeriveOptions::default()
+        },
     )
     .await
     .unwrap()
@@ -93,7 +80,7 @@ async fn derives_from_reviews_and_later_imports() {
         let parent_rows = load_rows(database, &parent.id, None).await.unwrap();
 
         // Nothing arrived yet: the parent comes back unchanged.
-        let unchanged = derive(database, &objects, &parent.id).await;
+        let unchanged = derive(database, &objects, &parent.id, Vec::new()).await;
         assert!(!unchanged.created, "{name}");
         assert_eq!(unchanged.version.id, parent.id, "{name}");
         assert_eq!(unchanged.new_rows(), 0, "{name}");
@@ -106,20 +93,21 @@ async fn derives_from_reviews_and_later_imports() {
             .iter()
             .find(|row| row.category != Some(other))
             .unwrap();
-        review(database, relabel, other, false).await;
         let confirmed = &parent_rows[1];
-        review(database, confirmed, confirmed.category.unwrap(), false).await;
         let retitled = &parent_rows[2];
-        review(database, retitled, retitled.category.unwrap(), true).await;
+        let labels = vec![
+            review(relabel, other, false),
+            review(confirmed, confirmed.category.unwrap(), false),
+            review(retitled, retitled.category.unwrap(), true),
+        ];
 
-        let derived = derive(database, &objects, &parent.id).await;
+        let derived = derive(database, &objects, &parent.id, labels.clone()).await;
         assert!(derived.created, "{name}");
         assert_eq!(derived.parent, parent.id, "{name}");
         assert_eq!(derived.reviewed_unchanged, 1, "{name}");
         assert_eq!(derived.reviewed_relabelled, 2, "{name}");
         assert_eq!(derived.imported_versions.len(), 1, "{name}");
         assert!(derived.imported_rows > 0, "{name}");
-        assert_eq!(derived.decisions_marked, 3, "{name}");
         let rows = load_rows(database, &derived.version.id, None)
             .await
             .unwrap();
@@ -142,12 +130,14 @@ async fn derives_from_reviews_and_later_imports() {
             "{name}: the later import adds rows"
         );
 
-        // The decisions are used: deriving again finds nothing new from reviews, and the same
-        // imported rows give the same version.
-        let again = derive(database, &objects, &parent.id).await;
-        assert_eq!(again.decisions_marked, 0, "{name}");
-        assert_eq!(again.reviewed_relabelled, 0, "{name}");
-        assert_eq!(again.imported_rows, derived.imported_rows, "{name}");
+        // The same labels and imports give the same version; without the labels (once the
+        // catalogue marked them used) only the imported rows remain.
+        let again = derive(database, &objects, &parent.id, labels).await;
+        assert_eq!(again.version.id, derived.version.id, "{name}");
+        assert!(!again.created, "{name}");
+        let without = derive(database, &objects, &parent.id, Vec::new()).await;
+        assert_eq!(without.reviewed_relabelled, 0, "{name}");
+        assert_eq!(without.imported_rows, derived.imported_rows, "{name}");
         println!(
             "{name} derived {} {}",
             derived.version.id,

@@ -229,11 +229,8 @@ async fn snapshot(platform: &Platform, run_id: &str) -> Result<SnapshotOutput, P
     .fetch_optional(platform.database.pool())
     .await?;
     if let Some(dataset) = earlier {
-        let marked: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM review_decisions WHERE used_in_dataset = $1")
-                .bind(dataset.clone())
-                .fetch_one(platform.database.pool())
-                .await?;
+        let marked =
+            prodcat_catalogue::products::reviews_used_by(&platform.database, &dataset).await?;
         let diff = prodcat_dataset::diff_versions(&platform.database, &parent, &dataset).await?;
         let new_rows = (diff.added + diff.relabelled + diff.content_changed) as usize;
         return Ok(SnapshotOutput {
@@ -248,14 +245,25 @@ async fn snapshot(platform: &Platform, run_id: &str) -> Result<SnapshotOutput, P
             decisions_marked: marked as usize,
         });
     }
+    // The catalogue owns the review decisions: it gives the labels, and marks them used by the
+    // version once that exists (the parent itself when they only confirmed it).
+    let (reviewed, decision_ids) =
+        prodcat_catalogue::products::unused_review_labels(&platform.database).await?;
     let outcome = derive_version(
         &platform.database,
         &platform.objects,
         &parent,
         &DeriveOptions {
             note,
+            reviewed,
             ..DeriveOptions::default()
         },
+    )
+    .await?;
+    let decisions_marked = prodcat_catalogue::products::mark_reviews_used(
+        &platform.database,
+        &decision_ids,
+        outcome.version.id.as_str(),
     )
     .await?;
     Ok(SnapshotOutput {
@@ -267,7 +275,7 @@ async fn snapshot(platform: &Platform, run_id: &str) -> Result<SnapshotOutput, P
         reviewed_added: outcome.reviewed_added,
         reviewed_relabelled: outcome.reviewed_relabelled,
         imported_rows: outcome.imported_rows,
-        decisions_marked: outcome.decisions_marked,
+        decisions_marked,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod platform;
 pub mod predictor;
 pub mod rollout;
 pub mod settings;
+mod signal;
 
 pub use model_service::{LoadFailure, ModelService, RefreshOutcome, ServedModel};
 pub use platform::Platform;
@@ -22,6 +23,7 @@ pub use predictor::{
     available_cores, LogMode, PredictError, Predicted, Predictor, ProductToClassify, Requester,
 };
 pub use settings::{ServerSettings, Settings, SettingsLayer, WorkerSettings};
+pub use signal::shutdown_signal;
 
 use prodcat_domain::ErrorKind;
 

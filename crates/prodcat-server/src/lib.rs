@@ -32,8 +32,9 @@ mod worker_endpoints;
 pub use auth::{Caller, TokenClaims, TokenSigner};
 pub use keys::{load_or_create_secret, SigningKey, SigningKeys};
 pub use openapi::openapi_document;
+pub use prodcat_platform::shutdown_signal;
 pub use prodcat_platform::ServerSettings;
-pub use server::{router, serve_until_signal, shutdown_signal, start, RunningServer};
+pub use server::{router, serve_until_signal, start, RunningServer};
 pub use state::AppState;
 pub use worker_endpoints::{WorkerEndpoints, WorkerHealth};
 

@@ -29,6 +29,7 @@ use crate::search_service::SearchService;
 use crate::state::{AppState, StateInner};
 use crate::swagger::SwaggerAssets;
 use crate::{metrics_export, ServerError};
+use prodcat_platform::shutdown_signal;
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
     ApiError::internal(&"a request handler panicked").into_response()
@@ -421,34 +422,6 @@ pub async fn start(
         shutdown,
         task,
     })
-}
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%error, "listening for Ctrl-C failed");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "listening for SIGTERM failed");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
-    }
 }
 
 /// Starts the server, calls `on_ready` with its address, and serves until SIGTERM or SIGINT;

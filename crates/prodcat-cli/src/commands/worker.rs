@@ -59,7 +59,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     };
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        crate::signal::shutdown_signal().await;
+        prodcat_platform::shutdown_signal().await;
         eprintln!("stopping after the batch in hand");
         signal.cancel();
     });
