@@ -9,27 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{base64_of, free_address, get_json, wait_for, Cluster};
+use common::{base64_of, free_address, get_json, sign_in, wait_for, Cluster};
 use prodcat_storage::testing;
 use serde_json::{json, Value};
 
-const PASSWORD: &str = "a long enough password";
-
-async fn sign_in(client: &reqwest::Client, api: &str) -> String {
-    let response = client
-        .post(format!("http://{api}/v1/auth/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", "admin"),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_string()
-}
+use common::PASSWORD;
 
 fn run(cluster: &Cluster, name: &str, arguments: &[&str]) -> std::process::Output {
     let (mut command, _) = cluster.command(name, arguments);
@@ -138,7 +122,7 @@ async fn backup_under_load_then_restore(original: Cluster, restored: Cluster, ba
     let mut server = original.spawn("api", &["serve"], &[("PRODCAT_LISTEN", api.as_str())]);
     let client = reqwest::Client::new();
     wait_for(&client, &format!("http://{api}/readyz"), &mut server).await;
-    let token = sign_in(&client, &api).await;
+    let token = sign_in(&client, &api, "admin", PASSWORD).await;
 
     // Writes go on during the backup.
     let stop = Arc::new(AtomicBool::new(false));
@@ -217,7 +201,7 @@ async fn backup_under_load_then_restore(original: Cluster, restored: Cluster, ba
     wait_for(&client, &format!("http://{second_api}/readyz"), &mut second).await;
     let (_, ready) = get_json(&client, &second_api, "/readyz", "").await;
     assert_eq!(ready["modelVersion"], champion.as_str(), "{ready}");
-    let second_token = sign_in(&client, &second_api).await;
+    let second_token = sign_in(&client, &second_api, "admin", PASSWORD).await;
     let restored_catalogue = catalogue(&client, &second_api, &second_token).await;
     assert_eq!(restored_catalogue.len() as u64, products_in_backup);
     let original_catalogue = catalogue(&client, &api, &token).await;

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{base64_of, free_address, get_json, wait_for, Cluster, Process};
+use common::{base64_of, free_address, get_json, sign_in, wait_for, Cluster, Process};
 use prodcat_storage::testing;
 use serde_json::{json, Value};
 
@@ -169,19 +169,7 @@ async fn two_replicas_and_two_workers_share_only_postgres_and_object_storage() {
     }
 
     // A token signed by one replica works on the other.
-    let response = client
-        .post(format!("http://{}/v1/auth/token", apis[0]))
-        .form(&[
-            ("grant_type", "password"),
-            ("username", "admin"),
-            ("password", password),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let token: Value = response.json().await.unwrap();
-    let token = token["access_token"].as_str().unwrap().to_string();
+    let token = sign_in(&client, &apis[0], "admin", password).await;
     let (status, _) = get_json(&client, &apis[1], "/v1/models", &token).await;
     assert_eq!(status, 200, "the other replica accepts the token");
 

@@ -69,6 +69,26 @@ impl Cluster {
     }
 }
 
+/// The password the tests give the users they add.
+pub const PASSWORD: &str = "a long enough password";
+
+/// A token for `name` from the API at `api` (password grant).
+pub async fn sign_in(client: &reqwest::Client, api: &str, name: &str, password: &str) -> String {
+    let response = client
+        .post(format!("http://{api}/v1/auth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", name),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_string()
+}
+
 pub fn free_address() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
