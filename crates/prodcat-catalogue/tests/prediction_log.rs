@@ -20,7 +20,7 @@ fn row(index: usize) -> PredictionLogRow {
         client: Some("tester".to_string()),
         product_id: None,
         text: format!("piscine tubulaire {index}"),
-        description_empty: index % 2 == 0,
+        description_empty: index.is_multiple_of(2),
         image_width: None,
         image_height: None,
         image_brightness: None,

@@ -124,7 +124,7 @@ pub async fn dump_database(
             let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
                 .fetch_one(&mut *connection)
                 .await?;
-            let answers = answer(&mut *connection, checks).await;
+            let answers = answer(&mut connection, checks).await;
             let dumped = match &answers {
                 Ok(_) => {
                     let (url, password) = without_password(url)?;
@@ -264,32 +264,13 @@ fn without_password(url: &str) -> Result<(String, Option<String>), StorageError>
         url: crate::database::redact_password(url),
         reason: error.to_string(),
     })?;
-    let password = parsed.password().map(|password| percent_decode(password));
+    let password = parsed.password().map(|password| {
+        percent_encoding::percent_decode_str(password)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
     let _ = parsed.set_password(None);
     Ok((parsed.to_string(), password))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let hex = (bytes[index] == b'%')
-            .then(|| text.get(index + 1..index + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match hex {
-            Some(byte) => {
-                out.push(byte);
-                index += 3;
-            }
-            None => {
-                out.push(bytes[index]);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Runs a PostgreSQL client tool; a missing tool or a failure is an error with its message.

@@ -92,10 +92,10 @@ async fn simulation_platform(
                 data_dir.display()
             );
         }
-        std::fs::remove_dir_all(&data_dir)
+        std::fs::remove_dir_all(data_dir)
             .with_context(|| format!("cannot clear {}", data_dir.display()))?;
     }
-    std::fs::create_dir_all(&data_dir)
+    std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     std::fs::write(
         data_dir.join(MARKER),

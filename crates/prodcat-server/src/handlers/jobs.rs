@@ -61,7 +61,7 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
 /// Where an upload's bytes come from: the body, or the "file" part of a multipart form.
 enum UploadSource<'a> {
     Body(axum::body::BodyDataStream),
-    Field(axum::extract::multipart::Field<'a>),
+    Field(Box<axum::extract::multipart::Field<'a>>),
 }
 
 impl UploadSource<'_> {
@@ -320,7 +320,7 @@ pub async fn create_job(
                 &caller,
                 idempotency_key.as_deref(),
                 format,
-                UploadSource::Field(field),
+                UploadSource::Field(Box::new(field)),
             )
             .await?;
         }

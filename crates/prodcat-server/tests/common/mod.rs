@@ -36,16 +36,18 @@ pub fn test_keys() -> SigningKeys {
 }
 
 pub fn settings() -> ServerSettings {
-    let mut settings = ServerSettings::default();
-    settings.listen = "127.0.0.1:0".parse().unwrap();
-    settings.model_poll_interval = Duration::from_millis(200);
-    settings.pending_poll_interval = Duration::from_millis(200);
-    settings.rate_limit_per_second = 100_000.0;
-    settings.rate_limit_burst = 100_000.0;
-    settings.revocation_check = Duration::from_millis(200);
-    settings.swagger_ui_dir =
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/swagger-ui-dist"));
-    settings
+    ServerSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        model_poll_interval: Duration::from_millis(200),
+        pending_poll_interval: Duration::from_millis(200),
+        rate_limit_per_second: 100_000.0,
+        rate_limit_burst: 100_000.0,
+        revocation_check: Duration::from_millis(200),
+        swagger_ui_dir: Some(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/swagger-ui-dist"),
+        ),
+        ..ServerSettings::default()
+    }
 }
 
 pub fn model_dir() -> PathBuf {
