@@ -52,6 +52,8 @@ pub enum CatalogueError {
         expected: i64,
         current: i64,
     },
+    #[error("the review of product {id} can not be taken back: {reason}")]
+    CannotUndoReview { id: i64, reason: String },
     #[error("{0}")]
     Invalid(String),
     #[error("user {0:?} does not exist")]
@@ -84,6 +86,7 @@ impl CatalogueError {
             CatalogueError::ProductExists(_)
             | CatalogueError::NotClassifiedYet(_)
             | CatalogueError::RevisionMismatch { .. }
+            | CatalogueError::CannotUndoReview { .. }
             | CatalogueError::UserExists(_) => ErrorKind::Conflict,
             CatalogueError::Invalid(_) => ErrorKind::Input,
             CatalogueError::PasswordHash(_) | CatalogueError::Corrupt { .. } => ErrorKind::Internal,

@@ -282,7 +282,7 @@ pub async fn write_prediction_log(
     database: &Database,
     rows: &[PredictionLogRow],
 ) -> Result<(), CatalogueError> {
-    let mut transaction = database.pool().begin().await?;
+    let mut transaction = database.begin_write().await?;
     insert_prediction_log(&mut transaction, rows).await?;
     transaction.commit().await?;
     Ok(())

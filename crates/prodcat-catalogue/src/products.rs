@@ -503,7 +503,7 @@ pub async fn record_review(
         ReviewDecision::Correct(category) => ("correct", category),
     };
     let now = now_ms();
-    let mut transaction = database.pool().begin().await?;
+    let mut transaction = database.begin_write().await?;
     let updated = sqlx::query(
         "UPDATE products SET status = 'reviewed', category_code = $1, updated_at_ms = $2, \
          revision = revision + 1 \
@@ -534,6 +534,67 @@ pub async fn record_review(
     )
     .bind(i64::from(category.value()))
     .bind(now)
+    .bind(id)
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    get_product(database, id).await
+}
+
+/// Takes back `reviewer`'s decision on a product (a reviewer's undo): allowed while it is the
+/// product's only decision and no dataset version has used it as a label. The decision row is
+/// removed, the product returns to the review queue without a category, and its prediction-log
+/// rows lose the label, in one transaction.
+pub async fn undo_review(
+    database: &Database,
+    id: i64,
+    reviewer: &str,
+) -> Result<Product, CatalogueError> {
+    let refuse = |reason: &str| CatalogueError::CannotUndoReview {
+        id,
+        reason: reason.to_string(),
+    };
+    let mut transaction = database.begin_write().await?;
+    let rows = sqlx::query(
+        "SELECT id, reviewer, used_in_dataset FROM review_decisions WHERE product_id = $1 \
+         ORDER BY id DESC",
+    )
+    .bind(id)
+    .fetch_all(&mut *transaction)
+    .await?;
+    let Some(latest) = rows.first() else {
+        return Err(refuse("it has no review decision"));
+    };
+    if rows.len() > 1 {
+        return Err(refuse("it was reviewed more than once"));
+    }
+    let decision_id: i64 = latest.try_get("id")?;
+    let decided_by: String = latest.try_get("reviewer")?;
+    let used: Option<String> = latest.try_get("used_in_dataset")?;
+    if decided_by != reviewer {
+        return Err(refuse("another reviewer decided it"));
+    }
+    if used.is_some() {
+        return Err(refuse("a dataset version already uses its label"));
+    }
+    sqlx::query("DELETE FROM review_decisions WHERE id = $1")
+        .bind(decision_id)
+        .execute(&mut *transaction)
+        .await?;
+    let updated = sqlx::query(
+        "UPDATE products SET status = 'review', category_code = NULL, updated_at_ms = $1, \
+         revision = revision + 1 WHERE id = $2 AND deleted_at_ms IS NULL AND status = 'reviewed'",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(&mut *transaction)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(refuse("it is no longer a reviewed product"));
+    }
+    sqlx::query(
+        "UPDATE prediction_log SET label_code = NULL, labelled_at_ms = NULL WHERE product_id = $1",
+    )
     .bind(id)
     .execute(&mut *transaction)
     .await?;
@@ -603,7 +664,7 @@ pub async fn apply_pending_classification(
     classification: &Classification,
     log: &PredictionLogRow,
 ) -> Result<bool, CatalogueError> {
-    let mut transaction = database.pool().begin().await?;
+    let mut transaction = database.begin_write().await?;
     let applied = sqlx::query(
         "UPDATE products SET status = $1, predicted_code = $2, confidence = $3, \
          model_version = $4, category_code = $5, updated_at_ms = $6, classify_attempts = 0, \

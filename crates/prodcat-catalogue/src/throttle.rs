@@ -76,37 +76,27 @@ pub async fn record_failure(
     let now = now_ms();
     let mut longest = 0;
     for key in keys {
-        let mut transaction = database.pool().begin().await?;
-        let row = sqlx::query(
-            "SELECT failures, updated_at_ms FROM login_throttle WHERE throttle_key = $1",
-        )
-        .bind(key.clone())
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let failures = match row {
-            Some(row) => {
-                let failures: i64 = row.try_get("failures")?;
-                let updated: i64 = row.try_get("updated_at_ms")?;
-                if now - updated > policy.forget_after_ms {
-                    1
-                } else {
-                    failures + 1
-                }
-            }
-            None => 1,
-        };
-        let block = policy.block_ms(failures);
-        sqlx::query(
+        // One statement counts the failure (two replicas failing the same key at once both
+        // count: the row is locked, not read and then overwritten), then the block follows
+        // from the count, in the same transaction.
+        let mut transaction = database.begin_write().await?;
+        let failures: i64 = sqlx::query_scalar(
             "INSERT INTO login_throttle (throttle_key, failures, blocked_until_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (throttle_key) DO UPDATE SET \
-             failures = $2, blocked_until_ms = $3, updated_at_ms = $4",
+             VALUES ($1, 1, 0, $2) ON CONFLICT (throttle_key) DO UPDATE SET \
+             failures = CASE WHEN $2 - login_throttle.updated_at_ms > $3 THEN 1 \
+             ELSE login_throttle.failures + 1 END, updated_at_ms = $2 RETURNING failures",
         )
         .bind(key.clone())
-        .bind(failures)
-        .bind(now + block)
         .bind(now)
-        .execute(&mut *transaction)
+        .bind(policy.forget_after_ms)
+        .fetch_one(&mut *transaction)
         .await?;
+        let block = policy.block_ms(failures);
+        sqlx::query("UPDATE login_throttle SET blocked_until_ms = $1 WHERE throttle_key = $2")
+            .bind(now + block)
+            .bind(key.clone())
+            .execute(&mut *transaction)
+            .await?;
         transaction.commit().await?;
         longest = longest.max(block);
     }

@@ -754,7 +754,7 @@ impl Import<'_> {
             source_indices.push(row.index);
         }
         self.store_images(&new_images).await?;
-        let mut transaction = self.database.pool().begin().await?;
+        let mut transaction = self.database.begin_write().await?;
         insert_images(&mut transaction, &new_images).await?;
         insert_records(&mut transaction, &records).await?;
         transaction.commit().await?;

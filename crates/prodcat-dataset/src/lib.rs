@@ -20,8 +20,9 @@ pub use import::{
 pub use source::{ImportSource, SourceLayout};
 pub use split::{Split, SplitRatios};
 pub use version::{
-    create_version, diff_versions, list_versions, load_rows, resolve_version, show_version,
-    DatasetRow, DatasetVersion, NewVersionRow, VersionDetails, VersionDiff, VersionMetadata,
+    class_rows, create_version, diff_versions, list_versions, load_rows, resolve_version,
+    show_version, DatasetRow, DatasetVersion, NewVersionRow, VersionDetails, VersionDiff,
+    VersionMetadata,
 };
 
 /// Errors from dataset operations.

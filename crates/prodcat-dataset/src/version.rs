@@ -215,7 +215,7 @@ pub async fn create_version(
         return Ok((existing, false));
     }
 
-    let mut transaction = database.pool().begin().await?;
+    let mut transaction = database.begin_write().await?;
     sqlx::query(
         "INSERT INTO dataset_versions (id, content_hash, parent_id, created_at_ms, source, note, \
          row_count, labelled_count, image_count, missing_image_count, empty_description_count, \
@@ -337,18 +337,37 @@ pub async fn show_version(
     })
 }
 
+/// The columns of a version's rows, joined with their records.
+const ROW_SELECT: &str =
+    "SELECT m.position, m.product_id, m.source_index, m.split, m.record_hash, \
+     r.image_id, r.designation, r.description, r.category_code, r.image_hash \
+     FROM dataset_version_rows m JOIN dataset_records r ON r.record_hash = m.record_hash \
+     WHERE m.version_id = $1";
+
+fn row_from(row: &sqlx::any::AnyRow) -> Result<DatasetRow, DatasetError> {
+    let split: String = row.try_get("split")?;
+    let code: Option<i64> = row.try_get("category_code")?;
+    Ok(DatasetRow {
+        position: row.try_get("position")?,
+        product_id: row.try_get("product_id")?,
+        image_id: row.try_get("image_id")?,
+        source_index: row.try_get("source_index")?,
+        designation: row.try_get("designation")?,
+        description: row.try_get("description")?,
+        category: code.map(|c| CategoryCode::from_u16(c as u16)).transpose()?,
+        image_hash: row.try_get("image_hash")?,
+        split: Split::parse(&split).unwrap_or(Split::Train),
+        record_hash: row.try_get("record_hash")?,
+    })
+}
+
 /// Rows of a version in their stored order, optionally only one split.
 pub async fn load_rows(
     database: &Database,
     version: &DatasetVersionId,
     split: Option<Split>,
 ) -> Result<Vec<DatasetRow>, DatasetError> {
-    let mut sql = String::from(
-        "SELECT m.position, m.product_id, m.source_index, m.split, m.record_hash, r.image_id, \
-         r.designation, r.description, r.category_code, r.image_hash \
-         FROM dataset_version_rows m JOIN dataset_records r ON r.record_hash = m.record_hash \
-         WHERE m.version_id = $1",
-    );
+    let mut sql = String::from(ROW_SELECT);
     if split.is_some() {
         sql.push_str(" AND m.split = $2");
     }
@@ -358,24 +377,25 @@ pub async fn load_rows(
         query = query.bind(split.as_str().to_string());
     }
     let rows = query.fetch_all(database.pool()).await?;
-    rows.iter()
-        .map(|row| {
-            let split: String = row.try_get("split")?;
-            let code: Option<i64> = row.try_get("category_code")?;
-            Ok(DatasetRow {
-                position: row.try_get("position")?,
-                product_id: row.try_get("product_id")?,
-                image_id: row.try_get("image_id")?,
-                source_index: row.try_get("source_index")?,
-                designation: row.try_get("designation")?,
-                description: row.try_get("description")?,
-                category: code.map(|c| CategoryCode::from_u16(c as u16)).transpose()?,
-                image_hash: row.try_get("image_hash")?,
-                split: Split::parse(&split).unwrap_or(Split::Train),
-                record_hash: row.try_get("record_hash")?,
-            })
-        })
-        .collect()
+    rows.iter().map(row_from).collect()
+}
+
+/// Up to `limit` rows of a version labelled `category`, in their stored order (samples of a
+/// class to look at).
+pub async fn class_rows(
+    database: &Database,
+    version: &DatasetVersionId,
+    category: CategoryCode,
+    limit: usize,
+) -> Result<Vec<DatasetRow>, DatasetError> {
+    let sql = format!("{ROW_SELECT} AND r.category_code = $2 ORDER BY m.position LIMIT $3");
+    let rows = sqlx::query(&sql)
+        .bind(version.as_str().to_string())
+        .bind(i64::from(category.value()))
+        .bind(limit as i64)
+        .fetch_all(database.pool())
+        .await?;
+    rows.iter().map(row_from).collect()
 }
 
 /// Compares two versions row by row (by product id).

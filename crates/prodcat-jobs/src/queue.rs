@@ -6,7 +6,7 @@
 //! at the same attempt, before its expiry. Anything else (the lease expired, another worker took
 //! the item, the item was finished) leaves the row untouched and is reported as refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -508,7 +508,7 @@ impl JobUpload {
             return Ok(());
         }
         let now = now_ms();
-        let mut transaction = database.pool().begin().await?;
+        let mut transaction = database.begin_write().await?;
         let mut position = first;
         for chunk in encoded.chunks(ITEM_INSERT_ROWS) {
             let sql = format!(
@@ -838,7 +838,7 @@ pub async fn renew_leases(
     let now = now_ms();
     let expires = now + duration_ms(lease_duration);
     let mut renewed = 0;
-    let mut transaction = database.pool().begin().await?;
+    let mut transaction = database.begin_write().await?;
     for item in items.iter_mut() {
         let result = sqlx::query(
             "UPDATE job_items SET lease_expires_ms = $1 WHERE id = $2 AND status = 'leased' \
@@ -897,7 +897,7 @@ pub async fn reclaim_expired(
     policy: &RetryPolicy,
 ) -> Result<(usize, usize), JobError> {
     let now = now_ms();
-    let mut transaction = database.pool().begin().await?;
+    let mut transaction = database.begin_write().await?;
     let failed_rows = sqlx::query(
         "UPDATE job_items SET status = 'failed', lease_owner = NULL, lease_expires_ms = NULL, \
          finished_at_ms = $1, \
@@ -934,17 +934,58 @@ pub async fn reclaim_expired(
     Ok((returned, failed_rows.len()))
 }
 
-const LEASE_GUARD: &str = "id = $_ID AND status = 'leased' AND lease_owner = $_OWNER \
-    AND attempts = $_ATTEMPT AND lease_expires_ms >= $_NOW";
+/// Items finished by one statement: 7 parameters each, far below both backends' limits, few
+/// round trips per batch (each one costs a wake-up of the database and of the worker).
+const COMPLETION_CHUNK: usize = 64;
 
-fn guarded(sql_head: &str, first_guard_parameter: usize) -> String {
-    let n = first_guard_parameter;
-    let guard = LEASE_GUARD
-        .replace("$_ID", &format!("${n}"))
-        .replace("$_OWNER", &format!("${}", n + 1))
-        .replace("$_ATTEMPT", &format!("${}", n + 2))
-        .replace("$_NOW", &format!("${}", n + 3));
-    format!("{sql_head} WHERE {guard}")
+/// What one finished item becomes.
+struct ItemChange {
+    status: ItemStatus,
+    result: Option<String>,
+    error: Option<String>,
+    /// When it finished, or for a retry, when it may be tried again.
+    at_ms: i64,
+}
+
+/// One statement finishing `count` items, each guarded by its lease (the same id, owner and
+/// attempt, not yet expired now); it returns the ids it changed. Parameters, numbered in the
+/// order they appear: per item id, owner, attempt, new status, result, error, time, then now.
+/// A retry keeps its result and finish time and waits until its time; a done or failed item
+/// records its time as finished.
+fn completion_sql(count: usize) -> String {
+    let rows: Vec<String> = (0..count)
+        .map(|index| {
+            let n = 1 + index * 7;
+            format!(
+                "(CAST(${n} AS BIGINT), ${}, CAST(${} AS BIGINT), ${}, ${}, ${}, CAST(${} AS BIGINT))",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6
+            )
+        })
+        .collect();
+    format!(
+        "WITH changes (item_id, item_owner, item_attempt, new_status, new_result, new_error, at_ms) \
+         AS (VALUES {}) \
+         UPDATE job_items SET \
+           status = changes.new_status, \
+           result = CASE WHEN changes.new_status = 'done' THEN changes.new_result ELSE job_items.result END, \
+           error = changes.new_error, \
+           lease_owner = NULL, \
+           lease_expires_ms = NULL, \
+           finished_at_ms = CASE WHEN changes.new_status = 'pending' THEN job_items.finished_at_ms ELSE changes.at_ms END, \
+           next_attempt_ms = CASE WHEN changes.new_status = 'pending' THEN changes.at_ms ELSE job_items.next_attempt_ms END \
+         FROM changes \
+         WHERE job_items.id = changes.item_id AND job_items.status = 'leased' \
+           AND job_items.lease_owner = changes.item_owner AND job_items.attempts = changes.item_attempt \
+           AND job_items.lease_expires_ms >= ${} \
+         RETURNING job_items.id AS id",
+        rows.join(", "),
+        count * 7 + 1
+    )
 }
 
 /// Finishes leased items in one transaction, each guarded by its lease: results and prediction
@@ -959,61 +1000,71 @@ pub async fn complete_items(
     let mut report = CompletionReport::default();
     let mut per_job: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let mut log_rows: Vec<PredictionLogRow> = Vec::new();
-    let done_sql = guarded(
-        "UPDATE job_items SET status = 'done', result = $1, error = NULL, lease_owner = NULL, \
-         lease_expires_ms = NULL, finished_at_ms = $2",
-        3,
-    );
-    let failed_sql = guarded(
-        "UPDATE job_items SET status = 'failed', error = $1, lease_owner = NULL, \
-         lease_expires_ms = NULL, finished_at_ms = $2",
-        3,
-    );
-    let retry_sql = guarded(
-        "UPDATE job_items SET status = 'pending', error = $1, lease_owner = NULL, \
-         lease_expires_ms = NULL, next_attempt_ms = $2",
-        3,
-    );
-    let mut transaction = database.pool().begin().await?;
+    // What each item becomes; items whose lease is no longer held are refused by the guard.
+    let mut changes = Vec::with_capacity(outcomes.len());
     for (item, outcome) in outcomes {
-        let (sql, text, time, kind) = match outcome {
-            ItemOutcome::Done { result, .. } => (
-                &done_sql,
-                serde_json::to_string(result)?,
-                now,
-                ItemStatus::Done,
-            ),
+        let change = match outcome {
+            ItemOutcome::Done { result, .. } => ItemChange {
+                status: ItemStatus::Done,
+                result: Some(serde_json::to_string(result)?),
+                error: None,
+                at_ms: now,
+            },
             ItemOutcome::Failed { error, retryable } => {
                 if *retryable && item.attempt < policy.max_attempts {
-                    let next = now + duration_ms(policy.backoff(item.attempt));
-                    (&retry_sql, error.clone(), next, ItemStatus::Pending)
+                    ItemChange {
+                        status: ItemStatus::Pending,
+                        result: None,
+                        error: Some(error.clone()),
+                        at_ms: now + duration_ms(policy.backoff(item.attempt)),
+                    }
                 } else {
                     let error = if *retryable {
                         format!("{error} (gave up after {} attempts)", item.attempt)
                     } else {
                         error.clone()
                     };
-                    (&failed_sql, error, now, ItemStatus::Failed)
+                    ItemChange {
+                        status: ItemStatus::Failed,
+                        result: None,
+                        error: Some(error),
+                        at_ms: now,
+                    }
                 }
             }
         };
-        let applied = sqlx::query(sql)
-            .bind(text)
-            .bind(time)
-            .bind(item.id)
-            .bind(item.owner.clone())
-            .bind(item.attempt)
-            .bind(now)
-            .execute(&mut *transaction)
-            .await?
-            .rows_affected()
-            == 1;
-        if !applied {
+        changes.push(change);
+    }
+    let mut transaction = database.begin_write().await?;
+    let mut applied: HashSet<i64> = HashSet::with_capacity(outcomes.len());
+    for (chunk, chunk_changes) in outcomes
+        .chunks(COMPLETION_CHUNK)
+        .zip(changes.chunks(COMPLETION_CHUNK))
+    {
+        let sql = completion_sql(chunk.len());
+        let mut query = sqlx::query(&sql);
+        for ((item, _), change) in chunk.iter().zip(chunk_changes) {
+            query = query
+                .bind(item.id)
+                .bind(item.owner.clone())
+                .bind(item.attempt)
+                .bind(change.status.as_str())
+                .bind(change.result.clone())
+                .bind(change.error.clone())
+                .bind(change.at_ms);
+        }
+        query = query.bind(now);
+        for row in query.fetch_all(&mut *transaction).await? {
+            applied.insert(row.try_get("id")?);
+        }
+    }
+    for ((item, outcome), change) in outcomes.iter().zip(&changes) {
+        if !applied.contains(&item.id) {
             report.refused += 1;
             continue;
         }
         let counts = per_job.entry(item.job_id.as_str().to_string()).or_default();
-        match kind {
+        match change.status {
             ItemStatus::Done => {
                 report.done += 1;
                 counts.0 += 1;
@@ -1072,10 +1123,13 @@ mod tests {
     }
 
     #[test]
-    fn guard_placeholders_follow_the_head() {
-        let sql = guarded("UPDATE t SET a = $1, b = $2", 3);
-        assert!(sql.ends_with(
-            "WHERE id = $3 AND status = 'leased' AND lease_owner = $4 AND attempts = $5 AND lease_expires_ms >= $6"
+    fn completion_statement_numbers_seven_parameters_per_item() {
+        let sql = completion_sql(2);
+        assert!(sql.contains(
+            "(CAST($1 AS BIGINT), $2, CAST($3 AS BIGINT), $4, $5, $6, CAST($7 AS BIGINT)), \
+             (CAST($8 AS BIGINT), $9, CAST($10 AS BIGINT), $11, $12, $13, CAST($14 AS BIGINT))"
         ));
+        assert!(sql.contains("job_items.lease_expires_ms >= $15 "));
+        assert!(!sql.contains("$16"));
     }
 }

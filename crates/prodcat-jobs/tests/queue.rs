@@ -512,6 +512,9 @@ async fn a_killed_worker_loop_leaves_every_item_classified_exactly_once() {
         }
         doomed.abort();
         let _ = doomed.await;
+        // A statement the worker had already sent still runs to its end on the database side
+        // (as it would for a killed process), and a completion clears its leases: count the
+        // orphans only once the item states have stopped moving.
         let count_orphaned = || async {
             sqlx::query("SELECT COUNT(*) AS count FROM job_items WHERE lease_owner = 'doomed' AND status = 'leased'")
                 .fetch_one(database.pool())
@@ -520,6 +523,18 @@ async fn a_killed_worker_loop_leaves_every_item_classified_exactly_once() {
                 .try_get::<i64, _>("count")
                 .unwrap()
         };
+        let snapshot = || async {
+            let done = get_job(database, job.id.as_str()).await.unwrap().done_count;
+            (count_orphaned().await, done)
+        };
+        let mut last = snapshot().await;
+        let mut stable_reads = 0;
+        while stable_reads < 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = snapshot().await;
+            stable_reads = if now == last { stable_reads + 1 } else { 0 };
+            last = now;
+        }
         if count_orphaned().await == 0 {
             // The worker was stopped between two batches (it had just completed one): a process
             // killed at that moment leaves nothing behind, so make it die holding a batch, as a
@@ -529,13 +544,7 @@ async fn a_killed_worker_loop_leaves_every_item_classified_exactly_once() {
                 .unwrap();
             assert!(!taken.is_empty(), "{name}: items are left to lease");
         }
-        let orphaned: i64 =
-            sqlx::query("SELECT COUNT(*) AS count FROM job_items WHERE lease_owner = 'doomed'")
-                .fetch_one(database.pool())
-                .await
-                .unwrap()
-                .try_get("count")
-                .unwrap();
+        let orphaned = count_orphaned().await;
         assert!(orphaned > 0, "{name}: the killed worker should hold leases");
 
         let shutdown = CancellationToken::new();

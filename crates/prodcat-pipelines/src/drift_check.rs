@@ -8,15 +8,15 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use bytes::Bytes;
-use prodcat_domain::{normalize_text, sha256_hex, CategoryCode, ModelVersionId};
+use prodcat_domain::{escape_html, normalize_text, sha256_hex, CategoryCode, ModelVersionId};
 use prodcat_drift::features::{product_drift_options, product_row, product_schema, ImageStats};
 use prodcat_drift::{
     concept_drift, test_column, ColumnDrift, DriftReport, Profile, ProfileBuilder,
     DEFAULT_PROFILE_ROWS,
 };
 use prodcat_model::{
-    observation_for, reference_profile, ObservationBasis, ObservedProduct, ProductClassifier,
-    ReferenceRow, StoredProfile, PROFILE_COMPONENTS,
+    embedding_text, observation_for, reference_profile, stratified_sample, ObservationBasis,
+    ObservedProduct, ProductClassifier, ReferenceRow, StoredProfile, PROFILE_COMPONENTS,
 };
 use prodcat_storage::{now_ms, Database};
 use serde::{Deserialize, Serialize};
@@ -40,8 +40,9 @@ pub struct DriftCheckOptions {
     pub min_labelled: usize,
     /// Largest number of window rows profiled (evenly spaced over the window when there are more).
     pub max_rows: usize,
-    /// Largest number of window texts embedded for the embedding components (embedding is the
-    /// slowest part of a check; the components of other rows count as missing).
+    /// Largest number of window texts embedded for the embedding components, a sample
+    /// stratified by predicted category (embedding is the slowest part of a check; the
+    /// components of other rows count as missing). The reference side has the same bound.
     pub max_embedded_rows: usize,
 }
 
@@ -52,7 +53,7 @@ impl Default for DriftCheckOptions {
             concept_margin: 0.05,
             min_labelled: 30,
             max_rows: DEFAULT_PROFILE_ROWS,
-            max_embedded_rows: 400,
+            max_embedded_rows: prodcat_model::MAX_EMBEDDED_TEXTS,
         }
     }
 }
@@ -186,8 +187,12 @@ async fn current_profile(
 ) -> Result<Profile, PipelineError> {
     let mut embeddings: HashMap<usize, Vec<f32>> = HashMap::new();
     if stored.pca.is_some() && options.max_embedded_rows > 0 {
-        let chosen = spread(rows.len(), options.max_embedded_rows);
-        let texts: Vec<String> = chosen.iter().map(|&i| rows[i].text.clone()).collect();
+        let strata: Vec<Option<u16>> = rows.iter().map(|row| row.predicted).collect();
+        let chosen = stratified_sample(&strata, options.max_embedded_rows);
+        let texts: Vec<String> = chosen
+            .iter()
+            .map(|&i| embedding_text(&rows[i].text).to_string())
+            .collect();
         if let Some(vectors) = embed_some(platform, texts).await? {
             embeddings.extend(chosen.into_iter().zip(vectors));
         }
@@ -365,7 +370,7 @@ fn context_note(check: &DriftCheck) -> String {
     let mut note = format!(
         "<p class=\"context\">Model <code>{}</code>; current data: {} ({} predictions, {} reviewed); report <code>{}</code>.",
         check.model_version,
-        escape(&check.window_text()),
+        escape_html(&check.window_text()),
         check.window_rows,
         check.labelled_rows,
         check.id
@@ -374,19 +379,12 @@ fn context_note(check: &DriftCheck) -> String {
         let skipped: Vec<String> = check
             .skipped_columns
             .iter()
-            .map(|s| format!("{} ({})", escape(&s.name), escape(&s.reason)))
+            .map(|s| format!("{} ({})", escape_html(&s.name), escape_html(&s.reason)))
             .collect();
         note.push_str(&format!(" Not tested: {}.", skipped.join("; ")));
     }
     note.push_str("</p>\n");
     note
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// Writes the JSON and HTML to the object store and the summary row to SQL.

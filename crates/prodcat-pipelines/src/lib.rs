@@ -49,7 +49,7 @@ pub use scheduler::{
 pub use simulate::{
     run_simulation, SimulationOptions, SimulationProgress, SimulationReport, WeekResult,
 };
-pub use training_run::{run_training, TrainingRequest, TrainingRunResult};
+pub use training_run::{cross_validate_training, run_training, TrainingRequest, TrainingRunResult};
 pub use weekly_check::{
     Decision, DriftStepOutput, RetrainStepOutput, WeeklyCheckOutput, WeeklyCheckParameters,
 };

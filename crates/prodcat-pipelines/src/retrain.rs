@@ -181,6 +181,14 @@ pub fn training_options_from_manifest(
     if let Some(head) = parameters.get("imageHead") {
         options.head = head_options(head);
     }
+    // The challenger sees photos through the champion's backbone.
+    if let Some(choice) = manifest
+        .image_backbone
+        .as_deref()
+        .and_then(prodcat_vision::BackboneChoice::from_identifier)
+    {
+        options.image_backbone = choice;
+    }
     Ok(options)
 }
 
@@ -521,4 +529,42 @@ pub async fn run_retrain(
     output.notification = Some(delivery);
     output.metrics = metrics(&output);
     Ok(serde_json::to_value(&output)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prodcat_vision::{BackboneChoice, BackboneKind};
+
+    fn manifest(image_backbone: Option<&str>) -> BundleManifest {
+        BundleManifest {
+            format_version: 2,
+            model_version: "mv-test".to_string(),
+            label_set: vec![10, 40],
+            dataset_version: "ds-test".to_string(),
+            code_version: "test".to_string(),
+            branches: vec!["text".to_string(), "image".to_string()],
+            parameters: std::collections::BTreeMap::new(),
+            metrics: std::collections::BTreeMap::new(),
+            image_backbone: image_backbone.map(str::to_string),
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_challenger_sees_photos_through_the_champions_backbone() {
+        let options =
+            training_options_from_manifest(&manifest(Some("efficientnet-lite1-flip-4c409c45acee")))
+                .unwrap();
+        assert_eq!(
+            options.image_backbone,
+            BackboneChoice::new(BackboneKind::EfficientNetLite1, true)
+        );
+        let options =
+            training_options_from_manifest(&manifest(Some("mobilenet-v2-a9ecad95f7d4"))).unwrap();
+        assert_eq!(options.image_backbone, BackboneChoice::default());
+        // A text-only champion: the default backbone.
+        let options = training_options_from_manifest(&manifest(None)).unwrap();
+        assert_eq!(options.image_backbone, BackboneChoice::default());
+    }
 }

@@ -56,6 +56,38 @@ fn flatten_parameters(prefix: &str, value: &serde_json::Value, out: &mut BTreeMa
     }
 }
 
+/// Cross-validates the training of `request` on its dataset version with `folds` folds (the
+/// training command's own phases on every fold; nothing is registered or written).
+pub async fn cross_validate_training(
+    platform: &Platform,
+    request: &TrainingRequest,
+    folds: usize,
+    progress: &dyn TrainingProgress,
+) -> Result<prodcat_model::CrossValidation, PipelineError> {
+    let dataset = prodcat_dataset::resolve_version(&platform.database, &request.dataset).await?;
+    let wants_image = !matches!(
+        request.options.branches,
+        prodcat_model::BranchSelection::Text
+    );
+    let backbone = if wants_image {
+        platform.backbone_for(request.options.image_backbone)?
+    } else {
+        None
+    };
+    Ok(Trainer::new(
+        TrainingResources {
+            database: &platform.database,
+            objects: &platform.objects,
+            backbone: backbone.as_ref(),
+            embedder: None,
+        },
+        &request.options,
+    )
+    .with_progress(progress)
+    .cross_validate(&dataset.id, folds)
+    .await?)
+}
+
 /// Trains and records. A failure marks the run failed with the error, then returns it.
 pub async fn run_training(
     platform: &Platform,
@@ -96,7 +128,7 @@ async fn train_and_record(
     let started = Instant::now();
     let wants_image = !matches!(options.branches, prodcat_model::BranchSelection::Text);
     let backbone = if wants_image {
-        platform.backbone()?
+        platform.backbone_for(options.image_backbone)?
     } else {
         None
     };

@@ -91,10 +91,7 @@ pub fn parse_time_ms(text: &str, now_ms: i64) -> Result<i64, PipelineError> {
 
 /// A time for people, in UTC (`2026-11-01 03:00`).
 pub fn format_ms(ms: i64) -> String {
-    match Utc.timestamp_millis_opt(ms).single() {
-        Some(time) => time.format("%Y-%m-%d %H:%M").to_string(),
-        None => format!("{ms} ms"),
-    }
+    prodcat_domain::format_utc_minutes(ms)
 }
 
 #[cfg(test)]

@@ -354,7 +354,7 @@ pub async fn register_version(
             reason: error.to_string(),
         }
     })?;
-    let mut transaction = database.pool().begin().await?;
+    let mut transaction = database.begin_write().await?;
     sqlx::query(
         "INSERT INTO model_versions (id, run_id, created_at_ms, dataset_version, manifest, \
          object_prefix, summary_metrics, status, created_by, note) \
@@ -669,8 +669,14 @@ pub(crate) async fn move_alias(
     database: &Database,
     spec: MoveSpec<'_>,
 ) -> Result<AliasEvent, RegistryError> {
-    let mut transaction = database.pool().begin().await?;
-    lock_aliases(&mut transaction, database.backend()).await?;
+    // Alias moves are serialised before anything is read: SQLite's single write lock is held
+    // from the start (`begin_write`); PostgreSQL takes a table lock.
+    let mut transaction = database.begin_write().await?;
+    if database.backend() == Backend::Postgres {
+        sqlx::query("LOCK TABLE model_aliases IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *transaction)
+            .await?;
+    }
     let current: Option<String> =
         sqlx::query_scalar("SELECT version_id FROM model_aliases WHERE alias = $1")
             .bind(spec.alias.to_string())
@@ -720,20 +726,6 @@ pub(crate) async fn move_alias(
         "alias moved"
     );
     Ok(event)
-}
-
-/// Serialises alias moves before anything is read: PostgreSQL takes a table lock, SQLite its
-/// single write lock through a write statement.
-async fn lock_aliases(
-    connection: &mut sqlx::AnyConnection,
-    backend: Backend,
-) -> Result<(), RegistryError> {
-    let statement = match backend {
-        Backend::Postgres => "LOCK TABLE model_aliases IN SHARE ROW EXCLUSIVE MODE",
-        Backend::Sqlite => "UPDATE model_aliases SET updated_at_ms = updated_at_ms WHERE 1 = 0",
-    };
-    sqlx::query(statement).execute(connection).await?;
-    Ok(())
 }
 
 /// The version a rollback of `alias` returns to, from its stored history.
@@ -811,6 +803,12 @@ async fn write_alias(
         }
         None => {
             sqlx::query("DELETE FROM model_aliases WHERE alias = $1")
+                .bind(spec.alias.to_string())
+                .execute(&mut *connection)
+                .await?;
+            // A rollout lives on its alias: removing the alias ends the rollout in the same
+            // transaction, so no reader sees one without the other.
+            sqlx::query("DELETE FROM rollouts WHERE alias = $1")
                 .bind(spec.alias.to_string())
                 .execute(connection)
                 .await?;

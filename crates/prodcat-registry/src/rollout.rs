@@ -16,8 +16,10 @@ use prodcat_storage::{now_ms, Database};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use crate::registry::{alias_target, remove_alias, resolve, set_alias, AliasEvent, AliasMove};
-use crate::RegistryError;
+use crate::registry::{
+    alias_target, move_alias, resolve, set_alias, AliasEvent, AliasMove, MoveSpec, Target,
+};
+use crate::{validate, RegistryError};
 
 /// The alias of the shadow version.
 pub const SHADOW: &str = "shadow";
@@ -224,29 +226,36 @@ pub async fn stop_rollout(
     reason: &str,
     figures: Option<serde_json::Value>,
 ) -> Result<Option<AliasEvent>, RegistryError> {
+    validate::actor(actor)?;
     let alias = kind.alias();
-    sqlx::query("DELETE FROM rollouts WHERE alias = $1")
-        .bind(alias)
-        .execute(database.pool())
-        .await?;
-    if alias_target(database, alias).await?.is_none() {
-        return Ok(None);
-    }
-    let event = match remove_alias(database, alias, actor, reason).await {
-        Ok(event) => event,
-        Err(RegistryError::UnknownAlias(_)) | Err(RegistryError::AliasMovedMeanwhile { .. }) => {
-            return Ok(None)
+    // One transaction removes the alias, ends its rollout and records the move with its
+    // figures: a reader that sees the rollout gone also sees why.
+    let moved = move_alias(
+        database,
+        MoveSpec {
+            alias,
+            target: Target::Remove,
+            actor,
+            reason,
+            forced: false,
+            decision: figures.as_ref(),
+            expected_current: None,
+        },
+    )
+    .await;
+    match moved {
+        Ok(event) => Ok(Some(event)),
+        Err(RegistryError::UnknownAlias(_)) => {
+            // The alias is already gone (another replica ended the rollout first); clear a
+            // settings row left without its alias.
+            sqlx::query("DELETE FROM rollouts WHERE alias = $1")
+                .bind(alias)
+                .execute(database.pool())
+                .await?;
+            Ok(None)
         }
-        Err(error) => return Err(error),
-    };
-    if let Some(figures) = figures {
-        sqlx::query("UPDATE alias_history SET decision = $1 WHERE id = $2")
-            .bind(figures.to_string())
-            .bind(event.id)
-            .execute(database.pool())
-            .await?;
+        Err(error) => Err(error),
     }
-    Ok(Some(event))
 }
 
 /// Ends the rollouts of `version` (it became the champion): the canary or shadow served its

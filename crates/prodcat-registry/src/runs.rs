@@ -407,8 +407,9 @@ where
         .map(|(key, value)| (key.into(), value.into()))
         .collect();
     check_parameters(&new)?;
-    let mut transaction = database.pool().begin().await?;
-    // A write first: it takes the write lock (SQLite) or the row lock (PostgreSQL) before the read.
+    let mut transaction = database.begin_write().await?;
+    // A write first: on PostgreSQL it takes the run's row lock before the read (SQLite's write
+    // lock is held from the start); it also tells an unknown run.
     let touched = sqlx::query("UPDATE runs SET status = status WHERE id = $1")
         .bind(run.as_str().to_string())
         .execute(&mut *transaction)
@@ -500,7 +501,7 @@ where
     }
     let timestamp = now_ms();
     let values: Vec<((String, i64), f64)> = values.into_iter().collect();
-    let mut transaction = database.pool().begin().await?;
+    let mut transaction = database.begin_write().await?;
     for batch in values.chunks(200) {
         let sql = format!(
             "INSERT INTO run_metrics (run_id, key, step, value, timestamp_ms) VALUES {} \

@@ -175,6 +175,19 @@ impl Database {
         self.backend
     }
 
+    /// Starts a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`, waiting for it up to the busy timeout): a plain `BEGIN` reads from a
+    /// snapshot first, and its first write then fails at once, without waiting, when another
+    /// connection committed in between (`SQLITE_BUSY_SNAPSHOT`), which under concurrent
+    /// writers turns a read-then-write transaction into a spurious 503. On PostgreSQL, a
+    /// plain `BEGIN` (its row locks do that work).
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// The connection URL with any password replaced by `***`, safe to print.
     pub fn display_url(&self) -> &str {
         &self.display_url

@@ -1,0 +1,57 @@
+//! Write transactions under concurrent writers: on SQLite a transaction that reads and then
+//! writes, begun with `Database::begin_write`, waits for the write lock instead of failing
+//! half-way when another connection committed between its read and its write.
+
+use prodcat_storage::{testing, Database};
+
+async fn read_then_increment(database: &Database) -> Result<(), sqlx::Error> {
+    let mut transaction = database.begin_write().await?;
+    let failures: i64 =
+        sqlx::query_scalar("SELECT failures FROM login_throttle WHERE throttle_key = 'counter'")
+            .fetch_one(&mut *transaction)
+            .await?;
+    // A pause between the read and the write, so that the writers really interleave.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    sqlx::query("UPDATE login_throttle SET failures = $1 WHERE throttle_key = 'counter'")
+        .bind(failures + 1)
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_read_then_write_transactions_all_commit_on_sqlite() {
+    let test_database = testing::sqlite_database().await;
+    let database = test_database.database.clone();
+    sqlx::query(
+        "INSERT INTO login_throttle (throttle_key, failures, blocked_until_ms, updated_at_ms) \
+         VALUES ('counter', 0, 0, 0)",
+    )
+    .execute(database.pool())
+    .await
+    .unwrap();
+    let writers = 8;
+    let rounds = 25;
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let database = database.clone();
+            tokio::spawn(async move {
+                for _ in 0..rounds {
+                    read_then_increment(&database).await?;
+                }
+                Ok::<(), sqlx::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await
+            .unwrap()
+            .expect("no write transaction fails under concurrent writers");
+    }
+    let failures: i64 =
+        sqlx::query_scalar("SELECT failures FROM login_throttle WHERE throttle_key = 'counter'")
+            .fetch_one(database.pool())
+            .await
+            .unwrap();
+    assert_eq!(failures, writers * rounds, "every increment is kept");
+}
