@@ -15,10 +15,16 @@ use prodcat_text_model::TextClassifier;
 use prodcat_vision::{BackboneChoice, ImageHead};
 use serde::{Deserialize, Serialize};
 
+use crate::fusion::StackedFusion;
 use crate::ModelError;
 
-/// Version of the bundle layout.
-pub const BUNDLE_FORMAT_VERSION: u32 = 1;
+/// Version of the bundle layout. 2: the fusion settings may hold a stacked combiner (a build
+/// that only knows 1 would ignore it and fuse wrongly, so it refuses these bundles); bundles of
+/// format 1 still load.
+pub const BUNDLE_FORMAT_VERSION: u32 = 2;
+
+/// The oldest bundle layout this build still reads.
+pub const OLDEST_BUNDLE_FORMAT_VERSION: u32 = 1;
 
 const TEXT_FILE: &str = "text-classifier.bin";
 const IMAGE_FILE: &str = "image-head.bin";
@@ -76,6 +82,34 @@ pub struct FusionSettings {
     pub coverage_fused: f64,
     pub coverage_text_only: f64,
     pub coverage_image_only: f64,
+    /// The stacked combiner used when both branches answer (instead of `image_weight` and
+    /// `fused_temperature`, which then only describe it); absent in format 1 bundles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stacked: Option<StackedFusion>,
+    /// How many products each choice was tuned on (out-of-fold training products and
+    /// validation products), and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<TuningSummary>,
+}
+
+/// What the fusion and the thresholds were tuned on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TuningSummary {
+    /// Folds of the cross-fit of the branches on the training split (0: none, validation only).
+    pub folds: usize,
+    /// Products with both branches' probabilities (the combiner and the fused threshold).
+    pub fused_rows: usize,
+    /// Products with text probabilities (the text-only threshold) and with image ones.
+    pub text_rows: usize,
+    pub image_rows: usize,
+    /// Whether the stacked combiner beat the text branch on held-out tuning rows.
+    pub stacked_kept: bool,
+    /// Cross-validated weighted F1 on the tuning rows: text branch, stacked combiner.
+    pub text_weighted_f1: f64,
+    pub stacked_weighted_f1: f64,
+    /// One-sided z of the lower confidence bound the thresholds were chosen with.
+    pub precision_bound_z: f64,
 }
 
 fn unit_temperature() -> f64 {
@@ -94,6 +128,8 @@ impl Default for FusionSettings {
             coverage_fused: 0.0,
             coverage_text_only: 0.0,
             coverage_image_only: 0.0,
+            stacked: None,
+            tuning: None,
         }
     }
 }
@@ -225,7 +261,13 @@ pub async fn write_bundle(
     if let Some(profile) = &bundle.reference_profile {
         files.insert(PROFILE_FILE.to_string(), profile.as_bytes().to_vec());
     }
-    bundle.manifest.format_version = BUNDLE_FORMAT_VERSION;
+    // Only a bundle with a stacked combiner needs the new layout; others stay readable by
+    // builds that know format 1 only.
+    bundle.manifest.format_version = if bundle.fusion.stacked.is_some() {
+        BUNDLE_FORMAT_VERSION
+    } else {
+        OLDEST_BUNDLE_FORMAT_VERSION
+    };
     bundle.manifest.files = files
         .iter()
         .map(|(name, bytes)| BundleFile {
@@ -272,9 +314,9 @@ pub async fn load_bundle(
     };
     let manifest: BundleManifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|error| invalid(format!("manifest.json is not readable: {error}")))?;
-    if manifest.format_version != BUNDLE_FORMAT_VERSION {
+    if !(OLDEST_BUNDLE_FORMAT_VERSION..=BUNDLE_FORMAT_VERSION).contains(&manifest.format_version) {
         return Err(invalid(format!(
-            "format version {} is not supported (this build reads {BUNDLE_FORMAT_VERSION})",
+            "format version {} is not supported (this build reads {OLDEST_BUNDLE_FORMAT_VERSION} to {BUNDLE_FORMAT_VERSION})",
             manifest.format_version
         )));
     }

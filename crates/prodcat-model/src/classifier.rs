@@ -162,6 +162,9 @@ pub struct ProductPrediction {
     pub model_version: ModelVersionId,
     /// The n-grams that pushed the text decision most, when asked for.
     pub explanation: Option<Explanation>,
+    /// Which regions of the photo the image branch relied on, when asked for and a photo was
+    /// used.
+    pub photo_regions: Option<PhotoRegions>,
     /// Statistics of the decoded image (for monitoring), when there was one.
     #[serde(skip)]
     pub image_stats: Option<ImageStats>,
@@ -170,6 +173,32 @@ pub struct ProductPrediction {
     pub normalized_text: String,
     pub elapsed_microseconds: u64,
 }
+
+/// Occlusion sensitivity of the image branch: the photo is divided into `grid` x `grid` cells
+/// over the square the network saw, each cell is hidden in turn, and the fall of the image
+/// branch's probability for the predicted category is recorded. Large falls mark the regions
+/// the decision rests on; a negative fall means hiding the cell made the category likelier.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhotoRegions {
+    pub category: CategoryCode,
+    pub grid: usize,
+    /// The decoded photo's size in pixels.
+    pub image_width: u32,
+    pub image_height: u32,
+    /// The square the cells divide, in the photo's pixels (it reaches past the photo's edges
+    /// where the network's input was padded).
+    pub square_left: f64,
+    pub square_top: f64,
+    pub square_side: f64,
+    /// The image branch's probability of `category` with nothing hidden.
+    pub probability: f32,
+    /// Per cell, row by row: `probability` minus the probability with that cell hidden.
+    pub drops: Vec<f32>,
+}
+
+/// Cells per side of the occlusion grid (16 cells: 17 passes of the backbone).
+pub const OCCLUSION_GRID: usize = 4;
 
 /// The final probabilities of a product and how they were obtained.
 #[derive(Debug, Clone, PartialEq)]
@@ -307,13 +336,12 @@ impl ProductClassifier {
         Ok(match (text, image) {
             (Some(text), Some(image)) => {
                 let weight = fusion.image_weight;
+                let probabilities = match &fusion.stacked {
+                    Some(stacked) => stacked.combine(&text, &image),
+                    None => crate::fusion::fuse(&text, &image, weight, fusion.fused_temperature),
+                };
                 Combined {
-                    probabilities: crate::fusion::fuse(
-                        &text,
-                        &image,
-                        weight,
-                        fusion.fused_temperature,
-                    ),
+                    probabilities,
                     branches: vec![Branch::Text, Branch::Image],
                     fusion_weight: Some(weight),
                     threshold: fusion.threshold_fused,
@@ -407,6 +435,12 @@ impl ProductClassifier {
             (Some(classifier), true) => classifier.explain(&text, best.category, 8).ok(),
             _ => None,
         };
+        let photo_regions = match input.image {
+            Some(encoded) if explain && image_probabilities.is_some() => {
+                Some(self.photo_regions(encoded, best.category)?)
+            }
+            _ => None,
+        };
         Ok(ProductPrediction {
             category: best.category,
             confidence: best.probability,
@@ -419,9 +453,50 @@ impl ProductClassifier {
             threshold,
             model_version: self.version.clone(),
             explanation,
+            photo_regions,
             image_stats,
             normalized_text: text,
             elapsed_microseconds: started.elapsed().as_micros() as u64,
+        })
+    }
+
+    /// The occlusion-sensitivity map of the image branch for `category` (see [`PhotoRegions`]).
+    pub fn photo_regions(
+        &self,
+        encoded: &[u8],
+        category: CategoryCode,
+    ) -> Result<PhotoRegions, ModelError> {
+        let backbone = self
+            .backbone
+            .as_ref()
+            .ok_or(ModelError::BackboneUnavailable)?;
+        let index = self
+            .categories
+            .iter()
+            .position(|known| *known == category)
+            .ok_or_else(|| ModelError::InvalidBundle {
+                version: self.version.to_string(),
+                reason: format!("category {category} is not one this model predicts"),
+            })?;
+        let occlusion = backbone.occlusion_features(encoded, OCCLUSION_GRID)?;
+        let probability = self.image_probabilities_from_features(&occlusion.whole)?[index];
+        let drops = occlusion
+            .cells
+            .iter()
+            .map(|features| {
+                Ok(probability - self.image_probabilities_from_features(features)?[index])
+            })
+            .collect::<Result<Vec<f32>, ModelError>>()?;
+        Ok(PhotoRegions {
+            category,
+            grid: occlusion.grid,
+            image_width: occlusion.width,
+            image_height: occlusion.height,
+            square_left: occlusion.square.left,
+            square_top: occlusion.square.top,
+            square_side: occlusion.square.side,
+            probability,
+            drops,
         })
     }
 

@@ -11,7 +11,7 @@ use prodcat_drift::features::ImageStats;
 use prodcat_storage::{image_key, ObjectStorage, StorageError};
 use prodcat_vision::{
     preprocess::decode_image, BackboneChoice, BackboneKind, BackboneNetwork, ImageFeatureExtractor,
-    PreprocessOptions, Preprocessor,
+    PreprocessOptions, Preprocessor, ShownSquare,
 };
 
 use crate::bundle::ModelBundle;
@@ -147,6 +147,43 @@ impl ImageBackbone {
         Ok((output.features, stats))
     }
 
+    /// Features of a photo and of the same photo with each cell of a `grid` x `grid` division
+    /// hidden in turn (row by row): what an occlusion-sensitivity map is computed from.
+    pub fn occlusion_features(
+        &self,
+        encoded: &[u8],
+        grid: usize,
+    ) -> Result<OcclusionFeatures, ModelError> {
+        let preprocessor = self.extractor.preprocessor();
+        preprocessor.check_encoded_size(encoded.len() as u64)?;
+        let picture = decode_image(encoded, preprocessor.options.max_pixels)?;
+        let prepared = preprocessor.prepare_picture(&picture)?;
+        // The whole picture first, then each cell hidden, row by row: 17 passes spread over
+        // the worker threads.
+        let mut variants = Vec::with_capacity(grid * grid + 1);
+        for row in 0..grid {
+            for column in 0..grid {
+                variants.push(prepared.occluded(row, column, grid));
+            }
+        }
+        variants.insert(0, prepared);
+        let mut outputs = self
+            .extractor
+            .extract_prepared_batch(&variants)
+            .into_iter()
+            .map(|output| output.map(|output| output.features));
+        let whole = outputs.next().ok_or(ModelError::BackboneUnavailable)??;
+        let cells = outputs.collect::<Result<Vec<_>, _>>()?;
+        Ok(OcclusionFeatures {
+            whole,
+            cells,
+            grid,
+            square: preprocessor.shown_square(&picture),
+            width: picture.width,
+            height: picture.height,
+        })
+    }
+
     /// Features of many encoded images across the worker threads, in input order.
     pub fn features_batch<B: AsRef<[u8]> + Sync>(
         &self,
@@ -162,6 +199,20 @@ impl ImageBackbone {
             })
             .collect()
     }
+}
+
+/// Backbone features of a whole photo and of its occluded variants.
+#[derive(Debug, Clone)]
+pub struct OcclusionFeatures {
+    pub whole: Vec<f32>,
+    /// One per hidden cell, row by row.
+    pub cells: Vec<Vec<f32>>,
+    pub grid: usize,
+    /// The square of the photo the network saw (cells divide it evenly).
+    pub square: ShownSquare,
+    /// The decoded photo's size in pixels.
+    pub width: u32,
+    pub height: u32,
 }
 
 /// Cached backbone features in the object store, one small file per image content hash.

@@ -18,24 +18,30 @@ use prodcat_vision::VisionError;
 
 pub use bundle::{
     load_bundle, write_bundle, BundleFile, BundleManifest, FusionSettings, ImageBranch,
-    ModelBundle, BUNDLE_FORMAT_VERSION,
+    ModelBundle, TuningSummary, BUNDLE_FORMAT_VERSION, OLDEST_BUNDLE_FORMAT_VERSION,
 };
 pub use classifier::{
-    decode_image, probe_image, Branch, Combined, InputLimits, ProductClassifier, ProductInput,
-    ProductPrediction, ScoredCode, DEFAULT_MAX_IMAGE_PIXELS,
+    decode_image, probe_image, Branch, Combined, InputLimits, PhotoRegions, ProductClassifier,
+    ProductInput, ProductPrediction, ScoredCode, DEFAULT_MAX_IMAGE_PIXELS, OCCLUSION_GRID,
 };
-pub use evaluation::{evaluate_rows, BranchEvaluation, EvaluationReport, LabelledProduct};
-pub use features::{FeatureCache, ImageBackbone};
+pub use evaluation::{
+    evaluate_rows, BranchEvaluation, ClassEvaluation, EvaluationReport, LabelledProduct,
+};
+pub use features::{FeatureCache, ImageBackbone, OcclusionFeatures};
 pub use fusion::{
-    automation_threshold, fit_fused_temperature, fuse, tune_fusion_weight, ThresholdChoice,
+    automation_threshold, automation_threshold_bounded, choose_stacked_fusion,
+    fit_fused_temperature, fuse, tune_fusion_weight, wilson_lower_bound, StackedFusion,
+    StackingChoice, StackingOptions, ThresholdChoice, PRECISION_BOUND_Z,
 };
 pub use prodcat_vision::{BackboneChoice, BackboneKind};
 pub use profile::{
-    observation_for, out_of_vocabulary_share, reference_profile, ObservationBasis, ObservedProduct,
-    ReferenceRow, StoredProfile, PROFILE_COMPONENTS,
+    embedding_text, observation_for, out_of_vocabulary_share, reference_profile, stratified_sample,
+    ObservationBasis, ObservedProduct, ReferenceRow, StoredProfile, EMBEDDED_TEXT_CHARACTERS,
+    MAX_EMBEDDED_TEXTS, PROFILE_COMPONENTS,
 };
 pub use training::{
-    BranchSelection, TrainOptions, Trainer, TrainingOutcome, TrainingProgress, TrainingResources,
+    BranchSelection, CrossValidation, TrainOptions, Trainer, TrainingOutcome, TrainingProgress,
+    TrainingResources, DEFAULT_CROSS_VALIDATION_SEED,
 };
 
 /// Errors from building, loading or running a model.

@@ -16,8 +16,66 @@ use crate::ModelError;
 /// Number of embedding principal components in a profile.
 pub const PROFILE_COMPONENTS: usize = 3;
 
-/// At most this many texts are embedded to fit the reference components.
-const MAX_EMBEDDED_TEXTS: usize = 1_000;
+/// At most this many texts are embedded to fit the reference components: a stratified sample
+/// (by predicted category) of the reference rows, so a profile costs seconds whatever the size
+/// of the training data.
+pub const MAX_EMBEDDED_TEXTS: usize = 256;
+
+/// Only the start of each text is embedded for the profile (titles come first): the principal
+/// components describe what the products are, and a bounded text keeps the cost per row
+/// bounded. The current side of a drift check embeds the same prefix.
+pub const EMBEDDED_TEXT_CHARACTERS: usize = 120;
+
+/// The part of a product text that drift profiles embed (its first
+/// [`EMBEDDED_TEXT_CHARACTERS`] characters).
+pub fn embedding_text(text: &str) -> &str {
+    match text.char_indices().nth(EMBEDDED_TEXT_CHARACTERS) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+/// At most `limit` of `strata.len()` rows, chosen per stratum in proportion to its size (every
+/// stratum keeps at least one row while the limit allows), evenly spaced within each stratum.
+/// Deterministic; the positions come back in ascending order.
+pub fn stratified_sample<K: Ord + Clone>(strata: &[K], limit: usize) -> Vec<usize> {
+    if strata.len() <= limit {
+        return (0..strata.len()).collect();
+    }
+    let mut groups: std::collections::BTreeMap<K, Vec<usize>> = Default::default();
+    for (index, key) in strata.iter().enumerate() {
+        groups.entry(key.clone()).or_default().push(index);
+    }
+    let total = strata.len();
+    let mut quotas: Vec<usize> = groups
+        .values()
+        .map(|members| (members.len() * limit / total).max(1).min(members.len()))
+        .collect();
+    // Hand out what rounding left to the largest groups, take back any excess from them.
+    let mut order: Vec<usize> = (0..quotas.len()).collect();
+    let sizes: Vec<usize> = groups.values().map(Vec::len).collect();
+    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+    let mut assigned: usize = quotas.iter().sum();
+    for &group in order.iter().cycle().take(order.len() * 4) {
+        if assigned < limit && quotas[group] < sizes[group] {
+            quotas[group] += 1;
+            assigned += 1;
+        } else if assigned > limit && quotas[group] > 1 {
+            quotas[group] -= 1;
+            assigned -= 1;
+        }
+    }
+    let mut chosen: Vec<usize> = groups
+        .values()
+        .zip(&quotas)
+        .flat_map(|(members, &quota)| {
+            (0..quota).map(move |i| members[i * members.len() / quota.max(1)])
+        })
+        .collect();
+    chosen.sort_unstable();
+    chosen.truncate(limit.max(1));
+    chosen
+}
 
 /// A stored reference profile.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,17 +176,21 @@ pub fn reference_profile(
 ) -> Result<String, ModelError> {
     let pca = match embedder {
         Some(embedder) if rows.len() >= 2 => {
-            let texts: Vec<&str> = rows
+            let strata: Vec<Option<u16>> = rows.iter().map(|row| row.predicted).collect();
+            let chosen = stratified_sample(&strata, MAX_EMBEDDED_TEXTS);
+            let texts: Vec<&str> = chosen
                 .iter()
-                .take(MAX_EMBEDDED_TEXTS)
-                .map(|row| row.text.as_str())
+                .map(|&index| embedding_text(&rows[index].text))
                 .collect();
             let embeddings: Vec<Vec<f64>> = embedder
                 .embed_passages(&texts)
                 .into_iter()
                 .map(|e| e.into_iter().map(f64::from).collect())
                 .collect();
-            Some((Pca::fit(&embeddings, PROFILE_COMPONENTS)?, embeddings))
+            let pca = Pca::fit(&embeddings, PROFILE_COMPONENTS)?;
+            let by_row: std::collections::HashMap<usize, Vec<f64>> =
+                chosen.into_iter().zip(embeddings).collect();
+            Some((pca, by_row))
         }
         _ => None,
     };
@@ -137,7 +199,7 @@ pub fn reference_profile(
     for (index, row) in rows.iter().enumerate() {
         let embedding: Option<Vec<f32>> = pca
             .as_ref()
-            .and_then(|(_, embeddings)| embeddings.get(index))
+            .and_then(|(_, embeddings)| embeddings.get(&index))
             .map(|e| e.iter().map(|v| *v as f32).collect());
         let basis = ObservationBasis {
             classifier,
@@ -151,4 +213,40 @@ pub fn reference_profile(
         pca: pca.map(|(pca, _)| pca),
     };
     Ok(serde_json::to_string(&stored)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stratified_sample_keeps_every_stratum_and_the_bound() {
+        // 900 rows of class 1, 90 of class 2, 10 of class 3.
+        let strata: Vec<u16> = (0..1000)
+            .map(|i| match i % 100 {
+                0..=89 => 1,
+                90..=98 => 2,
+                _ => 3,
+            })
+            .collect();
+        let chosen = stratified_sample(&strata, 100);
+        assert_eq!(chosen.len(), 100);
+        assert!(chosen.windows(2).all(|w| w[0] < w[1]));
+        let count = |class: u16| chosen.iter().filter(|&&i| strata[i] == class).count();
+        assert_eq!((count(1), count(2), count(3)), (90, 9, 1));
+        assert_eq!(stratified_sample(&strata[..50], 100).len(), 50);
+        // More strata than the bound: never more than the bound.
+        let many: Vec<usize> = (0..500).collect();
+        assert_eq!(stratified_sample(&many, 100).len(), 100);
+    }
+
+    #[test]
+    fn embedding_text_is_a_bounded_prefix() {
+        let long = "é".repeat(500);
+        assert_eq!(
+            embedding_text(&long).chars().count(),
+            EMBEDDED_TEXT_CHARACTERS
+        );
+        assert_eq!(embedding_text("short"), "short");
+    }
 }

@@ -16,14 +16,17 @@ use prodcat_embed::TextEmbedder;
 use prodcat_metrics::TemperatureScaling;
 use prodcat_storage::{image_key, Database, ObjectStorage};
 use prodcat_text_model::{TextClassifier, TextClassifierOptions};
-use prodcat_vision::{HeadKind, HeadTrainingOptions, ImageHead};
+use prodcat_vision::{BackboneChoice, HeadKind, HeadTrainingOptions, ImageHead};
 use serde::Serialize;
 
+use crate::bundle::TuningSummary;
 use crate::bundle::{write_bundle, BundleManifest, FusionSettings, ImageBranch, ModelBundle};
 use crate::classifier::{Combined, ProductClassifier};
 use crate::evaluation::{argmax, evaluate_rows, EvaluationReport, LabelledProduct};
 use crate::features::{FeatureCache, ImageBackbone};
-use crate::fusion::{automation_threshold, fit_fused_temperature, fuse, tune_fusion_weight};
+use crate::fusion::{
+    automation_threshold_bounded, choose_stacked_fusion, StackingOptions, PRECISION_BOUND_Z,
+};
 use crate::profile::{reference_profile, ReferenceRow};
 use crate::ModelError;
 
@@ -67,11 +70,27 @@ pub struct TrainOptions {
     pub branches: BranchSelection,
     pub text: TextClassifierOptions,
     pub head: HeadTrainingOptions,
-    /// Precision that automatic decisions must reach on validation data.
+    /// The pretrained network (and flip averaging) whose features the image head learns from;
+    /// the bundle records it and serving loads the same.
+    pub image_backbone: BackboneChoice,
+    /// Precision that automatic decisions must reach on new products: thresholds are chosen so
+    /// that the lower confidence bound of their precision on the tuning rows reaches it.
     pub target_precision: f64,
+    /// Folds of the cross-fit of both branches on the training split when a fusion is trained
+    /// (0 or 1: tune on the validation split only). Every training product then has honest
+    /// branch probabilities, on which the combiner and the thresholds are tuned.
+    pub cross_fit_folds: usize,
+    /// How strongly the stacked combiner is pulled toward the text branch.
+    pub stacking: StackingOptions,
+    /// Seed of the fold assignment of a cross-validation (another seed checks that a result
+    /// holds on another partition of the same rows).
+    pub cross_validation_seed: u64,
     /// Recorded in the manifest (git commit or crate version).
     pub code_version: String,
 }
+
+/// The fold assignment of a cross-validation unless another seed is asked for.
+pub const DEFAULT_CROSS_VALIDATION_SEED: u64 = 0x5eed_cafe;
 
 impl Default for TrainOptions {
     fn default() -> Self {
@@ -79,7 +98,11 @@ impl Default for TrainOptions {
             branches: BranchSelection::Fusion,
             text: TextClassifierOptions::default(),
             head: HeadTrainingOptions::default(),
+            image_backbone: BackboneChoice::default(),
             target_precision: 0.95,
+            cross_fit_folds: 5,
+            stacking: StackingOptions::default(),
+            cross_validation_seed: DEFAULT_CROSS_VALIDATION_SEED,
             code_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -237,9 +260,10 @@ impl Branches {
     }
 }
 
-/// Calibrated probabilities of the validation rows with a known label, per branch.
+/// Calibrated probabilities of the tuning rows with a known label, per branch: validation
+/// rows scored by the final branches, and training rows scored out of fold.
 #[derive(Default)]
-struct ValidationScores {
+struct TuningScores {
     text: Vec<Vec<f32>>,
     text_labels: Vec<usize>,
     image: Vec<Vec<f32>>,
@@ -248,6 +272,210 @@ struct ValidationScores {
     pair_text: Vec<Vec<f32>>,
     pair_image: Vec<Vec<f32>>,
     pair_labels: Vec<usize>,
+}
+
+impl TuningScores {
+    /// Adds one row's branch probabilities.
+    fn push(&mut self, class: usize, text: Option<Vec<f32>>, image: Option<Vec<f32>>) {
+        if let Some(text) = &text {
+            self.text.push(text.clone());
+            self.text_labels.push(class);
+        }
+        if let Some(image) = &image {
+            self.image.push(image.clone());
+            self.image_labels.push(class);
+        }
+        if let (Some(text), Some(image)) = (text, image) {
+            self.pair_text.push(text);
+            self.pair_image.push(image);
+            self.pair_labels.push(class);
+        }
+    }
+
+    fn extend(&mut self, other: TuningScores) {
+        self.text.extend(other.text);
+        self.text_labels.extend(other.text_labels);
+        self.image.extend(other.image);
+        self.image_labels.extend(other.image_labels);
+        self.pair_text.extend(other.pair_text);
+        self.pair_image.extend(other.pair_image);
+        self.pair_labels.extend(other.pair_labels);
+    }
+}
+
+/// The branches of a cross-fit: for each fold, a text model and an image head fitted on the
+/// other folds of the training rows (calibrated on the validation rows) score that fold.
+struct CrossFit {
+    /// Each training row's text, image features and class in the label set.
+    train: Vec<(String, Option<Vec<f32>>, Option<usize>)>,
+    train_labels: Vec<CategoryCode>,
+    validation_texts: Vec<(String, CategoryCode)>,
+    validation_features: Vec<Vec<f32>>,
+    validation_labels: Vec<usize>,
+    categories: Vec<CategoryCode>,
+    fold_of: Vec<usize>,
+    folds: usize,
+}
+
+/// Training rows and their out-of-fold text and image probabilities.
+type CrossFitOutput = (
+    Vec<(String, Option<Vec<f32>>, Option<usize>)>,
+    Vec<Option<Vec<f32>>>,
+    Vec<Option<Vec<f32>>>,
+);
+
+impl CrossFit {
+    fn run(
+        self,
+        text_options: &TextClassifierOptions,
+        head_options: &HeadTrainingOptions,
+    ) -> Result<CrossFitOutput, ModelError> {
+        let CrossFit {
+            train,
+            train_labels,
+            validation_texts,
+            validation_features,
+            validation_labels,
+            categories,
+            fold_of,
+            folds,
+        } = self;
+        let k = categories.len();
+        let mut text_out: Vec<Option<Vec<f32>>> = vec![None; train.len()];
+        let mut image_out: Vec<Option<Vec<f32>>> = vec![None; train.len()];
+        for fold in 0..folds {
+            let inside: Vec<usize> = (0..train.len()).filter(|&i| fold_of[i] != fold).collect();
+            let outside: Vec<usize> = (0..train.len()).filter(|&i| fold_of[i] == fold).collect();
+            // Text: fitted on the other folds, calibrated on validation.
+            let (texts, labels): (Vec<&str>, Vec<CategoryCode>) = inside
+                .iter()
+                .filter(|&&i| !train[i].0.is_empty())
+                .map(|&i| (train[i].0.as_str(), train_labels[i]))
+                .unzip();
+            let mut classifier = TextClassifier::fit(&texts, &labels, text_options)?;
+            let known: Vec<&(String, CategoryCode)> = validation_texts
+                .iter()
+                .filter(|(_, label)| classifier.class_index(*label).is_some())
+                .collect();
+            if !known.is_empty() {
+                let texts: Vec<&str> = known.iter().map(|(text, _)| text.as_str()).collect();
+                let labels: Vec<CategoryCode> = known.iter().map(|(_, label)| *label).collect();
+                classifier.calibrate(&texts, &labels)?;
+            }
+            let fold_categories = classifier.categories().to_vec();
+            {
+                use rayon::prelude::*;
+                let scored: Vec<(usize, Vec<f32>)> = outside
+                    .par_iter()
+                    .filter(|&&i| !train[i].0.is_empty())
+                    .map(|&i| {
+                        let values = classifier.decision_values(&train[i].0);
+                        let fold_probabilities =
+                            classifier.probabilities_from_decision_values(&values);
+                        let mut probabilities = vec![0.0f32; k];
+                        for (category, p) in fold_categories.iter().zip(fold_probabilities) {
+                            if let Ok(index) = categories.binary_search(category) {
+                                probabilities[index] = p;
+                            }
+                        }
+                        (i, probabilities)
+                    })
+                    .collect();
+                for (i, probabilities) in scored {
+                    text_out[i] = Some(probabilities);
+                }
+            }
+            // Image: a head fitted on the other folds' photos.
+            let (features, labels): (Vec<&[f32]>, Vec<usize>) = inside
+                .iter()
+                .filter_map(|&i| match (&train[i].1, train[i].2) {
+                    (Some(vector), Some(class)) => Some((vector.as_slice(), class)),
+                    _ => None,
+                })
+                .unzip();
+            if features.len() >= 2 {
+                let (head, _) =
+                    if !validation_features.is_empty() && validation_features.len() >= k.min(10) {
+                        ImageHead::train_with_validation(
+                            &features,
+                            &labels,
+                            &validation_features,
+                            &validation_labels,
+                            k,
+                            head_options,
+                        )?
+                    } else {
+                        ImageHead::train(&features, &labels, k, head_options)?
+                    };
+                let calibration = if validation_features.is_empty() {
+                    TemperatureScaling::identity()
+                } else {
+                    let logits = head.logits_batch(&validation_features)?;
+                    let scores: Vec<f64> = logits.iter().flatten().map(|v| f64::from(*v)).collect();
+                    TemperatureScaling::fit(&scores, k, &validation_labels)?
+                };
+                let held_out: Vec<usize> = outside
+                    .iter()
+                    .copied()
+                    .filter(|&i| train[i].1.is_some())
+                    .collect();
+                let vectors: Vec<&[f32]> = held_out
+                    .iter()
+                    .filter_map(|&i| train[i].1.as_deref())
+                    .collect();
+                let logits = head.logits_batch(&vectors)?;
+                for (i, row) in held_out.into_iter().zip(logits) {
+                    let scores: Vec<f64> = row.iter().map(|v| f64::from(*v)).collect();
+                    image_out[i] = Some(
+                        calibration
+                            .probabilities(&scores)
+                            .into_iter()
+                            .map(|p| p as f32)
+                            .collect(),
+                    );
+                }
+            }
+        }
+        Ok((train, text_out, image_out))
+    }
+}
+
+/// Each of `rows`' fold among `folds`, stratified by category: within a category, rows are
+/// ordered by a seeded hash of their product id and dealt round-robin.
+fn stratified_folds(rows: &[(DatasetRow, CategoryCode)], folds: usize, seed: u64) -> Vec<usize> {
+    let mix = |value: u64| {
+        let mut z = value ^ seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (rows[i].1, mix(rows[i].0.product_id as u64), i));
+    let mut fold_of = vec![0; rows.len()];
+    let mut previous: Option<CategoryCode> = None;
+    let mut position = 0;
+    for i in order {
+        if previous != Some(rows[i].1) {
+            previous = Some(rows[i].1);
+            position = (mix(u64::from(rows[i].1.value())) % folds as u64) as usize;
+        }
+        fold_of[i] = position % folds;
+        position += 1;
+    }
+    fold_of
+}
+
+/// What a cross-validation of the training measured: one evaluation per fold, on rows that
+/// neither the training nor the tuning of that fold saw.
+#[derive(Debug, Clone)]
+pub struct CrossValidation {
+    pub folds: Vec<EvaluationReport>,
+    /// Each fold's fusion settings (combiner, thresholds, tuning set sizes).
+    pub fusion: Vec<FusionSettings>,
+    pub fold_seconds: Vec<f64>,
+    /// Seconds spent on image features (from the cache when they were computed before).
+    pub feature_seconds: f64,
+    pub total_seconds: f64,
 }
 
 impl<'a> Trainer<'a> {
@@ -270,26 +498,18 @@ impl<'a> Trainer<'a> {
     pub async fn train(&self, dataset: &DatasetVersionId) -> Result<TrainingOutcome, ModelError> {
         let mut record = Record::default();
         let splits = self.load_splits(dataset, &mut record).await?;
-        let text = self.train_text(&splits, &mut record).await?;
-        let mut branches = Branches {
-            categories: label_set(text.as_ref(), &splits.train),
-            features: BTreeMap::new(),
-            text,
-            image: None,
-        };
-        branches.features = self.image_features(&splits, &mut record).await?;
-        branches.image = self
-            .train_image(dataset, &splits, &branches, &mut record)
+        let features = self.image_features(&splits, &mut record).await?;
+        let (mut manifest, branches, fusion) = self
+            .fit_and_tune(dataset, &splits, features, &mut record)
             .await?;
-        let clock = Instant::now();
-        self.progress.stage("fusion and thresholds", 1);
-        let mut manifest = self.manifest(dataset, &branches)?;
-        let fusion = self.tune_fusion(&manifest, &branches, &splits.validation, &mut record)?;
-        self.progress.advance(1);
-        record.timing("fusion", clock);
         let provisional = self.classifier(&manifest, &branches, fusion.clone())?;
-        let (mut evaluation, mut pictures) =
-            self.evaluate(dataset, &provisional, &branches, &splits.test, &mut record)?;
+        let (mut evaluation, mut pictures) = self.evaluate(
+            &format!("{dataset}:test"),
+            &provisional,
+            &branches,
+            &splits.test,
+            &mut record,
+        )?;
         let profile = self
             .drift_profile(&provisional, &branches, &splits, &mut record)
             .await?;
@@ -319,6 +539,184 @@ impl<'a> Trainer<'a> {
             metrics: record.metrics,
             timings: record.timings,
         })
+    }
+
+    /// Cross-validates the whole training on `dataset`: its labelled rows (every split) are
+    /// dealt into `folds` stratified folds; each fold in turn is the test set, and the training
+    /// of [`Trainer::train`] (branches, cross-fit, fusion, thresholds) runs on the other rows,
+    /// whose validation rows stay validation rows. Nothing is written; each fold's evaluation
+    /// is on rows that neither training nor tuning saw.
+    pub async fn cross_validate(
+        &self,
+        dataset: &DatasetVersionId,
+        folds: usize,
+    ) -> Result<CrossValidation, ModelError> {
+        if folds < 2 {
+            return Err(ModelError::TrainingData(format!(
+                "cross-validation needs at least 2 folds (got {folds})"
+            )));
+        }
+        let started = Instant::now();
+        let mut record = Record::default();
+        self.progress.stage("loading rows", 1);
+        let rows = labelled(load_rows(self.resources.database, dataset, None).await?);
+        self.progress.advance(1);
+        let fold_of = stratified_folds(&rows, folds, self.options.cross_validation_seed);
+        let all = Splits {
+            train: rows.clone(),
+            validation: Vec::new(),
+            test: Vec::new(),
+        };
+        let features = self.image_features(&all, &mut record).await?;
+        let mut reports = Vec::new();
+        let mut fusions = Vec::new();
+        let mut fold_seconds = Vec::new();
+        for fold in 0..folds {
+            let clock = Instant::now();
+            let mut splits = Splits {
+                train: Vec::new(),
+                validation: Vec::new(),
+                test: Vec::new(),
+            };
+            for (row, fold_of_row) in rows.iter().zip(&fold_of) {
+                if *fold_of_row == fold {
+                    splits.test.push(row.clone());
+                } else if row.0.split == Split::Validation {
+                    splits.validation.push(row.clone());
+                } else {
+                    splits.train.push(row.clone());
+                }
+            }
+            let mut fold_record = Record::default();
+            let (manifest, branches, fusion) = self
+                .fit_and_tune(dataset, &splits, features.clone(), &mut fold_record)
+                .await?;
+            let classifier = self.classifier(&manifest, &branches, fusion.clone())?;
+            let (report, _) = self.evaluate(
+                &format!("{dataset}:fold-{}-of-{folds}", fold + 1),
+                &classifier,
+                &branches,
+                &splits.test,
+                &mut fold_record,
+            )?;
+            reports.push(report);
+            fusions.push(fusion);
+            fold_seconds.push(clock.elapsed().as_secs_f64());
+        }
+        Ok(CrossValidation {
+            folds: reports,
+            fusion: fusions,
+            fold_seconds,
+            feature_seconds: record
+                .timings
+                .iter()
+                .filter(|(phase, _)| phase == "image_features")
+                .map(|(_, seconds)| seconds)
+                .sum(),
+            total_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The branches, the fusion and the thresholds trained on `splits` (the training phases
+    /// shared by a real training and each fold of a cross-validation).
+    async fn fit_and_tune(
+        &self,
+        dataset: &DatasetVersionId,
+        splits: &Splits,
+        features: BTreeMap<String, Vec<f32>>,
+        record: &mut Record,
+    ) -> Result<(BundleManifest, Branches, FusionSettings), ModelError> {
+        let text = self.train_text(splits, record).await?;
+        let mut branches = Branches {
+            categories: label_set(text.as_ref(), &splits.train),
+            features,
+            text,
+            image: None,
+        };
+        branches.image = self.train_image(dataset, splits, &branches, record).await?;
+        let out_of_fold = self.cross_fit(splits, &branches, record).await?;
+        let clock = Instant::now();
+        self.progress.stage("fusion and thresholds", 1);
+        let manifest = self.manifest(dataset, &branches)?;
+        let fusion = self.tune_fusion(
+            &manifest,
+            &branches,
+            &splits.validation,
+            out_of_fold,
+            record,
+        )?;
+        self.progress.advance(1);
+        record.timing("fusion", clock);
+        Ok((manifest, branches, fusion))
+    }
+
+    /// Out-of-fold branch probabilities of the training rows, when a fusion is trained with
+    /// cross-fitting: each fold's rows are scored by a text model and an image head fitted on
+    /// the other folds (calibrated on the validation split like the final branches).
+    async fn cross_fit(
+        &self,
+        splits: &Splits,
+        branches: &Branches,
+        record: &mut Record,
+    ) -> Result<Option<(TuningScores, usize)>, ModelError> {
+        let folds = self.options.cross_fit_folds;
+        if folds < 2 || branches.text.is_none() || branches.image.is_none() {
+            return Ok(None);
+        }
+        let clock = Instant::now();
+        self.progress
+            .stage("cross-fitting the branches for fusion", folds as u64);
+        let fold_of = stratified_folds(&splits.train, folds, 0x0f01_d5ed);
+        let categories = branches.categories.clone();
+        let train: Vec<(String, Option<Vec<f32>>, Option<usize>)> = splits
+            .train
+            .iter()
+            .map(|(row, label)| {
+                (
+                    text_of(row),
+                    branches.features_of(row).cloned(),
+                    branches.class_of(*label),
+                )
+            })
+            .collect();
+        let train_labels: Vec<CategoryCode> = splits.train.iter().map(|(_, l)| *l).collect();
+        let validation_texts: Vec<(String, CategoryCode)> = splits
+            .validation
+            .iter()
+            .map(|(row, label)| (text_of(row), *label))
+            .filter(|(text, _)| !text.is_empty())
+            .collect();
+        let (validation_features, validation_labels) = branches.image_rows(&splits.validation);
+        let text_options = self.options.text.clone();
+        let head_options = self.options.head.clone();
+        let job = CrossFit {
+            train,
+            train_labels,
+            validation_texts,
+            validation_features,
+            validation_labels,
+            categories,
+            fold_of,
+            folds,
+        };
+        let (train, mut text_out, mut image_out) =
+            tokio::task::spawn_blocking(move || job.run(&text_options, &head_options))
+                .await
+                .map_err(|error| {
+                    ModelError::TrainingData(format!("cross-fitting failed: {error}"))
+                })??;
+        self.progress.advance(folds as u64);
+        let mut scores = TuningScores::default();
+        for (index, (_, _, class)) in train.iter().enumerate() {
+            if let Some(class) = class {
+                scores.push(*class, text_out[index].take(), image_out[index].take());
+            }
+        }
+        record
+            .metrics
+            .insert("fusion.cross_fit_folds".into(), folds as f64);
+        record.timing("cross_fit", clock);
+        Ok(Some((scores, folds)))
     }
 
     /// The labelled rows of each split; training needs some in all three.
@@ -365,8 +763,13 @@ impl<'a> Trainer<'a> {
         }
         let clock = Instant::now();
         self.progress.stage("text: fitting TF-IDF + linear SVM", 1);
-        let texts: Vec<String> = splits.train.iter().map(|(row, _)| text_of(row)).collect();
-        let labels: Vec<CategoryCode> = splits.train.iter().map(|(_, label)| *label).collect();
+        // Products without text (photo only) teach the text branch nothing.
+        let (texts, labels): (Vec<String>, Vec<CategoryCode>) = splits
+            .train
+            .iter()
+            .map(|(row, label)| (text_of(row), *label))
+            .filter(|(text, _)| !text.is_empty())
+            .unzip();
         let text_options = self.options.text.clone();
         let mut classifier = tokio::task::spawn_blocking(move || {
             TextClassifier::fit(&texts, &labels, &text_options)
@@ -377,7 +780,9 @@ impl<'a> Trainer<'a> {
         let known: Vec<&(DatasetRow, CategoryCode)> = splits
             .validation
             .iter()
-            .filter(|(_, label)| classifier.class_index(*label).is_some())
+            .filter(|(row, label)| {
+                classifier.class_index(*label).is_some() && !text_of(row).is_empty()
+            })
             .collect();
         let texts: Vec<String> = known.iter().map(|(row, _)| text_of(row)).collect();
         let labels: Vec<CategoryCode> = known.iter().map(|(_, label)| *label).collect();
@@ -601,21 +1006,31 @@ impl<'a> Trainer<'a> {
         )
     }
 
-    /// The image weight, the fused temperature and the automation thresholds, tuned on the
-    /// validation rows.
+    /// The combiner of the two branches and the automation thresholds, tuned on the
+    /// out-of-fold training rows (when the branches were cross-fitted) and the validation rows.
     fn tune_fusion(
         &self,
         manifest: &BundleManifest,
         branches: &Branches,
         validation: &[(DatasetRow, CategoryCode)],
+        out_of_fold: Option<(TuningScores, usize)>,
         record: &mut Record,
     ) -> Result<FusionSettings, ModelError> {
         let provisional = self.classifier(manifest, branches, FusionSettings::default())?;
-        let scores = validation_scores(&provisional, branches, validation)?;
+        let mut scores = validation_scores(&provisional, branches, validation)?;
+        let folds = match out_of_fold {
+            Some((extra, folds)) => {
+                scores.extend(extra);
+                folds
+            }
+            None => 0,
+        };
         let fusion = fusion_settings(
             &scores,
             branches.categories.len(),
             self.options.target_precision,
+            folds,
+            &self.options.stacking,
         );
         let metrics = &mut record.metrics;
         metrics.insert("fusion.image_weight".into(), f64::from(fusion.image_weight));
@@ -629,13 +1044,21 @@ impl<'a> Trainer<'a> {
             "fusion.coverage_image_only".into(),
             fusion.coverage_image_only,
         );
+        if let Some(tuning) = &fusion.tuning {
+            metrics.insert("fusion.tuning_rows".into(), tuning.fused_rows as f64);
+            metrics.insert("fusion.tuning_text_rows".into(), tuning.text_rows as f64);
+            metrics.insert(
+                "fusion.stacked_kept".into(),
+                f64::from(u8::from(tuning.stacked_kept)),
+            );
+        }
         Ok(fusion)
     }
 
     /// The evaluation of the tuned classifier on the test split, with its pictures.
     fn evaluate(
         &self,
-        dataset: &DatasetVersionId,
+        evaluation_set: &str,
         classifier: &ProductClassifier,
         branches: &Branches,
         test: &[(DatasetRow, CategoryCode)],
@@ -651,7 +1074,7 @@ impl<'a> Trainer<'a> {
                 label: *label,
             })
             .collect();
-        let evaluation = evaluate_rows(classifier, &products, &format!("{dataset}:test"))?;
+        let evaluation = evaluate_rows(classifier, &products, evaluation_set)?;
         self.progress.advance(1);
         record.timing("evaluate", clock);
         Ok(evaluation)
@@ -721,67 +1144,83 @@ fn validation_scores(
     classifier: &ProductClassifier,
     branches: &Branches,
     validation: &[(DatasetRow, CategoryCode)],
-) -> Result<ValidationScores, ModelError> {
-    let mut scores = ValidationScores::default();
+) -> Result<TuningScores, ModelError> {
+    let mut scores = TuningScores::default();
     for (row, label) in validation {
         let Some(class) = branches.class_of(*label) else {
             continue;
         };
         let text = classifier.text_probabilities(&text_of(row));
         let image = branches.image_probabilities(classifier, row)?;
-        if let Some(text) = &text {
-            scores.text.push(text.clone());
-            scores.text_labels.push(class);
-        }
-        if let Some(image) = &image {
-            scores.image.push(image.clone());
-            scores.image_labels.push(class);
-        }
-        if let (Some(text), Some(image)) = (text, image) {
-            scores.pair_text.push(text);
-            scores.pair_image.push(image);
-            scores.pair_labels.push(class);
-        }
+        scores.push(class, text, image);
     }
     Ok(scores)
 }
 
-/// Fusion settings from validation scores: the image weight and fused temperature on the rows
-/// with both branches, and per kind of input the confidence threshold that keeps automatic
-/// decisions at `target_precision`.
+/// Fusion settings from the tuning scores: on the rows with both branches, the stacked
+/// combiner (kept only when it beats the text branch on held-out tuning rows); per kind of input,
+/// the confidence threshold whose automatic decisions reach `target_precision` with a lower
+/// confidence bound.
 fn fusion_settings(
-    scores: &ValidationScores,
+    scores: &TuningScores,
     class_count: usize,
     target_precision: f64,
+    folds: usize,
+    stacking: &StackingOptions,
 ) -> FusionSettings {
     let mut fusion = FusionSettings {
         target_precision,
         ..FusionSettings::default()
     };
+    let mut tuning = TuningSummary {
+        folds,
+        fused_rows: scores.pair_labels.len(),
+        text_rows: scores.text_labels.len(),
+        image_rows: scores.image_labels.len(),
+        stacked_kept: false,
+        text_weighted_f1: 0.0,
+        stacked_weighted_f1: 0.0,
+        precision_bound_z: PRECISION_BOUND_Z,
+    };
     if !scores.pair_labels.is_empty() {
         let (text, image, labels) = (&scores.pair_text, &scores.pair_image, &scores.pair_labels);
-        fusion.image_weight = tune_fusion_weight(text, image, labels, class_count);
-        fusion.fused_temperature =
-            fit_fused_temperature(text, image, labels, fusion.image_weight, class_count);
+        let choice = choose_stacked_fusion(text, image, labels, class_count, stacking);
+        tuning.stacked_kept = choice.kept;
+        tuning.text_weighted_f1 = choice.text_weighted_f1;
+        tuning.stacked_weighted_f1 = choice.stacked_weighted_f1;
+        fusion.image_weight = choice.combiner.image_share() as f32;
         let fused: Vec<Vec<f32>> = text
             .iter()
             .zip(image)
-            .map(|(t, i)| fuse(t, i, fusion.image_weight, fusion.fused_temperature))
+            .map(|(t, i)| choice.combiner.combine(t, i))
             .collect();
-        let choice = automation_threshold(&fused, labels, target_precision);
-        fusion.threshold_fused = choice.threshold;
-        fusion.coverage_fused = choice.coverage;
+        fusion.stacked = Some(choice.combiner);
+        let threshold =
+            automation_threshold_bounded(&fused, labels, target_precision, PRECISION_BOUND_Z);
+        fusion.threshold_fused = threshold.threshold;
+        fusion.coverage_fused = threshold.coverage;
     }
     if !scores.text.is_empty() {
-        let choice = automation_threshold(&scores.text, &scores.text_labels, target_precision);
+        let choice = automation_threshold_bounded(
+            &scores.text,
+            &scores.text_labels,
+            target_precision,
+            PRECISION_BOUND_Z,
+        );
         fusion.threshold_text_only = choice.threshold;
         fusion.coverage_text_only = choice.coverage;
     }
     if !scores.image.is_empty() {
-        let choice = automation_threshold(&scores.image, &scores.image_labels, target_precision);
+        let choice = automation_threshold_bounded(
+            &scores.image,
+            &scores.image_labels,
+            target_precision,
+            PRECISION_BOUND_Z,
+        );
         fusion.threshold_image_only = choice.threshold;
         fusion.coverage_image_only = choice.coverage;
     }
+    fusion.tuning = Some(tuning);
     fusion
 }
 

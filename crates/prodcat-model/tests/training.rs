@@ -107,7 +107,11 @@ async fn text_training_is_bit_identical_and_accurate() {
         "weighted F1 {}",
         system.weighted_f1
     );
-    assert!(first.bundle.fusion.threshold_text_only <= 1.0);
+    // The text-only threshold is chosen on the validation products with a lower confidence
+    // bound: with few of them it may be "never" (above 1), and it is recorded with their count.
+    let tuning = first.bundle.fusion.tuning.as_ref().unwrap();
+    assert!(tuning.text_rows > 0 && tuning.folds == 0);
+    assert!(first.bundle.fusion.threshold_text_only > 0.0);
     // Every file of the two bundles has the same hash.
     for (a, b) in first
         .bundle
@@ -345,5 +349,145 @@ async fn fusion_training_with_images_is_reproducible() {
     assert!(
         matches!(truncated, Err(ModelError::Image(_))),
         "truncated JPEG refused"
+    );
+}
+
+/// Replaces every generated photo with one drawn for the same category whatever the product's
+/// own, so the photo says nothing about the category.
+fn make_photos_useless(catalogue: &Path) {
+    let folder = catalogue.join("images").join("image_train");
+    let mut names: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    names.sort();
+    let pools = prodcat_domain::CategoryCode::from_u16(2583).unwrap();
+    for (index, path) in names.iter().enumerate() {
+        let bytes = prodcat_dataset::generate::generate_image(index, pools, 99);
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fusion_with_a_useless_photo_does_not_score_below_the_text_branch() {
+    let Some(model_dir) = model_dir() else {
+        eprintln!("skipped: the MobileNetV2 files are not installed (run scripts/setup)");
+        return;
+    };
+    let backbone = ImageBackbone::load(&model_dir).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let catalogue = folder.path().join("catalogue");
+    generate_catalogue(
+        &catalogue,
+        &GenerateOptions {
+            products: 400,
+            seed: 5,
+            images: true,
+        },
+        &|_| {},
+    )
+    .unwrap();
+    make_photos_useless(&catalogue);
+    let database = testing::sqlite_database().await;
+    let objects = ObjectStorage::open(folder.path().join("objects").to_str().unwrap()).unwrap();
+    let source = ImportSource::detect(&catalogue).unwrap();
+    let dataset = import_dataset(
+        &database.database,
+        &objects,
+        &source,
+        &ImportOptions::default(),
+        &(),
+    )
+    .await
+    .unwrap()
+    .version()
+    .id
+    .clone();
+    let outcome = train(
+        &database.database,
+        &objects,
+        Some(&backbone),
+        &dataset,
+        BranchSelection::Fusion,
+    )
+    .await;
+    let fusion = &outcome.bundle.fusion;
+    let tuning = fusion.tuning.as_ref().expect("the tuning is recorded");
+    assert_eq!(tuning.folds, 5);
+    // Out-of-fold training products plus validation products: far more than validation alone.
+    assert!(tuning.fused_rows > 250, "{tuning:?}");
+    let stacked = fusion.stacked.as_ref().expect("a stacked combiner");
+    assert!(
+        !tuning.stacked_kept || stacked.image_share() < 0.2,
+        "a useless photo gets (almost) no weight: {stacked:?} {tuning:?}"
+    );
+    let evaluation = &outcome.evaluation;
+    let text = evaluation.branch("text-on-image-rows").unwrap();
+    let fused = evaluation.branch("fused-on-image-rows").unwrap();
+    assert!(
+        fused.weighted_f1 >= text.weighted_f1,
+        "fused {} against text {}",
+        fused.weighted_f1,
+        text.weighted_f1
+    );
+    let image = evaluation.branch("image").unwrap();
+    assert!(
+        image.weighted_f1 < 0.2,
+        "the photo is noise: {}",
+        image.weighted_f1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_validation_scores_every_row_once_on_held_out_folds() {
+    let folder = tempfile::tempdir().unwrap();
+    let (database, objects, dataset) = dataset(folder.path(), 300, false).await;
+    let options = TrainOptions {
+        branches: BranchSelection::Text,
+        ..TrainOptions::default()
+    };
+    let resources = TrainingResources {
+        database: &database.database,
+        objects: &objects,
+        backbone: None,
+        embedder: None,
+    };
+    let validation = Trainer::new(resources, &options)
+        .cross_validate(&dataset, 3)
+        .await
+        .unwrap();
+    assert_eq!(validation.folds.len(), 3);
+    let rows: usize = validation.folds.iter().map(|fold| fold.rows).sum();
+    assert_eq!(rows, 300);
+    for fold in &validation.folds {
+        let text = fold.branch("text").unwrap();
+        assert!(text.weighted_f1 > 0.5, "{}", text.weighted_f1);
+        assert!(text.macro_f1 > 0.0 && !text.per_class.is_empty());
+        // Folds are stratified: each holds about a third of the rows.
+        assert!((80..=120).contains(&fold.rows), "{}", fold.rows);
+    }
+    // Another fold seed cuts the same rows into other folds: every row is still scored once,
+    // and the folds' figures change (training itself is deterministic, so only the cut can).
+    let reseeded = TrainOptions {
+        cross_validation_seed: 7,
+        ..options.clone()
+    };
+    let other = Trainer::new(resources, &reseeded)
+        .cross_validate(&dataset, 3)
+        .await
+        .unwrap();
+    let rows: usize = other.folds.iter().map(|fold| fold.rows).sum();
+    assert_eq!(rows, 300);
+    let scores = |validation: &prodcat_model::CrossValidation| -> Vec<f64> {
+        validation
+            .folds
+            .iter()
+            .map(|fold| fold.branch("text").unwrap().weighted_f1)
+            .collect()
+    };
+    assert_ne!(
+        scores(&validation),
+        scores(&other),
+        "the fold seed changes the folds"
     );
 }

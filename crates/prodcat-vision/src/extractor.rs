@@ -93,6 +93,17 @@ impl ImageFeatureExtractor {
         self.network.run_with_flip(prepared, self.flip_averaging)
     }
 
+    /// Many already prepared images across the worker threads (flip averaging applies);
+    /// results in input order.
+    pub fn extract_prepared_batch(&self, prepared: &[PreparedImage]) -> Vec<Result<NetworkOutput>> {
+        let flip_averaging = self.flip_averaging;
+        self.network
+            .map_parallel(prepared, self.threads, |state, image| {
+                self.network
+                    .run_on_state_with_flip(state, image, flip_averaging)
+            })
+    }
+
     /// Many encoded images across the worker threads; results in input order.
     pub fn extract_batch<B: AsRef<[u8]> + Sync>(&self, images: &[B]) -> Vec<Result<NetworkOutput>> {
         let preprocessor = self.preprocessor;

@@ -35,6 +35,7 @@ pub use network::{
 };
 pub use preprocess::{
     BorderCropOptions, PreparedImage, PreprocessOptions, Preprocessor, ResizeGeometry, RgbPicture,
+    ShownSquare,
 };
 pub use weights::{
     default_backbone_directory, default_mobilenet_directory, model_root_from_environment,

@@ -166,6 +166,34 @@ impl PreparedImage {
             side: self.side,
         }
     }
+
+    /// The same picture with one cell of a `grid` x `grid` division hidden: its values set to
+    /// zero, which after normalisation is the training pictures' mean colour (an occlusion
+    /// that adds no edge or colour of its own).
+    pub fn occluded(&self, row: usize, column: usize, grid: usize) -> Self {
+        let side = self.side as usize;
+        let grid = grid.clamp(1, side.max(1));
+        let edge = |index: usize| index * side / grid;
+        let (top, bottom) = (edge(row.min(grid - 1)), edge(row.min(grid - 1) + 1));
+        let (left, right) = (edge(column.min(grid - 1)), edge(column.min(grid - 1) + 1));
+        let mut values = self.values.clone();
+        for y in top..bottom {
+            values[(y * side + left) * 3..(y * side + right) * 3].fill(0.0);
+        }
+        Self {
+            values,
+            side: self.side,
+        }
+    }
+}
+
+/// The square of an original picture that a prepared image shows, in that picture's pixels.
+/// Where the square was padded it reaches past the picture's edges (negative `left` or `top`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShownSquare {
+    pub left: f64,
+    pub top: f64,
+    pub side: f64,
 }
 
 /// A decoded 8-bit RGB picture (row-major, 3 bytes per pixel).
@@ -555,6 +583,40 @@ impl Preprocessor {
         self.input
     }
 
+    /// The part of `picture` that is kept: inside the white border when cropping it, else all.
+    fn region(&self, picture: &RgbPicture) -> PixelBox {
+        match &self.options.border_crop {
+            Some(border) => white_border_box(picture, border),
+            None => PixelBox {
+                left: 0,
+                top: 0,
+                width: picture.width,
+                height: picture.height,
+            },
+        }
+    }
+
+    /// Which square of `picture` [`Preprocessor::prepare_picture`] shows the network.
+    pub fn shown_square(&self, picture: &RgbPicture) -> ShownSquare {
+        let region = self.region(picture);
+        let (left, top) = (f64::from(region.left), f64::from(region.top));
+        let (width, height) = (f64::from(region.width), f64::from(region.height));
+        let side = match self.options.geometry {
+            ResizeGeometry::PadToSquare => width.max(height),
+            ResizeGeometry::ShorterSideThenCenterCrop { shorter_side } => {
+                // The crop keeps `input side` of `shorter_side` pixels of the shorter side.
+                let kept =
+                    f64::from(self.input.side) / f64::from(shorter_side.max(self.input.side));
+                width.min(height) * kept
+            }
+        };
+        ShownSquare {
+            left: left + (width - side) / 2.0,
+            top: top + (height - side) / 2.0,
+            side,
+        }
+    }
+
     /// Decode, crop, resize and normalise encoded JPEG/PNG bytes.
     pub fn prepare(&self, bytes: &[u8]) -> Result<PreparedImage> {
         self.check_encoded_size(bytes.len() as u64)?;
@@ -587,15 +649,7 @@ impl Preprocessor {
 
     /// Crop, resize and normalise an already decoded picture.
     pub fn prepare_picture(&self, picture: &RgbPicture) -> Result<PreparedImage> {
-        let region = match &self.options.border_crop {
-            Some(border) => white_border_box(picture, border),
-            None => PixelBox {
-                left: 0,
-                top: 0,
-                width: picture.width,
-                height: picture.height,
-            },
-        };
+        let region = self.region(picture);
         let rgb = resize_to_side(picture, region, self.options.geometry, self.input.side)?;
         normalize(&rgb, self.input)
     }

@@ -357,3 +357,59 @@ fn oversized_encodings_and_missing_files_are_refused() {
     assert!(missing.to_string().contains("missing.jpg"));
     std::fs::remove_dir_all(&directory).expect("cleanup");
 }
+
+#[test]
+fn the_shown_square_maps_the_prepared_picture_back_onto_the_photo() {
+    // A wide product (300 x 100 at 50, 200) on a white 400 x 400 photo: the border crop keeps
+    // the product with its margin, and padding makes a square as wide as that box, centred.
+    let product = PixelBox {
+        left: 50,
+        top: 200,
+        width: 300,
+        height: 100,
+    };
+    let photo = picture(product_photo(400, 400, product));
+    let preprocessor = Preprocessor::new(PreprocessOptions::product_features());
+    let region = white_border_box(&photo, &BorderCropOptions::default());
+    let square = preprocessor.shown_square(&photo);
+    assert!((square.side - f64::from(region.width.max(region.height))).abs() < 1e-9);
+    let centre_x = square.left + square.side / 2.0;
+    let centre_y = square.top + square.side / 2.0;
+    assert!((centre_x - 200.0).abs() <= 1.0, "{square:?}");
+    assert!((centre_y - 250.0).abs() <= 1.0, "{square:?}");
+    assert!(
+        square.top < f64::from(region.top),
+        "padded above: {square:?}"
+    );
+
+    // Without a border crop the centre crop shows the middle of the shorter side.
+    let crop = Preprocessor::new(PreprocessOptions::imagenet_classification());
+    let tall = picture(RgbImage::from_pixel(256, 512, Rgb([9, 9, 9])));
+    let square = crop.shown_square(&tall);
+    assert!((square.side - 224.0).abs() < 1e-9, "{square:?}");
+    assert!((square.left - 16.0).abs() < 1e-9 && (square.top - 144.0).abs() < 1e-9);
+}
+
+#[test]
+fn occlusion_hides_exactly_one_cell() {
+    let preprocessor = Preprocessor::new(PreprocessOptions::product_features());
+    let photo = picture(RgbImage::from_pixel(64, 64, Rgb([200, 30, 40])));
+    let prepared = preprocessor.prepare_picture(&photo).expect("prepare");
+    let side = prepared.side() as usize;
+    let hidden = prepared.occluded(1, 2, 4);
+    let cell = side / 4;
+    let mut zeroed = 0;
+    for y in 0..side {
+        for x in 0..side {
+            let at = (y * side + x) * 3;
+            let inside = (cell..2 * cell).contains(&y) && (2 * cell..3 * cell).contains(&x);
+            if inside {
+                assert_eq!(&hidden.values()[at..at + 3], &[0.0, 0.0, 0.0]);
+                zeroed += 1;
+            } else {
+                assert_eq!(&hidden.values()[at..at + 3], &prepared.values()[at..at + 3]);
+            }
+        }
+    }
+    assert_eq!(zeroed, cell * cell);
+}

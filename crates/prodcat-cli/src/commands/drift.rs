@@ -84,8 +84,9 @@ pub struct CheckArgs {
     /// Fewest reviewed predictions to judge concept drift.
     #[arg(long, default_value_t = 30)]
     pub min_labelled: usize,
-    /// Largest number of window texts embedded for the embedding components.
-    #[arg(long, default_value_t = 400)]
+    /// Largest number of texts embedded for the embedding components (a sample stratified by
+    /// predicted category; the reference profile has the same bound).
+    #[arg(long, default_value_t = prodcat_model::MAX_EMBEDDED_TEXTS)]
     pub max_embedded: usize,
     /// Also write report.json and report.html into this folder.
     #[arg(long, value_name = "DIR")]

@@ -97,19 +97,7 @@ pub async fn run(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> 
     );
     print_branches(report);
     if let Some(system) = report.system() {
-        let mut table =
-            output::table(&["code", "category", "precision", "recall", "F1", "support"]);
-        for class in &system.per_class {
-            table.add_row(vec![
-                class.code.to_string(),
-                class.name.clone(),
-                format!("{:.3}", class.precision),
-                format!("{:.3}", class.recall),
-                format!("{:.3}", class.f1),
-                class.support.to_string(),
-            ]);
-        }
-        println!("{table}");
+        print_per_class(&system.per_class);
     }
     match &args.out {
         Some(folder) => println!(
@@ -122,6 +110,22 @@ pub async fn run(settings: &Settings, args: EvaluateArgs) -> anyhow::Result<()> 
         ),
     }
     Ok(())
+}
+
+/// One line per category: precision, recall, F1 and support.
+pub fn print_per_class(per_class: &[prodcat_model::ClassEvaluation]) {
+    let mut table = output::table(&["code", "category", "precision", "recall", "F1", "support"]);
+    for class in per_class {
+        table.add_row(vec![
+            class.code.to_string(),
+            class.name.clone(),
+            format!("{:.3}", class.precision),
+            format!("{:.3}", class.recall),
+            format!("{:.3}", class.f1),
+            class.support.to_string(),
+        ]);
+    }
+    println!("{table}");
 }
 
 /// One line per branch: rows, weighted / macro F1, accuracy, ECE, automatic share and precision.

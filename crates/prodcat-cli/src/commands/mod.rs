@@ -1,6 +1,7 @@
 //! One module per top-level subcommand.
 
 pub mod backup;
+pub mod cross_validation;
 pub mod data;
 pub mod drift;
 pub mod evaluate;

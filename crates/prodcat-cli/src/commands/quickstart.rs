@@ -186,25 +186,19 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
                 "the text branch"
             }
         );
-        let args = train::TrainArgs {
-            dataset: version.id.to_string(),
-            branch: if with_images {
-                train::BranchArg::Fusion
-            } else {
-                train::BranchArg::Text
-            },
-            c: 0.5,
-            class_weight: train::ClassWeightArg::None,
-            head: train::HeadArg::Mlp,
-            hidden_units: 512,
-            epochs: 200,
-            seed: args.seed,
-            target_precision: 0.95,
-            name: Some("quickstart".to_string()),
-            alias: None,
-            promote: true,
-            json: false,
-        };
+        let seed = args.seed.to_string();
+        let dataset = version.id.to_string();
+        let args = train::TrainArgs::from_words(&[
+            "--dataset",
+            &dataset,
+            "--branch",
+            if with_images { "fusion" } else { "text" },
+            "--seed",
+            &seed,
+            "--name",
+            "quickstart",
+            "--promote",
+        ])?;
         train::train(&platform, &args).await?
     };
     let added =
@@ -233,7 +227,7 @@ pub async fn run(settings: &Settings, args: QuickstartArgs) -> anyhow::Result<()
     println!();
     ensure_admin(settings, &platform).await?;
     let hint = format!(
-        "Sign in as admin with the password in {}; an API token:",
+        "Sign in as admin (at /ui, or for an API token below) with the password in {}:",
         settings.data_dir.join("admin-password").display()
     );
     serve::serve(platform, settings, &hint).await

@@ -1,5 +1,5 @@
 //! `prodcat serve`: the HTTP service (prediction, catalogue, review queue, search, jobs,
-//! models, metrics, OpenAPI and Swagger UI) until SIGTERM or Ctrl-C, which lets in-flight
+//! models, metrics, OpenAPI and Swagger UI, the admin web UI) until SIGTERM or Ctrl-C, which lets in-flight
 //! requests finish.
 
 use anyhow::Context;
@@ -13,6 +13,7 @@ use crate::settings::Settings;
 pub fn print_ready(server: &RunningServer, admin_hint: &str) {
     let base = format!("http://{}", server.address);
     println!("prodcat is serving at {base}");
+    println!("  {base}/ui        the admin web UI (sign in with a prodcat account)");
     println!("  {base}/          what this service offers");
     println!("  {base}/docs      interactive API documentation (Swagger UI)");
     println!("  {base}/metrics   Prometheus metrics");

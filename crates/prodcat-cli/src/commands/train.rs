@@ -4,12 +4,14 @@
 use std::sync::Mutex;
 
 use clap::{Args, ValueEnum};
-use prodcat_model::{BranchSelection, TrainOptions, TrainingProgress};
-use prodcat_pipelines::{run_training, PlatformRescorer, TrainingRequest};
+use prodcat_model::{
+    BranchSelection, TrainOptions, TrainingProgress, DEFAULT_CROSS_VALIDATION_SEED,
+};
+use prodcat_pipelines::{cross_validate_training, run_training, PlatformRescorer, TrainingRequest};
 use prodcat_platform::Platform;
 use prodcat_registry::{PromotionOutcome, PromotionRequest};
 use prodcat_text_model::ClassWeighting;
-use prodcat_vision::{HeadKind, HeadTrainingOptions};
+use prodcat_vision::{BackboneChoice, BackboneKind, HeadKind, HeadTrainingOptions};
 
 use crate::output::{self, Progress};
 use crate::settings::Settings;
@@ -36,6 +38,10 @@ pub enum HeadArg {
     Logistic,
 }
 
+fn parse_backbone(name: &str) -> Result<BackboneKind, String> {
+    BackboneKind::parse(name).map_err(|error| error.to_string())
+}
+
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Dataset version to train on (id, unique prefix, or latest).
@@ -58,6 +64,14 @@ pub struct TrainArgs {
     /// Image head: a one-hidden-layer MLP or multinomial logistic regression.
     #[arg(long, value_enum, default_value = "mlp")]
     pub head: HeadArg,
+    /// Pretrained network for the photos: mobilenet-v2, efficientnet-lite0, efficientnet-lite1
+    /// or efficientnet-lite2 (each must be installed in the model folder; scripts/setup
+    /// installs them). Serving loads the one a model was trained with.
+    #[arg(long, default_value = "mobilenet-v2", value_parser = parse_backbone)]
+    pub backbone: BackboneKind,
+    /// Average each photo's features with its mirror image's (twice the network time).
+    #[arg(long)]
+    pub flip_averaging: bool,
     /// Hidden units of the MLP head.
     #[arg(long, default_value_t = 512)]
     pub hidden_units: usize,
@@ -70,6 +84,19 @@ pub struct TrainArgs {
     /// Precision that automatic decisions must reach on validation (below: review queue).
     #[arg(long, default_value_t = 0.95)]
     pub target_precision: f64,
+    /// Folds of the cross-fit of both branches on the training split, on which the fusion and
+    /// the thresholds are tuned (0: tune on the validation split only).
+    #[arg(long, default_value_t = 5)]
+    pub cross_fit_folds: usize,
+    /// Instead of training one version, cross-validate the training on the dataset version's
+    /// labelled rows with this many folds (each fold in turn is the test set; nothing is
+    /// registered) and print each branch's figures on the held-out folds.
+    #[arg(long, value_name = "FOLDS")]
+    pub cross_validate: Option<usize>,
+    /// Seed of the fold assignment of --cross-validate: another seed cuts the same rows into
+    /// other folds, to check that a comparison holds beyond one partition.
+    #[arg(long, value_name = "SEED", default_value_t = DEFAULT_CROSS_VALIDATION_SEED)]
+    pub fold_seed: u64,
     /// A name for the run.
     #[arg(long)]
     pub name: Option<String>,
@@ -86,6 +113,21 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The arguments `prodcat train WORDS...` would get: every flag not in `words` at its
+    /// documented default, so commands that train from inside the binary (the quickstart) do
+    /// not restate the defaults.
+    pub fn from_words(words: &[&str]) -> anyhow::Result<Self> {
+        #[derive(clap::Parser)]
+        struct TrainCommand {
+            #[command(flatten)]
+            args: TrainArgs,
+        }
+        let command = <TrainCommand as clap::Parser>::try_parse_from(
+            std::iter::once("train").chain(words.iter().copied()),
+        )?;
+        Ok(command.args)
+    }
+
     pub fn options(&self) -> TrainOptions {
         let mut options = TrainOptions {
             branches: match self.branch {
@@ -94,6 +136,8 @@ impl TrainArgs {
                 BranchArg::Fusion => BranchSelection::Fusion,
             },
             target_precision: self.target_precision,
+            cross_fit_folds: self.cross_fit_folds,
+            cross_validation_seed: self.fold_seed,
             ..TrainOptions::default()
         };
         options.text.svm.c = self.c;
@@ -113,6 +157,7 @@ impl TrainArgs {
             seed: self.seed,
             ..HeadTrainingOptions::default()
         };
+        options.image_backbone = BackboneChoice::new(self.backbone, self.flip_averaging);
         options
     }
 }
@@ -190,6 +235,21 @@ pub async fn train(platform: &Platform, args: &TrainArgs) -> anyhow::Result<Stri
             request.options.branches.as_str(),
             request.dataset
         );
+    }
+    if let Some(folds) = args.cross_validate {
+        if !args.json {
+            eprintln!("{folds} folds, cut with fold seed {}", args.fold_seed);
+        }
+        let bars = StageBars::new(args.json);
+        let validation = cross_validate_training(platform, &request, folds, &bars).await?;
+        drop(bars);
+        let summary = crate::commands::cross_validation::summarise(&validation);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            crate::commands::cross_validation::print(&summary);
+        }
+        return Ok(String::new());
     }
     let bars = StageBars::new(args.json);
     let result = run_training(platform, &request, &bars).await?;
@@ -269,16 +329,16 @@ pub fn print_training_summary(result: &prodcat_pipelines::TrainingRunResult) {
         evaluation.evaluation_set, evaluation.rows, evaluation.rows_with_image
     );
     crate::commands::evaluate::print_branches(evaluation);
+    if let Some(system) = evaluation.system() {
+        println!("  per category ({}):", system.name);
+        crate::commands::evaluate::print_per_class(&system.per_class);
+    }
     let fusion = result.outcome.bundle.fusion.clone();
     if result.outcome.bundle.image.is_some() && result.outcome.bundle.text.is_some() {
-        println!(
-            "  fusion: p = {:.2} x image + {:.2} x text (weight tuned on validation)",
-            fusion.image_weight,
-            1.0 - fusion.image_weight
-        );
+        println!("  fusion: {}", fusion_text(&fusion));
     }
     println!(
-        "  automatic decisions at {:.0}% target precision: threshold {} (validation coverage {}), text-only {} ({})",
+        "  automatic decisions at {:.0}% target precision (lower confidence bound on the tuning products): threshold {} (tuning coverage {}), text-only {} ({})",
         fusion.target_precision * 100.0,
         threshold_text(fusion.threshold_fused),
         output::percent((fusion.coverage_fused * 1000.0) as i64, 1000),
@@ -301,6 +361,41 @@ pub fn print_training_summary(result: &prodcat_pipelines::TrainingRunResult) {
         "  pictures and the full report: prodcat runs show {}",
         result.run.id
     );
+}
+
+/// How the branches are combined and what that was tuned on, in one line.
+pub fn fusion_text(fusion: &prodcat_model::FusionSettings) -> String {
+    let tuned_on = match &fusion.tuning {
+        Some(tuning) if tuning.folds >= 2 => format!(
+            "tuned on {} products with a photo ({}-fold out-of-fold training predictions and validation)",
+            tuning.fused_rows, tuning.folds
+        ),
+        Some(tuning) => format!(
+            "tuned on {} validation products with a photo",
+            tuning.fused_rows
+        ),
+        None => "tuned on validation".to_string(),
+    };
+    match (&fusion.stacked, &fusion.tuning) {
+        (Some(stacked), Some(tuning)) if stacked.uses_image() => format!(
+            "stacked: {:.2} x log p(text) + {:.2} x log p(image) + class bias (image share {:.2}; \
+             held-out weighted F1 {:.4} against text {:.4}), {tuned_on}",
+            stacked.text_scale,
+            stacked.image_scale,
+            fusion.image_weight,
+            tuning.stacked_weighted_f1,
+            tuning.text_weighted_f1
+        ),
+        (Some(_), Some(tuning)) => format!(
+            "text branch alone: the photo did not help on held-out tuning rows (weighted F1 {:.4} against text {:.4}), {tuned_on}",
+            tuning.stacked_weighted_f1, tuning.text_weighted_f1
+        ),
+        _ => format!(
+            "p = {:.2} x image + {:.2} x text, {tuned_on}",
+            fusion.image_weight,
+            1.0 - fusion.image_weight
+        ),
+    }
 }
 
 fn threshold_text(threshold: f32) -> String {
@@ -341,4 +436,25 @@ fn version_text(version: &Option<prodcat_domain::ModelVersionId>) -> String {
         .as_ref()
         .map(|v| v.to_string())
         .unwrap_or_else(|| "-".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_from_words_take_the_documented_defaults() {
+        let args = TrainArgs::from_words(&["--branch", "text", "--seed", "7", "--promote"])
+            .expect("valid words");
+        assert!(matches!(args.branch, BranchArg::Text));
+        assert_eq!(args.seed, 7);
+        assert!(args.promote);
+        assert_eq!(args.c, 0.5);
+        assert_eq!(args.backbone, BackboneKind::MobileNetV2);
+        assert_eq!(args.hidden_units, 512);
+        assert_eq!(args.fold_seed, DEFAULT_CROSS_VALIDATION_SEED);
+        assert!(args.cross_validate.is_none() && args.alias.is_none() && !args.json);
+        let error = TrainArgs::from_words(&["--backbone", "resnet"]).unwrap_err();
+        assert!(error.to_string().contains("resnet"), "{error}");
+    }
 }
