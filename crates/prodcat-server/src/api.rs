@@ -12,6 +12,32 @@ use utoipa::ToSchema;
 use crate::error::ErrorBody;
 use prodcat_catalogue::Product;
 
+/// Reads an optional whole number the way JSON Schema counts one: `7` and `7.0` alike (a
+/// fraction, or a number out of the type's range, is refused).
+fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64> + TryFrom<u64>,
+{
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let out_of_range = || D::Error::custom(format!("{number} is out of range"));
+    if let Some(value) = number.as_i64() {
+        return T::try_from(value).map(Some).map_err(|_| out_of_range());
+    }
+    if let Some(value) = number.as_u64() {
+        return T::try_from(value).map(Some).map_err(|_| out_of_range());
+    }
+    match number.as_f64() {
+        Some(value) if value.fract() == 0.0 && value.abs() < 9.0e15 => T::try_from(value as i64)
+            .map(Some)
+            .map_err(|_| out_of_range()),
+        _ => Err(D::Error::custom(format!("{number} is not a whole number"))),
+    }
+}
+
 /// A category with its name.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -44,6 +70,7 @@ pub struct CategoryScore {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PredictRequest {
     /// The marketplace's product id, if the product has one (kept in the prediction log).
+    #[serde(default, deserialize_with = "whole_number")]
     pub product_id: Option<i64>,
     /// The product's title.
     pub designation: Option<String>,
@@ -51,7 +78,9 @@ pub struct PredictRequest {
     pub description: Option<String>,
     /// The photo, JPEG or PNG, base64-encoded (a `data:image/...;base64,` prefix is accepted).
     pub image: Option<String>,
-    /// Add the n-grams that pushed the text decision most.
+    /// Add the n-grams that pushed the text decision most and, when the photo was used, the
+    /// regions of the photo the decision rested on (`photoRegions`: 16 more passes of the image
+    /// network, so explained photo predictions take longer).
     pub explain: Option<bool>,
 }
 
@@ -95,6 +124,32 @@ pub struct PredictionBody {
     /// Time the server took for this product, decoding included.
     pub elapsed_microseconds: u64,
     pub explanation: Option<Vec<ExplanationTerm>>,
+    /// With `explain` and a photo the image branch used: the occlusion-sensitivity map of the
+    /// photo for the predicted category.
+    pub photo_regions: Option<PhotoRegionsBody>,
+}
+
+/// Which regions of the photo the image branch relied on. The photo is divided into `grid` x
+/// `grid` cells over the square the network saw; each cell is hidden in turn and the fall of the
+/// image branch's probability for `categoryCode` is recorded (negative: hiding the cell made the
+/// category likelier).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhotoRegionsBody {
+    pub category_code: u16,
+    pub grid: usize,
+    /// The decoded photo's width and height in pixels.
+    pub image_width: u32,
+    pub image_height: u32,
+    /// The square the cells divide, in the photo's pixels; it reaches past the photo's edges
+    /// where the network's input was padded.
+    pub square_left: f64,
+    pub square_top: f64,
+    pub square_side: f64,
+    /// The image branch's probability of the category with nothing hidden.
+    pub probability: f32,
+    /// Per cell, row by row: the fall of that probability when the cell is hidden.
+    pub drops: Vec<f32>,
 }
 
 fn scores(categories: &[CategoryCode], probabilities: &[f32]) -> Vec<CategoryScore> {
@@ -177,6 +232,20 @@ impl PredictionBody {
                     })
                     .collect()
             }),
+            photo_regions: prediction
+                .photo_regions
+                .as_ref()
+                .map(|regions| PhotoRegionsBody {
+                    category_code: regions.category.value(),
+                    grid: regions.grid,
+                    image_width: regions.image_width,
+                    image_height: regions.image_height,
+                    square_left: regions.square_left,
+                    square_top: regions.square_top,
+                    square_side: regions.square_side,
+                    probability: regions.probability,
+                    drops: regions.drops.clone(),
+                }),
         }
     }
 }
@@ -214,6 +283,8 @@ pub struct BatchPredictResponse {
 /// (or HTTP Basic) for services.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct TokenRequest {
+    /// `password` or `client_credentials`.
+    #[schema(pattern = "^(password|client_credentials)$")]
     pub grant_type: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -292,7 +363,9 @@ impl ProductBody {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateProductRequest {
-    /// The marketplace's product id; generated when absent.
+    /// The marketplace's product id (a positive integer); generated when absent.
+    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub product_id: Option<i64>,
     pub designation: Option<String>,
     pub description: Option<String>,
@@ -336,7 +409,8 @@ pub struct ProductPage {
 pub struct ReviewRequest {
     /// `accept` (the predicted category is right) or `correct` (give `category`).
     pub decision: String,
-    /// The right category code; required to correct.
+    /// The right category code: required with `correct`, absent with `accept`.
+    #[serde(default, deserialize_with = "whole_number")]
     pub category: Option<u16>,
 }
 
@@ -361,6 +435,7 @@ pub struct JobItemRequest {
     pub description: Option<String>,
     /// The photo, base64-encoded.
     pub image: Option<String>,
+    #[serde(default, deserialize_with = "whole_number")]
     pub product_id: Option<i64>,
 }
 
@@ -656,22 +731,28 @@ pub struct SimilarBody {
 pub struct RolloutRequest {
     /// Share of the live traffic, above 0 and at most 1 (default: 0.25 for a shadow, 0.1 for a
     /// canary).
-    #[schema(minimum = 0.0, maximum = 1.0)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub share: Option<f64>,
     /// What keeps the same traffic on the same side: `product` (default) or `client`.
+    #[schema(value_type = Option<String>, pattern = "^(product|client)$")]
     pub stickiness: Option<String>,
     pub reason: Option<String>,
     /// Canary guard rails: roll back when the error rate exceeds the champion's by more than
     /// this (default 0.02).
+    #[schema(minimum = 0.0)]
     pub max_error_rate_increase: Option<f64>,
     /// ...or the p99 latency exceeds the champion's by more than this factor (default 0.5).
+    #[schema(minimum = 0.0)]
     pub max_p99_increase: Option<f64>,
     /// ...or the weighted F1 on reviewed products falls below the champion's by more than this
     /// (default 0.03)...
+    #[schema(minimum = 0.0)]
     pub max_f1_drop: Option<f64>,
     /// ...with at least this many reviewed products each (default 50).
+    #[serde(default, deserialize_with = "whole_number")]
     pub min_labels: Option<usize>,
     /// Requests each side needs before the error and latency rails apply (default 50).
+    #[serde(default, deserialize_with = "whole_number")]
     pub min_requests: Option<usize>,
 }
 

@@ -2,7 +2,8 @@
 //! (products, review queue), the model registry (list, promote, roll back, with a hot swap of
 //! the model in service), security (OAuth2 token endpoint issuing signed JWTs, roles, audit log,
 //! rate limits, body limits, timeouts) and operations (Prometheus metrics, health and readiness,
-//! OpenAPI document and Swagger UI).
+//! OpenAPI document and Swagger UI), and the admin web UI under `/ui` ([`ui`]: server-rendered
+//! pages over the same handlers).
 //!
 //! This crate speaks HTTP and JSON and nothing else: predictions go through the platform's
 //! [`prodcat_platform::Predictor`], the catalogue's tables through [`prodcat_catalogue`]; the
@@ -27,11 +28,12 @@ pub mod search_service;
 mod server;
 mod state;
 mod swagger;
+mod ui;
 mod worker_endpoints;
 
 pub use auth::{Caller, TokenClaims, TokenSigner};
 pub use keys::{load_or_create_secret, SigningKey, SigningKeys};
-pub use openapi::openapi_document;
+pub use openapi::{openapi_document, DocumentSettings};
 pub use prodcat_platform::shutdown_signal;
 pub use prodcat_platform::ServerSettings;
 pub use server::{router, serve_until_signal, start, RunningServer};

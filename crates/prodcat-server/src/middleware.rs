@@ -157,6 +157,16 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let mut authentication = Authentication::of_headers(request.headers(), &state.signer);
+    // The web UI's pages carry the same token in their session cookie (and only they do).
+    if matches!(authentication, Authentication::Missing) && request.uri().path().starts_with("/ui")
+    {
+        if let Some(token) = crate::ui::cookie(request.headers(), crate::ui::SESSION_COOKIE) {
+            authentication = match state.signer.verify(&token) {
+                Ok(claims) => Authentication::Verified(claims),
+                Err(problem) => Authentication::Invalid(problem),
+            };
+        }
+    }
     if let Authentication::Verified(claims) = &authentication {
         authentication = match state
             .revocation
@@ -288,7 +298,13 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
-    if is_json {
+    // JSON errors stay as they are; so do the web UI's error pages.
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
+    if is_json || is_page {
         return response;
     }
     let message = match status.as_u16() {

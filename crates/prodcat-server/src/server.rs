@@ -94,7 +94,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/products/{id}/similar", get(search::similar))
         .route("/v1/search", get(search::search))
         .route("/v1/review", get(products::review_queue))
-        .route("/v1/review/{product_id}", post(products::review_decision))
+        .route(
+            "/v1/review/{product_id}",
+            post(products::review_decision).delete(products::undo_review_decision),
+        )
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/rollback", post(models::rollback))
         .route("/v1/models/{version}/promote", post(models::promote))
@@ -113,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/aliases-at", get(rollouts::aliases_at))
         .route("/v1/predictions/{id}", get(rollouts::prediction))
         .route("/v1/audit", get(operations::audit_log))
+        .merge(crate::ui::routes())
         .fallback(operations::not_found)
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         .layer(layers)
@@ -337,6 +341,7 @@ pub async fn start(
         platform.clone(),
         prodcat_registry::CHAMPION,
     ));
+    let search_by_meaning = search.index().has_embedder();
     let state = AppState::new(StateInner {
         search,
         signer: TokenSigner::new(keys, settings.token_lifetime),
@@ -351,6 +356,10 @@ pub async fn start(
         revocation: crate::revocation::RevocationCache::new(settings.revocation_check),
         password_checks: tokio::sync::Semaphore::new(prodcat_platform::available_cores()),
         metrics_token: read_metrics_token(&settings)?,
+        openapi: crate::openapi::openapi_document(&crate::openapi::DocumentSettings::of(
+            &settings,
+            search_by_meaning,
+        )),
         platform,
         settings,
     });

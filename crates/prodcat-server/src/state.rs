@@ -42,6 +42,8 @@ pub struct StateInner {
     pub password_checks: Semaphore,
     /// The bearer token scrapers outside the private networks send for `/metrics`.
     pub metrics_token: Option<String>,
+    /// The OpenAPI document of this server (its limits come from the settings).
+    pub openapi: String,
 }
 
 impl Deref for AppState {

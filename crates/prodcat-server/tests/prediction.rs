@@ -334,6 +334,52 @@ async fn images_are_classified_when_the_backbone_is_installed() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["branches"], json!(["text", "image"]));
     assert!(body["fusionWeight"].is_number());
+    assert!(
+        body["photoRegions"].is_null(),
+        "regions only when asked for"
+    );
+
+    // With explain: the occlusion map of the photo for the predicted category.
+    let (status, body) = app
+        .post(
+            "/v1/predict",
+            &app.service,
+            json!({"designation": "Piscine ronde", "image": base64(&photo), "explain": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let regions = &body["photoRegions"];
+    assert_eq!(regions["categoryCode"], body["categoryCode"], "{regions}");
+    assert_eq!(regions["grid"], 4);
+    assert_eq!(regions["imageWidth"], 500);
+    let drops: Vec<f64> = regions["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|drop| drop.as_f64().unwrap())
+        .collect();
+    assert_eq!(drops.len(), 16);
+    let probability = regions["probability"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&probability), "{regions}");
+    // Each drop is the whole photo's probability minus a probability.
+    assert!(drops.iter().all(|drop| drop.is_finite()
+        && *drop <= probability + 1e-6
+        && *drop >= probability - 1.0 - 1e-6));
+    assert!(
+        drops.iter().any(|drop| drop.abs() > 1e-6),
+        "hiding a sixteenth of the photo changed nothing: {regions}"
+    );
+    assert!(regions["squareSide"].as_f64().unwrap() > 0.0);
+    // A text-only explanation has no regions.
+    let (status, body) = app
+        .post(
+            "/v1/predict",
+            &app.service,
+            json!({"designation": "Piscine ronde", "explain": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["photoRegions"].is_null());
 
     // Multipart with the photo as a file.
     let form = reqwest::multipart::Form::new()

@@ -454,7 +454,20 @@ async fn webhook_deliveries_are_signed_and_a_replay_is_refused() {
         payload["text"].as_str().unwrap().contains("canary-started"),
         "{payload}"
     );
-    // The delivery is recorded with its id and attempts.
+    // The delivery is recorded with its id and attempts (once the receiver's answer is back, a
+    // moment after the receiver has seen the payload).
+    wait_for(
+        "the delivery recorded as sent",
+        Duration::from_secs(10),
+        || async {
+            sqlx::query("SELECT id FROM notifications WHERE status = 'sent'")
+                .fetch_optional(app.database().pool())
+                .await
+                .unwrap()
+                .is_some()
+        },
+    )
+    .await;
     let (event_id, attempts): (String, i64) = sqlx::query_as(
         "SELECT event_id, attempts FROM notifications WHERE status = 'sent' ORDER BY id DESC",
     )

@@ -4,7 +4,7 @@
 //! `GET /v1/jobs/{id}` gives progress and a page of results.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -46,18 +46,6 @@ fn format_of(content_type: &str, file_name: Option<&str>) -> Option<UploadFormat
     None
 }
 
-fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
-    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large("the upload is larger than the limit")
-    } else {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_multipart",
-            error.body_text(),
-        )
-    }
-}
-
 /// Where an upload's bytes come from: the body, or the "file" part of a multipart form.
 enum UploadSource<'a> {
     Body(axum::body::BodyDataStream),
@@ -78,7 +66,7 @@ impl UploadSource<'_> {
                     format!("the upload could not be read: {error}"),
                 )),
             },
-            UploadSource::Field(field) => field.chunk().await.map_err(multipart_error),
+            UploadSource::Field(field) => field.chunk().await.map_err(super::multipart_error),
         }
     }
 }
@@ -294,18 +282,10 @@ pub async fn create_job(
         })
         .transpose()?;
     let (job, created) = if is_multipart(&request) {
-        let mut form = Multipart::from_request(request, &state)
-            .await
-            .map_err(|rejection| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_multipart",
-                    rejection.body_text(),
-                )
-            })?;
+        let mut form = super::multipart_form(request, &state).await?;
         // The "file" part holds the products; its format comes from its type or name.
         loop {
-            let Some(field) = form.next_field().await.map_err(multipart_error)? else {
+            let Some(field) = form.next_field().await.map_err(super::multipart_error)? else {
                 return Err(ApiError::invalid(
                     "the multipart form has no \"file\" part with the products",
                 ));
@@ -361,11 +341,14 @@ pub async fn create_job(
 
 /// Query of a job's items.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct JobQuery {
     /// First item position (default 0).
+    #[param(minimum = 0)]
     offset: Option<i64>,
     /// Items to include (default 100, at most 1000; 0 for none).
+    #[param(minimum = 0, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -403,7 +386,7 @@ fn result_body(result: &prodcat_jobs::ItemResult) -> JobItemResultBody {
     get,
     path = "/v1/jobs/{id}",
     tag = "jobs",
-    params(("id" = String, Path, description = "Job id"), JobQuery),
+    params(("id" = String, Path, description = "Job id", pattern = "^job-[0-9a-f]{16}$"), JobQuery),
     responses(
         (status = 200, body = JobBody),
         (status = 404, description = "Unknown job", body = ErrorBody),
@@ -419,14 +402,19 @@ pub async fn get_job(
 ) -> Result<Json<JobBody>, ApiError> {
     caller.require(Permission::Jobs)?;
     let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    if !prodcat_domain::is_prefixed_hex(&id, prodcat_jobs::queue::JobId::PREFIX, 16) {
+        return Err(ApiError::invalid(format!(
+            "{id:?} is not a job id (job- and 16 hex digits)"
+        )));
+    }
+    let offset = crate::handlers::in_range("offset", query.offset, 0, 0, i64::MAX)?;
+    let limit = crate::handlers::in_range("limit", query.limit, 100, 0, 1000)?;
     let job = prodcat_jobs::get_job(&state.platform.database, &id).await?;
     // A job belongs to the client that created it: to anybody else (admins aside) it does not
     // exist.
     if job.created_by != caller.name && caller.role != prodcat_catalogue::Role::Admin {
         return Err(ApiError::from(prodcat_jobs::JobError::UnknownJob(id)));
     }
-    let offset = query.offset.unwrap_or(0).max(0);
-    let limit = query.limit.unwrap_or(100).clamp(0, 1000);
     let items = if limit > 0 {
         prodcat_jobs::job_items(&state.platform.database, &id, offset, limit).await?
     } else {

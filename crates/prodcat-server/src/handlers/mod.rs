@@ -121,7 +121,9 @@ pub(crate) fn decode_base64_image(text: &str) -> Result<Bytes, ApiError> {
         .map_err(|error| ApiError::invalid_image(format!("the image is not valid base64: {error}")))
 }
 
-fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+/// A multipart body that could not be read: 413 when it passed the route's size limit, 400
+/// otherwise, naming what was wrong.
+pub(crate) fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large("the request body is larger than the limit of this route")
     } else {
@@ -169,21 +171,32 @@ async fn payload_from_multipart(mut multipart: Multipart) -> Result<ProductPaylo
     Ok(payload)
 }
 
+/// The multipart form of a request whose content type says it has one.
+pub(crate) async fn multipart_form(
+    request: Request,
+    state: &AppState,
+) -> Result<Multipart, ApiError> {
+    Multipart::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_multipart",
+                rejection.body_text(),
+            )
+        })
+}
+
+async fn multipart_payload(request: Request, state: &AppState) -> Result<ProductPayload, ApiError> {
+    payload_from_multipart(multipart_form(request, state).await?).await
+}
+
 impl FromRequest<AppState> for ProductPayload {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if content_type(&request).starts_with("multipart/form-data") {
-            let multipart = Multipart::from_request(request, state)
-                .await
-                .map_err(|rejection| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_multipart",
-                        rejection.body_text(),
-                    )
-                })?;
-            return payload_from_multipart(multipart).await;
+            return multipart_payload(request, state).await;
         }
         let JsonBody(request) =
             JsonBody::<crate::api::PredictRequest>::from_request(request, state).await?;
@@ -199,5 +212,150 @@ impl FromRequest<AppState> for ProductPayload {
             image,
             explain: request.explain.unwrap_or(false),
         })
+    }
+}
+
+/// A whole-number parameter: `default` when absent, else it must lie within `min..=max` (the
+/// range the OpenAPI document states; nothing is clamped silently).
+pub(crate) fn in_range<T>(
+    name: &str,
+    value: Option<T>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ApiError>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    let value = value.unwrap_or(default);
+    if value < min || value > max {
+        return Err(ApiError::invalid(format!(
+            "{name} is {value}; it must be between {min} and {max}"
+        )));
+    }
+    Ok(value)
+}
+
+/// A product to add, from JSON (the fields of [`crate::api::CreateProductRequest`], nothing
+/// else) or from a multipart form.
+pub struct NewProductPayload(pub ProductPayload);
+
+impl FromRequest<AppState> for NewProductPayload {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if content_type(&request).starts_with("multipart/form-data") {
+            return Ok(Self(multipart_payload(request, state).await?));
+        }
+        let JsonBody(request) =
+            JsonBody::<crate::api::CreateProductRequest>::from_request(request, state).await?;
+        let image = request
+            .image
+            .as_deref()
+            .map(decode_base64_image)
+            .transpose()?;
+        Ok(Self(ProductPayload {
+            product_id: request.product_id,
+            designation: request.designation,
+            description: request.description,
+            image,
+            explain: false,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use axum::body::Body;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const BOUNDARY: &str = "prodcat-boundary";
+
+    /// Reads a multipart body the way product creation and prediction do.
+    fn read_form(body: Vec<u8>) -> Result<ProductPayload, ApiError> {
+        let request = Request::builder()
+            .method("POST")
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(Body::from(body))
+            .unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let multipart = Multipart::from_request(request, &())
+                    .await
+                    .map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+                payload_from_multipart(multipart).await
+            })
+    }
+
+    /// One part: a name (sometimes unknown, sometimes missing) and arbitrary content.
+    fn part() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop_oneof![
+                Just("designation"),
+                Just("description"),
+                Just("productId"),
+                Just("explain"),
+                Just("image"),
+                Just("other"),
+                Just(""),
+            ],
+            proptest::collection::vec(any::<u8>(), 0..512),
+            any::<bool>(),
+        )
+            .prop_map(|(name, content, quoted)| {
+                let mut out = format!("--{BOUNDARY}\r\n").into_bytes();
+                if !name.is_empty() {
+                    let name = if quoted {
+                        format!("\"{name}\"")
+                    } else {
+                        name.to_string()
+                    };
+                    out.extend(format!("Content-Disposition: form-data; name={name}\r\n").bytes());
+                }
+                out.extend(b"\r\n");
+                out.extend(content);
+                out.extend(b"\r\n");
+                out
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes under a multipart content type: an error or a payload, never a panic.
+        #[test]
+        fn arbitrary_multipart_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let started = Instant::now();
+            let _ = read_form(body);
+            prop_assert!(started.elapsed() < Duration::from_millis(500));
+        }
+
+        /// Well-framed parts with hostile names and contents, sometimes unterminated.
+        #[test]
+        fn framed_parts_are_read_or_refused(parts in proptest::collection::vec(part(), 0..8), close in any::<bool>()) {
+            let mut body: Vec<u8> = parts.concat();
+            if close {
+                body.extend(format!("--{BOUNDARY}--\r\n").bytes());
+            }
+            let started = Instant::now();
+            match read_form(body) {
+                Ok(payload) => {
+                    if let Some(text) = payload.designation {
+                        prop_assert!(text.len() <= 8 * 512);
+                    }
+                }
+                Err(error) => prop_assert!(!error.message.is_empty()),
+            }
+            prop_assert!(started.elapsed() < Duration::from_millis(500));
+        }
     }
 }

@@ -176,10 +176,10 @@ pub async fn metrics(State(state): State<AppState>, who: OperationsCaller) -> Re
 }
 
 /// The OpenAPI document of this API.
-pub async fn openapi_json() -> Response {
+pub async fn openapi_json(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::openapi_document(),
+        state.openapi.clone(),
     )
         .into_response()
 }
@@ -219,6 +219,7 @@ pub async fn landing(State(state): State<AppState>) -> Html<String> {
 <h1>prodcat</h1>
 <p>Product classification service. Model in service: <code>{serving}</code>.</p>
 <ul>
+<li><a href="/ui">/ui</a>: the admin web UI (sign in with a prodcat account)</li>
 <li><a href="/docs">/docs</a>: the API, interactive (Swagger UI)</li>
 <li><a href="/openapi.json">/openapi.json</a>: the OpenAPI document</li>
 <li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
@@ -233,6 +234,7 @@ pub async fn landing(State(state): State<AppState>) -> Html<String> {
 
 /// Query of the audit log.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditQuery {
     /// Only entries at or after this time (Unix milliseconds).
@@ -240,6 +242,7 @@ pub struct AuditQuery {
     /// Only this actor.
     actor: Option<String>,
     /// At most this many entries (default 100, at most 10,000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<i64>,
 }
 
@@ -267,7 +270,7 @@ pub async fn audit_log(
         &AuditFilter {
             since_ms: query.since_ms,
             actor: query.actor,
-            limit: query.limit.unwrap_or(100),
+            limit: crate::handlers::in_range("limit", query.limit, 100, 1, 10_000)?,
         },
     )
     .await?;

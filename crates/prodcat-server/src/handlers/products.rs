@@ -22,7 +22,7 @@ use utoipa::IntoParams;
 use crate::api::{PredictionBody, ProductBody, ProductPage, ProductResponse, ReviewRequest};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::handlers::{decode_base64_image, JsonBody, ProductPayload};
+use crate::handlers::{decode_base64_image, in_range, JsonBody, NewProductPayload};
 use crate::middleware::AuditNote;
 use crate::state::AppState;
 
@@ -46,6 +46,7 @@ async fn try_classify(
     description: &str,
     image: &Bytes,
     product_id: Option<i64>,
+    explain: bool,
     caller: &Caller,
 ) -> Result<Option<Predicted>, ApiError> {
     let mut requester = Requester::new(PredictionSource::Product).client(caller.name.clone());
@@ -57,7 +58,7 @@ async fn try_classify(
                 designation: designation.to_string(),
                 description: description.to_string(),
                 image: Some(image.clone()),
-                explain: false,
+                explain,
             },
             &requester,
             LogMode::Caller,
@@ -117,7 +118,7 @@ fn with_note(mut response: Response, detail: String) -> Response {
 pub async fn create_product(
     State(state): State<AppState>,
     caller: Caller,
-    payload: ProductPayload,
+    NewProductPayload(payload): NewProductPayload,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     caller.require(Permission::ProductsWrite)?;
@@ -148,6 +149,7 @@ pub async fn create_product(
         &description,
         &image.bytes,
         payload.product_id,
+        payload.explain,
         &caller,
     )
     .await?;
@@ -217,21 +219,27 @@ fn etag(revision: i64) -> String {
     format!("\"{revision}\"")
 }
 
-/// The revision an `If-Match` header names (`"7"`, `W/"7"` or `7`).
+/// The revision an `If-Match` header names: `"7"` or `W/"7"` (1 to 18 digits), as the
+/// document states.
 fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::invalid("the If-Match header is not text"))?
-        .trim();
-    let bare = text.trim_start_matches("W/").trim_matches('"');
-    bare.parse().map(Some).map_err(|_| {
-        ApiError::invalid(format!(
-            "If-Match {text:?} is not a product ETag (send back the ETag of GET /v1/products/{{id}})"
-        ))
-    })
+    let text = value.to_str().unwrap_or_default();
+    let digits = text
+        .strip_prefix("W/")
+        .unwrap_or(text)
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .filter(|digits| (1..=18).contains(&digits.len()))
+        .filter(|digits| digits.bytes().all(|b| b.is_ascii_digit()));
+    match digits.and_then(|digits| digits.parse().ok()) {
+        Some(revision) => Ok(Some(revision)),
+        None => Err(ApiError::invalid(format!(
+            "If-Match {text:?} is not a product ETag (send back the ETag of GET \
+             /v1/products/{{id}}, like \"7\")"
+        ))),
+    }
 }
 
 /// A product's photo.
@@ -266,20 +274,28 @@ pub async fn get_product_image(
 
 /// Query of the product listing.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductQuery {
     /// Category code (the decided one, else the predicted one).
+    #[param(value_type = Option<u16>)]
     category: Option<String>,
     /// pending, classified, review or reviewed.
+    #[param(value_type = Option<String>)]
     status: Option<String>,
     /// 1-based page (default 1).
+    #[param(minimum = 1)]
     page: Option<i64>,
     /// Items per page (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     page_size: Option<i64>,
 }
 
+/// Most products one page of the catalogue or the review queue holds.
+const MAX_PAGE_SIZE: i64 = 500;
+
 fn parse_category(text: &str) -> Result<CategoryCode, ApiError> {
-    CategoryCode::parse(text.trim()).map_err(|error| ApiError::invalid(error.to_string()))
+    CategoryCode::parse(text).map_err(|error| ApiError::invalid(error.to_string()))
 }
 
 /// Products, newest first, filtered by category and status, one page at a time.
@@ -302,20 +318,14 @@ pub async fn list_products(
     caller.require(Permission::ProductsRead)?;
     let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
     let filter = ProductFilter {
-        category: query
-            .category
-            .as_deref()
-            .filter(|text| !text.is_empty())
-            .map(parse_category)
-            .transpose()?,
+        category: query.category.as_deref().map(parse_category).transpose()?,
         status: query
             .status
             .as_deref()
-            .filter(|text| !text.is_empty())
             .map(ProductStatus::parse)
             .transpose()?,
-        page: query.page.unwrap_or(1).max(1),
-        page_size: query.page_size.unwrap_or(50).clamp(1, 500),
+        page: in_range("page", query.page, 1, 1, i64::MAX)?,
+        page_size: in_range("pageSize", query.page_size, 50, 1, MAX_PAGE_SIZE)?,
     };
     let (products, total) = catalogue::list_products(&state.platform.database, &filter).await?;
     Ok(Json(ProductPage {
@@ -333,7 +343,7 @@ pub async fn list_products(
     tag = "catalogue",
     params(("id" = i64, Path, description = "Product id")),
     request_body = crate::api::UpdateProductRequest,
-    params(("If-Match" = Option<String>, Header, description = "The product's ETag (revision) the change is based on; a stale one is refused with 412")),
+    params(("If-Match" = Option<String>, Header, description = "The product's ETag (revision) the change is based on; a stale one is refused with 412", pattern = "^(W/)?\"[0-9]{1,18}\"$")),
     responses(
         (status = 200, body = ProductResponse),
         (status = 404, description = "Unknown product", body = ErrorBody),
@@ -397,7 +407,16 @@ pub async fn update_product(
         .map_err(ApiError::from)?;
     let classified = match &image_bytes {
         Some(bytes) => {
-            try_classify(&state, &designation, &description, bytes, Some(id), &caller).await?
+            try_classify(
+                &state,
+                &designation,
+                &description,
+                bytes,
+                Some(id),
+                false,
+                &caller,
+            )
+            .await?
         }
         None => None,
     };
@@ -471,11 +490,14 @@ pub async fn delete_product(
 
 /// Query of the review queue.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct PageQuery {
     /// 1-based page (default 1).
+    #[param(minimum = 1)]
     page: Option<i64>,
     /// Items per page (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     page_size: Option<i64>,
 }
 
@@ -495,8 +517,8 @@ pub async fn review_queue(
 ) -> Result<Json<ProductPage>, ApiError> {
     caller.require(Permission::Review)?;
     let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-    let page = query.page.unwrap_or(1).max(1);
-    let page_size = query.page_size.unwrap_or(50).clamp(1, 500);
+    let page = in_range("page", query.page, 1, 1, i64::MAX)?;
+    let page_size = in_range("pageSize", query.page_size, 50, 1, MAX_PAGE_SIZE)?;
     let (products, total) =
         catalogue::review_queue(&state.platform.database, page, page_size).await?;
     Ok(Json(ProductPage {
@@ -532,14 +554,11 @@ pub async fn review_decision(
     caller.require(Permission::Review)?;
     let decision = match request.decision.as_str() {
         "accept" => {
-            if let Some(category) = request.category {
-                let product = catalogue::get_product(&state.platform.database, id).await?;
-                if product.predicted_code.map(|c| c.value()) != Some(category) {
-                    return Err(ApiError::invalid(
-                        "accept confirms the predicted category; to choose another one use \
-                         decision \"correct\"",
-                    ));
-                }
+            if request.category.is_some() {
+                return Err(ApiError::invalid(
+                    "accept confirms the predicted category and takes no category; to choose \
+                     another one use decision \"correct\"",
+                ));
             }
             ReviewDecision::Accept
         }
@@ -575,5 +594,33 @@ pub async fn review_decision(
     Ok(with_note(
         Json(ProductBody::of(&product)).into_response(),
         detail,
+    ))
+}
+
+/// Take back your own review decision (an undo): the product returns to the review queue and
+/// its label is withdrawn, unless a dataset version already used it.
+#[utoipa::path(
+    delete,
+    path = "/v1/review/{productId}",
+    tag = "review",
+    params(("productId" = i64, Path, description = "Product id")),
+    responses(
+        (status = 200, body = ProductBody),
+        (status = 404, description = "Unknown product", body = ErrorBody),
+        (status = 409, description = "No decision of yours to take back, or its label was used", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn undo_review_decision(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::Review)?;
+    let product = catalogue::undo_review(&state.platform.database, id, &caller.name).await?;
+    state.search.notify_change();
+    Ok(with_note(
+        Json(ProductBody::of(&product)).into_response(),
+        format!("product {id} review taken back"),
     ))
 }

@@ -146,6 +146,7 @@ async fn stop(
 
 /// Why a rollout is stopped.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct StopQuery {
     /// Recorded in the alias history.
@@ -256,10 +257,22 @@ pub async fn stop_canary(
 
 /// Window of the live comparison.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveQuery {
     /// How far back, e.g. `15m`, `1h`, `7d` (default 1h).
     window: Option<String>,
+}
+
+/// Whether `text` is 1 to 6 digits (no leading zero) and one of the units s, m, h, d, w: the
+/// windows the OpenAPI document states.
+fn is_whole_duration(text: &str) -> bool {
+    let Some(digits) = text.strip_suffix(['s', 'm', 'h', 'd', 'w']) else {
+        return false;
+    };
+    (1..=6).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
 }
 
 /// Compare the versions serving live traffic: requests, errors, agreement with the champion,
@@ -283,7 +296,13 @@ pub async fn live(
 ) -> Result<Json<LiveBody>, ApiError> {
     caller.require(Permission::Models)?;
     let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-    let window = prodcat_pipelines::parse_duration_ms(query.window.as_deref().unwrap_or("1h"))?;
+    let window = query.window.as_deref().unwrap_or("1h");
+    if !is_whole_duration(window) {
+        return Err(ApiError::invalid(format!(
+            "window {window:?} is not a whole number and a unit (s, m, h, d or w), like 15m or 7d"
+        )));
+    }
+    let window = prodcat_pipelines::parse_duration_ms(window)?;
     let since = prodcat_storage::now_ms() - window;
     let comparison = prodcat_platform::live::compare(&state.platform, since).await?;
     let rollouts = prodcat_registry::active_rollouts(&state.platform.database).await?;
@@ -314,6 +333,7 @@ pub async fn rollouts(
 
 /// A point in time.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct AtQuery {
     /// An RFC 3339 time (`2026-11-30T12:00:00Z`), a date, `now`, a duration back from now
@@ -407,7 +427,7 @@ fn record_body(row: LoggedPrediction) -> PredictionRecordBody {
     get,
     path = "/v1/predictions/{id}",
     tag = "prediction",
-    params(("id" = String, Path, description = "The predictionId of an answer")),
+    params(("id" = String, Path, description = "The predictionId of an answer", pattern = "^pred-[0-9a-f]{16}$")),
     responses(
         (status = 200, body = PredictionRecordBody),
         (status = 404, description = "Unknown prediction (or another client's)", body = ErrorBody),

@@ -11,6 +11,7 @@ use utoipa::IntoParams;
 use crate::api::{SearchBody, SearchHitBody, SimilarBody, SimilarProductBody, SuggestionBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::handlers::in_range;
 use crate::state::AppState;
 use prodcat_catalogue::products as catalogue;
 use prodcat_catalogue::Permission;
@@ -28,19 +29,30 @@ impl From<SearchError> for ApiError {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchQuery {
     /// The words to look for (accents, case and small typos do not matter).
+    #[param(required = true, max_length = 512)]
     q: Option<String>,
     /// Only this category (code).
+    #[param(value_type = Option<u16>)]
     category: Option<String>,
     /// `hybrid` (default: words and meaning fused), `keyword` or `meaning`.
     mode: Option<String>,
-    /// 1-based page (default 1).
+    /// 1-based page (default 1; the results reachable end at the 10,000th).
+    #[param(minimum = 1, maximum = 51)]
     page: Option<usize>,
     /// Results per page (default 20, at most 200).
+    #[param(minimum = 1, maximum = 200)]
     page_size: Option<usize>,
 }
+
+/// Longest query, in characters.
+const MAX_QUERY_CHARACTERS: usize = prodcat_search::MAX_QUERY_BYTES / 4;
+
+/// The last page of search results that every page size reaches.
+const MAX_SEARCH_PAGE: usize = prodcat_search::MAX_OFFSET / prodcat_search::MAX_PAGE_SIZE + 1;
 
 /// Search the catalogue by words (BM25) and by meaning (multilingual text embeddings).
 #[utoipa::path(
@@ -61,31 +73,61 @@ pub async fn search(
 ) -> Result<Json<SearchBody>, ApiError> {
     caller.require(Permission::Search)?;
     let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    // Characters, as the document counts them (512 of them are at most the 2,048 bytes the
+    // index reads).
+    if query
+        .q
+        .as_deref()
+        .is_some_and(|q| q.chars().count() > MAX_QUERY_CHARACTERS)
+    {
+        return Err(ApiError::invalid(format!(
+            "q has more than {MAX_QUERY_CHARACTERS} characters"
+        )));
+    }
     let text = query
         .q
         .map(|q| q.trim().to_string())
         .filter(|q| !q.is_empty())
         .ok_or_else(|| ApiError::invalid("give the words to look for in q, e.g. ?q=lampe"))?;
-    let mode = match query.mode.as_deref().map(str::trim) {
-        None | Some("") => SearchMode::Hybrid,
-        Some(name) => SearchMode::parse(name).ok_or_else(|| {
-            ApiError::invalid(format!(
+    let mode = match query.mode.as_deref() {
+        None => SearchMode::Hybrid,
+        Some("hybrid") => SearchMode::Hybrid,
+        Some("keyword") => SearchMode::Keyword,
+        Some("meaning") => SearchMode::Meaning,
+        Some(name) => {
+            return Err(ApiError::invalid(format!(
                 "unknown search mode {name:?}: use hybrid, keyword or meaning"
-            ))
-        })?,
+            )))
+        }
     };
-    let page = query.page.unwrap_or(1);
-    if page == 0 {
-        return Err(ApiError::invalid("page starts at 1"));
+    let page = in_range("page", query.page, 1, 1, MAX_SEARCH_PAGE)?;
+    let page_size = in_range(
+        "pageSize",
+        query.page_size,
+        20,
+        1,
+        prodcat_search::MAX_PAGE_SIZE,
+    )?;
+    if prodcat_domain::normalize_text(&text).is_empty() {
+        // Markup or control characters only: no words, so nothing matches.
+        return Ok(Json(SearchBody {
+            query: text,
+            mode: mode.as_str().to_string(),
+            hits: Vec::new(),
+            total: 0,
+            keyword_matches: 0,
+            meaning_matches: 0,
+            did_you_mean: Vec::new(),
+            nearest_by_meaning: Vec::new(),
+            index_complete: state.search.is_built(),
+        }));
     }
-    let page_size = query.page_size.unwrap_or(20);
     let mut request = SearchRequest::new(text.clone())
         .with_mode(mode)
         .with_page((page - 1).saturating_mul(page_size), page_size);
-    if let Some(category) = query.category.as_deref().filter(|c| !c.trim().is_empty()) {
+    if let Some(category) = query.category.as_deref() {
         request = request.with_category(
-            CategoryCode::parse(category.trim())
-                .map_err(|error| ApiError::invalid(error.to_string()))?,
+            CategoryCode::parse(category).map_err(|error| ApiError::invalid(error.to_string()))?,
         );
     }
     let search = state.search.clone();
@@ -118,8 +160,10 @@ pub async fn search(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SimilarQuery {
     /// How many products (default 10, at most 200).
+    #[param(minimum = 1, maximum = 200)]
     k: Option<usize>,
 }
 
@@ -145,7 +189,7 @@ pub async fn similar(
 ) -> Result<Json<SimilarBody>, ApiError> {
     caller.require(Permission::Search)?;
     let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-    let k = query.k.unwrap_or(10);
+    let k = in_range("k", query.k, 10, 1, prodcat_search::MAX_PAGE_SIZE)?;
     // An unknown or deleted product is a 404 whatever the index holds.
     catalogue::get_product(&state.platform.database, id).await?;
     if !state.search.index().contains(id) {
