@@ -6,7 +6,7 @@ job-input  --texts X.csv --count N --out F
            N products as JSON lines for POST /v1/jobs/classify (the catalogue repeated)
 wrk-result --scenario NAME --log wrk.log [--notes ...]
            turns predict.lua's BENCH_RESULT line into a result line
-job        --url U --token T --items F --db prodcat.db --workers N [--kill-half-way] -- WORKER CMD
+job        --url U --token T --items F --db prodcat.db|postgres://... --workers N [--kill-half-way] -- WORKER CMD
            submits a job, starts N worker processes, follows the job to the end (killing one
            worker with SIGKILL half-way when asked), checks every item was classified exactly
            once, and prints a result line
@@ -26,6 +26,7 @@ import base64
 import csv
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -111,6 +112,38 @@ def http(url, token, method="GET", body=None, content_type=None, timeout=600):
         return response.status, json.loads(response.read())
 
 
+
+class Database:
+    """Read-only queries on the platform's database: a SQLite file or a PostgreSQL URL (through
+    psql). `{job}` in a statement stands for the quoted job id."""
+
+    def __init__(self, location):
+        self.location = location
+        self.postgres = location.startswith(("postgres://", "postgresql://"))
+        if not self.postgres:
+            self.connection = sqlite3.connect(f"file:{location}?mode=ro", uri=True)
+
+    def rows(self, statement, job_id):
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", job_id):
+            sys.exit(f"unexpected job id {job_id!r}")
+        statement = statement.replace("{job}", f"'{job_id}'")
+        if not self.postgres:
+            return self.connection.execute(statement).fetchall()
+        output = subprocess.run(
+            ["psql", self.location, "-X", "-q", "-A", "-t", "-F", "\t", "-P", "null=NULL", "-c", statement],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        return [
+            tuple(None if field == "NULL" else int(field) if re.fullmatch(r"-?[0-9]+", field) else field
+                  for field in line.split("\t"))
+            for line in output.splitlines() if line
+        ]
+
+    def close(self):
+        if not self.postgres:
+            self.connection.close()
+
+
 def job(args):
     body = Path(args.items).read_bytes()
     item_count = body.count(b"\n")
@@ -167,38 +200,32 @@ def job(args):
     if job_state is None or job_state["status"] != "completed":
         sys.exit(f"job {job_id} did not complete within {args.timeout} s: {job_state}")
 
-    database = sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)
+    database = Database(args.db)
     by_status = dict(
-        database.execute(
-            "SELECT status, COUNT(*) FROM job_items WHERE job_id = ? GROUP BY status", (job_id,)
-        ).fetchall()
+        database.rows("SELECT status, COUNT(*) FROM job_items WHERE job_id = {job} GROUP BY status", job_id)
     )
-    done_with_result = database.execute(
-        "SELECT COUNT(*) FROM job_items WHERE job_id = ? AND status = 'done' AND result IS NOT NULL",
-        (job_id,),
-    ).fetchone()[0]
-    distinct_positions = database.execute(
-        "SELECT COUNT(DISTINCT position) FROM job_items WHERE job_id = ?", (job_id,)
-    ).fetchone()[0]
+    done_with_result = database.rows(
+        "SELECT COUNT(*) FROM job_items WHERE job_id = {job} AND status = 'done' AND result IS NOT NULL",
+        job_id,
+    )[0][0]
+    distinct_positions = database.rows(
+        "SELECT COUNT(DISTINCT position) FROM job_items WHERE job_id = {job}", job_id
+    )[0][0]
     attempts = dict(
-        database.execute(
-            "SELECT attempts, COUNT(*) FROM job_items WHERE job_id = ? GROUP BY attempts", (job_id,)
-        ).fetchall()
+        database.rows("SELECT attempts, COUNT(*) FROM job_items WHERE job_id = {job} GROUP BY attempts", job_id)
     )
-    first_ms, last_ms = database.execute(
-        "SELECT MIN(finished_at_ms), MAX(finished_at_ms) FROM job_items WHERE job_id = ?",
-        (job_id,),
-    ).fetchone()
-    first_retry_ms = database.execute(
-        "SELECT MIN(finished_at_ms) FROM job_items WHERE job_id = ? AND attempts > 1", (job_id,)
-    ).fetchone()[0]
-    job_row = database.execute(
-        "SELECT created_at_ms, finished_at_ms FROM jobs WHERE id = ?", (job_id,)
-    ).fetchone()
-    log_rows = database.execute(
-        "SELECT COUNT(*) FROM prediction_log WHERE source = 'job' AND at_ms >= ? AND at_ms <= ?",
-        (job_row[0], job_row[1] or last_ms),
-    ).fetchone()[0]
+    first_ms, last_ms = database.rows(
+        "SELECT MIN(finished_at_ms), MAX(finished_at_ms) FROM job_items WHERE job_id = {job}", job_id
+    )[0]
+    first_retry_ms = database.rows(
+        "SELECT MIN(finished_at_ms) FROM job_items WHERE job_id = {job} AND attempts > 1", job_id
+    )[0][0]
+    job_row = database.rows("SELECT created_at_ms, finished_at_ms FROM jobs WHERE id = {job}", job_id)[0]
+    log_rows = database.rows(
+        f"SELECT COUNT(*) FROM prediction_log WHERE source = 'job' AND at_ms >= {int(job_row[0])} "
+        f"AND at_ms <= {int(job_row[1] or last_ms)}",
+        job_id,
+    )[0][0]
     database.close()
 
     exactly_once = (
@@ -362,7 +389,29 @@ def verdicts(rows):
     one, two = by_key.get("job-1"), by_key.get("job-2")
     if one and two:
         out["job-2"] = f"2 workers: {two['rate'] / one['rate']:.2f}x one worker"
-    for key in ("job-1",):
+    pg_one = by_key.get("pg-job-1")
+    for key in ("pg-job-2", "pg-job-4"):
+        if pg_one and key in by_key:
+            row = by_key[key]
+            out[key] = (
+                f"{'exactly once' if row.get('exactly_once') else 'NOT exactly once'}; "
+                f"{row['rate'] / pg_one['rate']:.2f}x one worker"
+            )
+    replica_one, replica_two = by_key.get("pg-replicas-1"), by_key.get("pg-replicas-2")
+    if replica_one and replica_two:
+        out["pg-replicas-2"] = f"{replica_two['rate'] / replica_one['rate']:.2f}x one replica"
+    no_shadow = by_key.get("shadow-0")
+    for key, share in (("shadow-25", "25 %"), ("shadow-100", "100 %")):
+        row = by_key.get(key)
+        if no_shadow and row:
+            cost = 1 - row["rate"] / no_shadow["rate"]
+            bounded = row["errors"] == 0 and row["p99_ms"] < max(2 * no_shadow["p99_ms"], no_shadow["p99_ms"] + 5)
+            out[key] = (
+                f"{'bounded' if bounded else 'NOT BOUNDED'}: a {share} shadow costs {cost * 100:.0f} % "
+                f"of the requests/s, p99 {row['p99_ms'] - no_shadow['p99_ms']:+.2f} ms, no error"
+                if row["errors"] == 0 else f"MISSED: {row['errors']} errors with a {share} shadow"
+            )
+    for key in ("job-1", "pg-job-1"):
         if key in by_key and by_key[key].get("exactly_once") is not None:
             out[key] = "exactly once" if by_key[key]["exactly_once"] else "NOT exactly once"
     return out

@@ -14,7 +14,13 @@
 #   TEXT_PRODUCTS=20000              demo products for the text model and the reference
 #   IMAGE_PRODUCTS=5000              demo products (with photos) for the fusion model
 #   JOB_ITEMS=100000                 products in each classification job
-#   SCENARIOS="text reference jobs image"   which parts to run
+#   SCENARIOS="text reference jobs image shadow postgres"   which parts to run
+#                                    shadow: the text champion with no shadow, a 25 % and a 100 %
+#                                    shadow of a second version; postgres: jobs with 1, 2 and 4
+#                                    workers and predictions through 1 and 2 replicas behind nginx,
+#                                    all on PostgreSQL (pg-jobs or pg-replicas: one half)
+#   POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test   a server where the postgres scenarios
+#                                    create (and re-create) the database prodcat_service_bench
 #   PRODCAT_BIN=target/release/prodcat, PRODCAT_MODEL_DIR=models (pretrained weights)
 #   RESULTS=benchmarks/service/results.md   where the table is written (with the machine)
 #   PROFILE=1                        record `perf record -g` of the server during the measured runs
@@ -35,7 +41,8 @@ IMAGE_CONNECTIONS="${IMAGE_CONNECTIONS:-2}"
 TEXT_PRODUCTS="${TEXT_PRODUCTS:-20000}"
 IMAGE_PRODUCTS="${IMAGE_PRODUCTS:-5000}"
 JOB_ITEMS="${JOB_ITEMS:-100000}"
-SCENARIOS="${SCENARIOS:-text reference jobs image}"
+SCENARIOS="${SCENARIOS:-text reference jobs image shadow postgres}"
+POSTGRES_URL="${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 RESULTS="${RESULTS:-$here/results.md}"
 PROFILE="${PROFILE:-}"
 QUIET_WAIT="${QUIET_WAIT:-0}"
@@ -152,6 +159,7 @@ if [[ ! -f "$WORK/.text-model" ]]; then
   log "importing and training the text model (prodcat train --branch text --promote)"
   dataset="$(prodcat data import "$text_catalogue" --json 2>"$WORK/logs/import-text.log" |
     version_id)"
+  echo "$dataset" >"$WORK/.text-dataset"
   prodcat train --dataset "$dataset" --branch text --promote --json >"$WORK/text-train.json" \
     2>"$WORK/logs/train-text.log"
   version_id <"$WORK/text-train.json" >"$WORK/.text-model"
@@ -240,7 +248,11 @@ run_wrk() { # KEY SCENARIO URL TOKEN BODIES CONNECTIONS NOTES [PID_TO_PROFILE]
     notes+="; prediction log: $(curl -fsS "$url/metrics" | awk '
       /^prodcat_prediction_log_written_total/ { written += $2 }
       /^prodcat_prediction_log_dropped_total/ { dropped += $2 }
-      END { printf "%d rows written, %d dropped (writer queue full)", written, dropped }')"
+      /^prodcat_shadow_skipped_total/ { skipped += $2; shadow = 1 }
+      END {
+        printf "%d rows written, %d dropped (writer queue full)", written, dropped
+        if (shadow) printf "; shadow copies skipped because the shadow was busy: %d", skipped
+      }')"
   fi
   "$py" "$here/bench.py" wrk-result --key "$key" --started "$started" --scenario "$scenario" \
     --log "$WORK/logs/wrk-$name.log" --notes "$notes" | tee -a "$results" >&2
@@ -330,6 +342,154 @@ if wants image; then
   stop_server
   prodcat models promote "$text_model" --force --reason "service benchmark: back to the text model" \
     >"$WORK/logs/promote-text.log" 2>&1
+fi
+
+if wants shadow; then
+  [[ -f "$WORK/.text-dataset" ]] || die "no dataset id in $WORK/.text-dataset: run once with FRESH=1"
+  if [[ ! -f "$WORK/.text-model-2" ]]; then
+    log "training a second text model (C = 1 instead of 0.5; the version to shadow)"
+    prodcat train --dataset "$(cat "$WORK/.text-dataset")" --branch text --c 1 --json >"$WORK/text-train-2.json" \
+      2>"$WORK/logs/train-text-2.log"
+    version_id <"$WORK/text-train-2.json" >"$WORK/.text-model-2"
+  fi
+  challenger="$(cat "$WORK/.text-model-2")"
+  [[ "$challenger" != "$text_model" ]] || die "the second model is the champion itself ($challenger)"
+  prodcat models shadow --stop --reason "service benchmark" >/dev/null 2>&1 || true
+  for scenario in "shadow-0:0:text predict, no shadow" \
+                  "shadow-25:0.25:text predict, 25 % shadow" \
+                  "shadow-100:1:text predict, 100 % shadow"; do
+    IFS=: read -r key share name <<<"$scenario"
+    if [[ "$share" != 0 ]]; then
+      prodcat models shadow "$challenger" --share "$share" --reason "service benchmark: shadow cost" \
+        >"$WORK/logs/$key.log" 2>&1
+    fi
+    log "$name (champion $text_model, shadow $challenger)"
+    start_server "$key"
+    run_wrk "$key" "$name" "$server_url" "$token" "$WORK/text-bodies.jsonl" "$CONNECTIONS" \
+      "champion answers, the shadow scores $share of the requests off the request path; $load_note" \
+      "$server_pid"
+    stop_server
+    if [[ "$share" != 0 ]]; then
+      prodcat models shadow --stop --reason "service benchmark done" >>"$WORK/logs/$key.log" 2>&1
+    fi
+  done
+fi
+
+if wants postgres || wants pg-jobs || wants pg-replicas; then
+  # One PostgreSQL database and one shared object folder; each process has its own data folder,
+  # as pods would. The signing keys are shared, so a token from one replica works on the other.
+  pg_database=prodcat_service_bench
+  pg_url="${POSTGRES_URL%/*}/$pg_database"
+  pg_root="$WORK/postgres"
+  export PRODCAT_DATABASE_URL="$pg_url" PRODCAT_OBJECT_STORE_URL="$pg_root/objects" \
+    PRODCAT_JWT_KEYS_FILE="$pg_root/jwt-keys"
+  export PRODCAT_DATA_DIR="$pg_root/setup"
+  if [[ ! -f "$WORK/.pg-model" ]]; then
+    log "creating the database $pg_database and training the text model on it"
+    psql "$POSTGRES_URL" -X -q -c "DROP DATABASE IF EXISTS $pg_database" \
+      -c "CREATE DATABASE $pg_database" >"$WORK/logs/pg-create.log" 2>&1 ||
+      die "could not create $pg_database on $POSTGRES_URL; see $WORK/logs/pg-create.log"
+    rm -rf "$pg_root"
+    mkdir -p "$pg_root/objects" "$PRODCAT_DATA_DIR"
+    printf 'bench-key %s\n' "$("$py" -c 'import secrets; print(secrets.token_hex(32))')" >"$pg_root/jwt-keys"
+    dataset="$(prodcat data import "$text_catalogue" --json 2>"$WORK/logs/pg-import.log" | version_id)"
+    prodcat train --dataset "$dataset" --branch text --promote --json 2>"$WORK/logs/pg-train.log" |
+      version_id >"$WORK/.pg-model.tmp"
+    prodcat users add "$client" --role service --service --password "$client_secret" \
+      >"$WORK/logs/pg-users.log" 2>&1
+    mv "$WORK/.pg-model.tmp" "$WORK/.pg-model"
+  fi
+  replica_pids=()
+  replica_ports=()
+  start_replica() { # INDEX
+    local port
+    port="$(free_port)"
+    mkdir -p "$pg_root/replica-$1"
+    PRODCAT_DATA_DIR="$pg_root/replica-$1" "$bin" serve --listen "127.0.0.1:$port" --rate-limit 0 \
+      >"$WORK/logs/pg-serve-$1.log" 2>&1 &
+    replica_pids+=("$!")
+    replica_ports+=("$port")
+    started_pids+=("$!")
+    wait_ready "http://127.0.0.1:$port" "$!" "$WORK/logs/pg-serve-$1.log"
+  }
+  start_replica 1
+  server_url="http://127.0.0.1:${replica_ports[0]}"
+  token="$(curl -fsS "$server_url/v1/auth/token" -d grant_type=client_credentials \
+    -d "client_id=$client" -d "client_secret=$client_secret" |
+    "$py" -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')"
+
+  if [[ ! -f "$WORK/job-items-$JOB_ITEMS.jsonl" ]]; then
+    "$py" "$here/bench.py" job-input --texts "$texts_csv" --count "$JOB_ITEMS" --out "$WORK/job-items-$JOB_ITEMS.jsonl"
+  fi
+  for workers in 1 2 4; do
+    wants postgres || wants pg-jobs || break
+    wait_quiet
+    name="job of $JOB_ITEMS on PostgreSQL, $workers worker(s)"
+    log "$name"
+    mkdir -p "$pg_root/workers-$workers"
+    PRODCAT_DATA_DIR="$pg_root/workers-$workers" "$py" "$here/bench.py" job --key "pg-job-$workers" \
+      --scenario "$name" --url "$server_url" --token "$token" --items "$WORK/job-items-$JOB_ITEMS.jsonl" \
+      --db "$pg_url" --workers "$workers" \
+      --worker-note " on one PostgreSQL (defaults: batch 256, concurrency 1, lease 60 s; one API replica runs beside them)" \
+      --log-prefix "$WORK/logs/pg-worker-$workers" -- "$bin" worker --no-scheduler | tee -a "$results" >&2
+  done
+
+  if wants postgres || wants pg-replicas; then
+    if ! command -v nginx >/dev/null; then
+      log "installing nginx (Debian package) to balance the replicas"
+      apt-get install -y nginx >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y nginx >/dev/null; }
+    fi
+    nginx_pid=""
+    start_balancer() { # PORT...
+      local folder="$WORK/nginx" port upstreams=""
+      mkdir -p "$folder/tmp"
+      for port in "$@"; do upstreams+="    server 127.0.0.1:$port;"$'\n'; done
+      balancer_port="$(free_port)"
+      cat >"$folder/nginx.conf" <<EOF_NGINX
+worker_processes 1;
+daemon off;
+pid $folder/nginx.pid;
+error_log $folder/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $folder/tmp/body;
+  proxy_temp_path $folder/tmp/proxy;
+  fastcgi_temp_path $folder/tmp/fastcgi;
+  uwsgi_temp_path $folder/tmp/uwsgi;
+  scgi_temp_path $folder/tmp/scgi;
+  upstream prodcat {
+$upstreams    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$balancer_port;
+    location / {
+      proxy_pass http://prodcat;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF_NGINX
+      nginx -e "$folder/error.log" -p "$folder" -c "$folder/nginx.conf" &
+      nginx_pid=$!
+      started_pids+=("$nginx_pid")
+      wait_ready "http://127.0.0.1:$balancer_port" "$nginx_pid" "$folder/error.log"
+    }
+    balancer_note="nginx (1 worker process, keep-alive to the replicas) in front; wrk -t$WRK_THREADS -c$CONNECTIONS; wrk, nginx and the replicas share the 2 cores"
+    run_wrk pg-direct "text predict on PostgreSQL, 1 replica, no balancer" "$server_url" "$token" \
+      "$WORK/text-bodies.jsonl" "$CONNECTIONS" "$load_note" "${replica_pids[0]}"
+    start_balancer "${replica_ports[0]}"
+    run_wrk pg-replicas-1 "text predict on PostgreSQL, 1 replica behind nginx" "http://127.0.0.1:$balancer_port" \
+      "$token" "$WORK/text-bodies.jsonl" "$CONNECTIONS" "$balancer_note"
+    stop_pid "$nginx_pid"
+    start_replica 2
+    start_balancer "${replica_ports[0]}" "${replica_ports[1]}"
+    run_wrk pg-replicas-2 "text predict on PostgreSQL, 2 replicas behind nginx" "http://127.0.0.1:$balancer_port" \
+      "$token" "$WORK/text-bodies.jsonl" "$CONNECTIONS" "$balancer_note (a token from replica 1 is accepted by both)"
+    stop_pid "$nginx_pid"
+  fi
+  for pid in "${replica_pids[@]}"; do stop_pid "$pid"; done
 fi
 
 # ---------------------------------------------------------------------------------------------
