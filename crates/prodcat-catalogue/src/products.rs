@@ -783,7 +783,8 @@ pub async fn insert_if_absent(
 /// products and the review workflow have a catalogue to work on: a labelled product keeps its
 /// label as a decided category (status `reviewed`), an unlabelled one waits for the model
 /// (`pending`). Products already in the catalogue (same id, even deleted) are left as they are,
-/// so loading again adds nothing. Returns how many products were added.
+/// so loading again adds nothing. Rows without a title (kept in a dataset for their photo alone)
+/// are not catalogue products and are left out. Returns how many products were added.
 pub async fn load_dataset(
     database: &Database,
     version: &prodcat_domain::DatasetVersionId,
@@ -793,6 +794,7 @@ pub async fn load_dataset(
     let now = now_ms();
     let products: Vec<StoredProduct> = rows
         .into_iter()
+        .filter(|row| !row.designation.trim().is_empty())
         .map(|row| StoredProduct {
             id: row.product_id,
             status: if row.category.is_some() {

@@ -103,6 +103,8 @@ pub struct ImportReport {
     pub images_found: u64,
     pub images_missing: u64,
     pub images_stored_new: u64,
+    /// Rows without a title imported for their photo alone (they teach the image branch).
+    pub photo_only_rows: u64,
     pub problems: Vec<RowProblem>,
     /// Rows imported without an image because the file was missing (first few).
     pub missing_image_examples: Vec<String>,
@@ -528,10 +530,14 @@ impl RowChecker<'_> {
         let image_id = ImageId::parse(fields[columns.image])
             .map_err(|error| (ProblemKind::BadImageId, error.to_string()))?;
         let designation = fields[columns.designation].to_string();
-        if designation.trim().is_empty() {
+        // A row without a title is kept only for its photo (it teaches the image branch); the
+        // photo is looked up below.
+        let untitled = designation.trim().is_empty();
+        if untitled && self.images.is_none() {
             return Err((
                 ProblemKind::EmptyDesignation,
-                "the designation (title) is empty".to_string(),
+                "the designation (title) is empty (a row without a title needs a photo)"
+                    .to_string(),
             ));
         }
         let category = self.category(index)?;
@@ -539,6 +545,16 @@ impl RowChecker<'_> {
             return Err((
                 ProblemKind::DuplicateProductId,
                 format!("product id {product_id} appears more than once"),
+            ));
+        }
+        if untitled && !self.has_image_file(product_id, image_id) {
+            self.seen_products.remove(&product_id.value());
+            return Err((
+                ProblemKind::EmptyDesignation,
+                format!(
+                    "the designation (title) is empty and the row has no photo \
+                     (image_{image_id}_product_{product_id}.jpg)"
+                ),
             ));
         }
         let image_path = self.image_path(product_id, image_id, report)?;
@@ -605,6 +621,13 @@ impl RowChecker<'_> {
             }
             Some(Ok(code)) => Ok(Some(*code)),
         }
+    }
+
+    /// Whether the images folder holds the row's image file.
+    fn has_image_file(&self, product_id: ProductId, image_id: ImageId) -> bool {
+        self.images.as_ref().is_some_and(|(_, names)| {
+            names.contains(&format!("image_{image_id}_product_{product_id}.jpg"))
+        })
     }
 
     /// The path of the row's image file; a missing file is a problem only when images are
@@ -742,6 +765,9 @@ impl Import<'_> {
                     continue;
                 }
             };
+            if image_hash.is_some() && row.designation.trim().is_empty() {
+                self.report.photo_only_rows += 1;
+            }
             let record = NewRecord::new(
                 row.product_id.value(),
                 row.image_id.value(),

@@ -134,6 +134,9 @@ fn write_bad_catalogue(dir: &Path) -> ImportSource {
     )
     .unwrap();
     add("14", b"Missing image is fine", "17", "610", Some("10"));
+    // No title but a photo: kept for the image branch.
+    add("16", b"", "18", "611", Some("10"));
+    std::fs::write(images.join("image_611_product_18.jpg"), &good_image).unwrap();
     texts.extend_from_slice(b"15,Too few fields,17\n");
     labels.extend_from_slice(b"15,10\n");
     let texts_path = dir.join("X.csv");
@@ -194,10 +197,22 @@ async fn reports_every_kind_of_bad_row_with_file_and_line() {
             .find(|p| p.kind == ProblemKind::UnknownCategory)
             .unwrap();
         assert!(unknown.message.contains("1234") && unknown.message.contains("Y.csv:"));
-        // Five good rows plus the row whose image is missing (imported text-only).
-        assert_eq!(report.rows_imported, 6);
+        // Five good rows, the row whose image is missing (imported text-only) and the row
+        // without a title but with a photo (imported photo-only); the row with neither is not.
+        assert_eq!(report.rows_imported, 7);
         assert_eq!(report.images_missing, 1);
-        assert_eq!(outcome.version().image_count, 5);
+        assert_eq!(outcome.version().image_count, 6);
+        assert_eq!(report.photo_only_rows, 1);
+        let untitled = report
+            .problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::EmptyDesignation)
+            .unwrap();
+        assert!(
+            untitled.message.contains("no photo"),
+            "{}",
+            untitled.message
+        );
     }
 }
 

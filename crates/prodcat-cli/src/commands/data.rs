@@ -258,6 +258,12 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<Dat
         "  images found {}, missing {} (imported text-only), newly stored {}",
         report.images_found, report.images_missing, report.images_stored_new
     );
+    if report.photo_only_rows > 0 {
+        println!(
+            "  rows without a title kept for their photo (image branch only): {}",
+            report.photo_only_rows
+        );
+    }
     for (kind, count) in report.problem_counts() {
         println!("  problem {kind:?}: {count} rows");
     }
