@@ -46,9 +46,10 @@ async fn rows_without_a_title_stay_out_of_the_catalogue() {
             .unwrap();
         assert_eq!(outcome.report().rows_imported, products as u64, "{name}");
         assert_eq!(outcome.report().photo_only_rows, 3, "{name}");
-        let added = prodcat_catalogue::products::load_dataset(database, &outcome.version().id, "test")
-            .await
-            .unwrap();
+        let added =
+            prodcat_catalogue::products::load_dataset(database, &outcome.version().id, "test")
+                .await
+                .unwrap();
         assert_eq!(added, products - 3, "{name}");
         let untitled: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM products WHERE TRIM(designation) = ''")
