@@ -595,6 +595,18 @@ pub async fn remove_alias(
     actor: &str,
     reason: &str,
 ) -> Result<AliasEvent, RegistryError> {
+    remove_alias_with_decision(database, alias, actor, reason, None).await
+}
+
+/// Removes an alias, recording the move with the figures behind it (an automatic rollback's);
+/// a rollout on the alias ends in the same transaction.
+pub(crate) async fn remove_alias_with_decision(
+    database: &Database,
+    alias: &str,
+    actor: &str,
+    reason: &str,
+    decision: Option<&serde_json::Value>,
+) -> Result<AliasEvent, RegistryError> {
     validate::alias(alias)?;
     validate::actor(actor)?;
     move_alias(
@@ -605,7 +617,7 @@ pub async fn remove_alias(
             actor,
             reason,
             forced: false,
-            decision: None,
+            decision,
             expected_current: None,
         },
     )

@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::registry::{
-    alias_target, move_alias, resolve, set_alias, AliasEvent, AliasMove, MoveSpec, Target,
+    alias_target, remove_alias_with_decision, resolve, set_alias, AliasEvent, AliasMove,
 };
-use crate::{validate, RegistryError};
+use crate::RegistryError;
 
 /// The alias of the shadow version.
 pub const SHADOW: &str = "shadow";
@@ -226,23 +226,10 @@ pub async fn stop_rollout(
     reason: &str,
     figures: Option<serde_json::Value>,
 ) -> Result<Option<AliasEvent>, RegistryError> {
-    validate::actor(actor)?;
     let alias = kind.alias();
     // One transaction removes the alias, ends its rollout and records the move with its
     // figures: a reader that sees the rollout gone also sees why.
-    let moved = move_alias(
-        database,
-        MoveSpec {
-            alias,
-            target: Target::Remove,
-            actor,
-            reason,
-            forced: false,
-            decision: figures.as_ref(),
-            expected_current: None,
-        },
-    )
-    .await;
+    let moved = remove_alias_with_decision(database, alias, actor, reason, figures.as_ref()).await;
     match moved {
         Ok(event) => Ok(Some(event)),
         Err(RegistryError::UnknownAlias(_)) => {
