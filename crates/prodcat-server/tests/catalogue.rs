@@ -119,6 +119,22 @@ async fn products_review_and_labels() {
         assert_eq!(status, 200);
         assert_eq!(body["designation"], sql_text);
         assert_eq!(body["description"], html_text);
+        // The id is an integer in the OpenAPI document, and JSON Schema counts 12.0 as 12.
+        let (status, same) = app
+            .get(&format!("/v1/products/{second}.0"), &app.viewer)
+            .await;
+        assert_eq!(status, 200, "{same}");
+        assert_eq!(same["productId"], second);
+        let (status, refused) = app
+            .get(&format!("/v1/products/{second}.5"), &app.viewer)
+            .await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(
+            refused["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("whole number")),
+            "{refused}"
+        );
         assert_eq!(
             count(&app, "SELECT COUNT(*) AS count FROM products").await,
             2

@@ -21,6 +21,50 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// A whole-number id from the path (`/v1/products/{id}`, `/v1/review/{id}`). The OpenAPI
+/// document declares it an integer, and JSON Schema counts `12854.0` or `1.2854e4` as the
+/// integer 12854, so those are accepted too; anything else is a 400 that names the value.
+pub struct IdPath(pub i64);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        rejection.body_text(),
+                    )
+                })?;
+        whole_number(&raw).map(IdPath).ok_or_else(|| {
+            let shown: String = raw.chars().take(40).collect();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the id in the path must be a whole number, not {shown:?}"),
+            )
+        })
+    }
+}
+
+/// `text` as a whole number: digits, or a number whose value is whole and exactly
+/// representable (`12854.0`, `1e3`).
+fn whole_number(text: &str) -> Option<i64> {
+    if let Ok(value) = text.parse::<i64>() {
+        return Some(value);
+    }
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    let value: f64 = text.parse().ok()?;
+    (value.is_finite() && value.fract() == 0.0 && value.abs() <= EXACT).then_some(value as i64)
+}
+
 /// A JSON body whose problems are answered clearly: malformed JSON is a 400 naming the line
 /// and column, a wrong type or a missing field a 422 naming the field, a body over the limit a
 /// 413.
@@ -274,6 +318,18 @@ mod tests {
     use super::*;
 
     const BOUNDARY: &str = "prodcat-boundary";
+
+    #[test]
+    fn ids_in_the_path_are_whole_numbers_however_written() {
+        assert_eq!(whole_number("12854"), Some(12854));
+        assert_eq!(whole_number("12854.0"), Some(12854));
+        assert_eq!(whole_number("1.2854e4"), Some(12854));
+        assert_eq!(whole_number("-3"), Some(-3));
+        assert_eq!(whole_number("9223372036854775807"), Some(i64::MAX));
+        for refused in ["12854.5", "abc", "", "NaN", "inf", "1e300", "0x10"] {
+            assert_eq!(whole_number(refused), None, "{refused}");
+        }
+    }
 
     /// Reads a multipart body the way product creation and prediction do.
     fn read_form(body: Vec<u8>) -> Result<ProductPayload, ApiError> {

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,7 +22,7 @@ use utoipa::IntoParams;
 use crate::api::{PredictionBody, ProductBody, ProductPage, ProductResponse, ReviewRequest};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::handlers::{decode_base64_image, in_range, JsonBody, NewProductPayload};
+use crate::handlers::{decode_base64_image, in_range, IdPath, JsonBody, NewProductPayload};
 use crate::middleware::AuditNote;
 use crate::state::AppState;
 
@@ -202,7 +202,7 @@ pub async fn create_product(
 pub async fn get_product(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::ProductsRead)?;
     let product = catalogue::get_product(&state.platform.database, id).await?;
@@ -257,7 +257,7 @@ fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<i64>, ApiError> {
 pub async fn get_product_image(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::ProductsRead)?;
     let product = catalogue::get_product(&state.platform.database, id).await?;
@@ -356,7 +356,7 @@ pub async fn list_products(
 pub async fn update_product(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    IdPath(id): IdPath,
     headers: axum::http::HeaderMap,
     JsonBody(request): JsonBody<crate::api::UpdateProductRequest>,
 ) -> Result<Response, ApiError> {
@@ -477,7 +477,7 @@ pub async fn update_product(
 pub async fn delete_product(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::ProductsWrite)?;
     catalogue::delete_product(&state.platform.database, id).await?;
@@ -548,7 +548,7 @@ pub async fn review_queue(
 pub async fn review_decision(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    IdPath(id): IdPath,
     JsonBody(request): JsonBody<ReviewRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Review)?;
@@ -614,7 +614,7 @@ pub async fn review_decision(
 pub async fn undo_review_decision(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Review)?;
     let product = catalogue::undo_review(&state.platform.database, id, &caller.name).await?;

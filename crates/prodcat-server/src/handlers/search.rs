@@ -1,7 +1,7 @@
 //! `GET /v1/search` (keyword, meaning or hybrid, with spelling suggestions) and
 //! `GET /v1/products/{id}/similar` (nearest by text and image, popular products as fallback).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use prodcat_domain::CategoryCode;
 use prodcat_search::{SearchError, SearchMode, SearchRequest};
@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 use crate::api::{SearchBody, SearchHitBody, SimilarBody, SimilarProductBody, SuggestionBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::handlers::in_range;
+use crate::handlers::{in_range, IdPath};
 use crate::state::AppState;
 use prodcat_catalogue::products as catalogue;
 use prodcat_catalogue::Permission;
@@ -184,7 +184,7 @@ pub struct SimilarQuery {
 pub async fn similar(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    IdPath(id): IdPath,
     query: Result<Query<SimilarQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SimilarBody>, ApiError> {
     caller.require(Permission::Search)?;

@@ -509,8 +509,12 @@ pub async fn review_page(
     // After an undo, the product taken back is shown again whatever its rank.
     if let Some(id) = query.undone {
         let again = Answer::of(
-            handlers::products::get_product(State(state.clone()), session.caller.clone(), Path(id))
-                .await,
+            handlers::products::get_product(
+                State(state.clone()),
+                session.caller.clone(),
+                handlers::IdPath(id),
+            )
+            .await,
         )
         .await;
         if again.ok() && again.body.get("status").and_then(Value::as_str) == Some("review") {
@@ -619,7 +623,7 @@ pub async fn review_decide(
         handlers::products::review_decision(
             State(state),
             session.caller.clone(),
-            Path(id),
+            handlers::IdPath(id),
             JsonBody(request),
         )
         .await,
@@ -652,8 +656,12 @@ pub async fn review_undo(
         return refused;
     }
     let answer = Answer::of(
-        handlers::products::undo_review_decision(State(state), session.caller.clone(), Path(id))
-            .await,
+        handlers::products::undo_review_decision(
+            State(state),
+            session.caller.clone(),
+            handlers::IdPath(id),
+        )
+        .await,
     )
     .await;
     if let Err(page) = answer.into_body(&session) {
@@ -764,8 +772,12 @@ pub async fn product_page(
     Path(id): Path<i64>,
 ) -> Response {
     let answer = Answer::of(
-        handlers::products::get_product(State(state.clone()), session.caller.clone(), Path(id))
-            .await,
+        handlers::products::get_product(
+            State(state.clone()),
+            session.caller.clone(),
+            handlers::IdPath(id),
+        )
+        .await,
     )
     .await;
     let product = match answer.into_body(&session) {
@@ -777,7 +789,7 @@ pub async fn product_page(
             handlers::search::similar(
                 State(state.clone()),
                 session.caller.clone(),
-                Path(id),
+                handlers::IdPath(id),
                 query_of(&[("k", "8".to_string())]),
             )
             .await,
@@ -829,10 +841,13 @@ pub async fn product_image(
     session: Session,
     Path(id): Path<i64>,
 ) -> Response {
-    let mut response =
-        handlers::products::get_product_image(State(state), session.caller.clone(), Path(id))
-            .await
-            .into_response();
+    let mut response = handlers::products::get_product_image(
+        State(state),
+        session.caller.clone(),
+        handlers::IdPath(id),
+    )
+    .await
+    .into_response();
     if response.status().is_success() {
         response.headers_mut().insert(
             header::CACHE_CONTROL,
@@ -871,10 +886,13 @@ pub async fn product_thumbnail(
     session: Session,
     Path(id): Path<i64>,
 ) -> Response {
-    let response =
-        handlers::products::get_product_image(State(state), session.caller.clone(), Path(id))
-            .await
-            .into_response();
+    let response = handlers::products::get_product_image(
+        State(state),
+        session.caller.clone(),
+        handlers::IdPath(id),
+    )
+    .await
+    .into_response();
     if !response.status().is_success() {
         return response;
     }
