@@ -346,9 +346,11 @@ pub async fn create_job(
 pub struct JobQuery {
     /// First item position (default 0).
     #[param(minimum = 0)]
+    #[serde(default, deserialize_with = "crate::handlers::whole::option")]
     offset: Option<i64>,
     /// Items to include (default 100, at most 1000; 0 for none).
     #[param(minimum = 0, maximum = 1000)]
+    #[serde(default, deserialize_with = "crate::handlers::whole::option")]
     limit: Option<i64>,
 }
 

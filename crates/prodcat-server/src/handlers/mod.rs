@@ -54,15 +54,74 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdPath {
     }
 }
 
-/// `text` as a whole number: digits, or a number whose value is whole and exactly
-/// representable (`12854.0`, `1e3`).
+/// `text` as a whole number: digits, or any decimal or exponent spelling of a whole number
+/// (`12854.0`, `1.2854e4`, `100e-2`), read exactly (no floating point, so `12854.5` is refused
+/// however large it is).
 fn whole_number(text: &str) -> Option<i64> {
     if let Ok(value) = text.parse::<i64>() {
         return Some(value);
     }
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    let value: f64 = text.parse().ok()?;
-    (value.is_finite() && value.fract() == 0.0 && value.abs() <= EXACT).then_some(value as i64)
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], text[at + 1..].parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (negative, unsigned) = match mantissa.as_bytes().first() {
+        Some(b'-') => (true, &mantissa[1..]),
+        Some(b'+') => (false, &mantissa[1..]),
+        _ => (false, mantissa),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let all_digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+    if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) || exponent.abs() > 64 {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    // Where the decimal point falls in `digits` once the exponent is applied.
+    let point = whole.len() as i64 + i64::from(exponent);
+    let integer_digits = if point <= 0 {
+        ""
+    } else if point as usize >= digits.len() {
+        let zeros = "0".repeat(point as usize - digits.len());
+        return format!("{}{digits}{zeros}", if negative { "-" } else { "" })
+            .parse()
+            .ok();
+    } else {
+        &digits[..point as usize]
+    };
+    let rest = &digits[integer_digits.len()..];
+    if rest.bytes().any(|byte| byte != b'0') {
+        return None;
+    }
+    if integer_digits.is_empty() {
+        return Some(0);
+    }
+    format!("{}{integer_digits}", if negative { "-" } else { "" })
+        .parse()
+        .ok()
+}
+
+/// Serde helpers for whole-number query parameters (`?page=2`): like ids in the path, every
+/// value JSON Schema calls an integer is accepted (`2.0`), and anything else is refused with
+/// the value named.
+pub(crate) mod whole {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    /// An optional whole-number query parameter, converted to `T` (refused when out of range).
+    pub(crate) fn option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i64>,
+    {
+        let Some(text) = Option::<String>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        let value = super::whole_number(&text)
+            .ok_or_else(|| D::Error::custom(format!("{text:?} is not a whole number")))?;
+        T::try_from(value)
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("{value} is out of range")))
+    }
 }
 
 /// A JSON body whose problems are answered clearly: malformed JSON is a 400 naming the line
@@ -320,13 +379,58 @@ mod tests {
     const BOUNDARY: &str = "prodcat-boundary";
 
     #[test]
+    fn whole_number_query_parameters_accept_any_integer_spelling() {
+        #[derive(serde::Deserialize)]
+        struct Paging {
+            #[serde(default, deserialize_with = "whole::option")]
+            page: Option<usize>,
+        }
+        let parse = |query: &str| {
+            let uri: axum::http::Uri = format!("/x?{query}").parse().unwrap();
+            axum::extract::Query::<Paging>::try_from_uri(&uri).map(|query| query.0.page)
+        };
+        assert_eq!(parse("page=2").unwrap(), Some(2));
+        assert_eq!(parse("page=2.0").unwrap(), Some(2));
+        assert_eq!(parse("other=1").unwrap(), None);
+        for refused in ["page=2.5", "page=-1", "page=two"] {
+            assert!(parse(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
     fn ids_in_the_path_are_whole_numbers_however_written() {
         assert_eq!(whole_number("12854"), Some(12854));
         assert_eq!(whole_number("12854.0"), Some(12854));
         assert_eq!(whole_number("1.2854e4"), Some(12854));
         assert_eq!(whole_number("-3"), Some(-3));
         assert_eq!(whole_number("9223372036854775807"), Some(i64::MAX));
-        for refused in ["12854.5", "abc", "", "NaN", "inf", "1e300", "0x10"] {
+        assert_eq!(whole_number("-3.00"), Some(-3));
+        assert_eq!(whole_number("1E3"), Some(1000));
+        assert_eq!(whole_number("100e-2"), Some(1));
+        assert_eq!(whole_number("0.0"), Some(0));
+        assert_eq!(whole_number("0e5"), Some(0));
+        assert_eq!(
+            whole_number("6402816776627368.0"),
+            Some(6_402_816_776_627_368)
+        );
+        for refused in [
+            "12854.5",
+            "6402816776627368.5",
+            "1.28545e4",
+            "1e-2",
+            ".5",
+            "abc",
+            "",
+            "-",
+            "NaN",
+            "inf",
+            "1e300",
+            "9223372036854775808",
+            "9.3e18",
+            "0x10",
+            "1.2.3",
+            "1e",
+        ] {
             assert_eq!(whole_number(refused), None, "{refused}");
         }
     }

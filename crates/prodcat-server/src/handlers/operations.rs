@@ -238,11 +238,13 @@ pub async fn landing(State(state): State<AppState>) -> Html<String> {
 #[serde(rename_all = "camelCase")]
 pub struct AuditQuery {
     /// Only entries at or after this time (Unix milliseconds).
+    #[serde(default, deserialize_with = "crate::handlers::whole::option")]
     since_ms: Option<i64>,
     /// Only this actor.
     actor: Option<String>,
     /// At most this many entries (default 100, at most 10,000).
     #[param(minimum = 1, maximum = 10000)]
+    #[serde(default, deserialize_with = "crate::handlers::whole::option")]
     limit: Option<i64>,
 }
 

@@ -285,9 +285,11 @@ pub struct ProductQuery {
     status: Option<String>,
     /// 1-based page (default 1).
     #[param(minimum = 1)]
+    #[serde(default, deserialize_with = "crate::handlers::whole::option")]
     page: Option<i64>,
     /// Items per page (default 50, at most 500).
     #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "crate::handlers::whole::option")]
     page_size: Option<i64>,
 }
 
@@ -495,9 +497,11 @@ pub async fn delete_product(
 pub struct PageQuery {
     /// 1-based page (default 1).
     #[param(minimum = 1)]
+    #[serde(default, deserialize_with = "crate::handlers::whole::option")]
     page: Option<i64>,
     /// Items per page (default 50, at most 500).
     #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "crate::handlers::whole::option")]
     page_size: Option<i64>,
 }
 

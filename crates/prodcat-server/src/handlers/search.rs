@@ -42,9 +42,11 @@ pub struct SearchQuery {
     mode: Option<String>,
     /// 1-based page (default 1; the results reachable end at the 10,000th).
     #[param(minimum = 1, maximum = 51)]
+    #[serde(default, deserialize_with = "crate::handlers::whole::option")]
     page: Option<usize>,
     /// Results per page (default 20, at most 200).
     #[param(minimum = 1, maximum = 200)]
+    #[serde(default, deserialize_with = "crate::handlers::whole::option")]
     page_size: Option<usize>,
 }
 
@@ -164,6 +166,7 @@ pub async fn search(
 pub struct SimilarQuery {
     /// How many products (default 10, at most 200).
     #[param(minimum = 1, maximum = 200)]
+    #[serde(default, deserialize_with = "crate::handlers::whole::option")]
     k: Option<usize>,
 }
 
