@@ -687,6 +687,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_placeholder_of_a_path_is_a_declared_parameter() {
+        let document: Value =
+            serde_json::from_str(&openapi_document(&DocumentSettings::default())).unwrap();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            let placeholders: Vec<&str> = path
+                .split('/')
+                .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            for (method, operation) in item.as_object().unwrap() {
+                let declared: Vec<&str> = operation["parameters"]
+                    .as_array()
+                    .map(|parameters| {
+                        parameters
+                            .iter()
+                            .filter(|p| p["in"] == "path")
+                            .filter_map(|p| p["name"].as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for name in &placeholders {
+                    assert!(
+                        declared.contains(name),
+                        "{method} {path}: {{{name}}} undeclared"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_operation_lists_the_statuses_of_the_layers_around_it() {
         let document: Value =
             serde_json::from_str(&openapi_document(&DocumentSettings::default())).unwrap();

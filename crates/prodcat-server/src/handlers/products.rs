@@ -343,9 +343,11 @@ pub async fn list_products(
     patch,
     path = "/v1/products/{id}",
     tag = "catalogue",
-    params(("id" = i64, Path, description = "Product id")),
+    params(
+        ("id" = i64, Path, description = "Product id"),
+        ("If-Match" = Option<String>, Header, description = "The product's ETag (revision) the change is based on; a stale one is refused with 412", pattern = "^(W/)?\"[0-9]{1,18}\"$"),
+    ),
     request_body = crate::api::UpdateProductRequest,
-    params(("If-Match" = Option<String>, Header, description = "The product's ETag (revision) the change is based on; a stale one is refused with 412", pattern = "^(W/)?\"[0-9]{1,18}\"$")),
     responses(
         (status = 200, body = ProductResponse),
         (status = 404, description = "Unknown product", body = ErrorBody),
