@@ -552,8 +552,8 @@ impl RowChecker<'_> {
             return Err((
                 ProblemKind::EmptyDesignation,
                 format!(
-                    "the designation (title) is empty and the row has no photo \
-                     (image_{image_id}_product_{product_id}.jpg)"
+                    "the designation (title) is empty and the row has no photo ({})",
+                    image_file_name(product_id, image_id)
                 ),
             ));
         }
@@ -625,9 +625,9 @@ impl RowChecker<'_> {
 
     /// Whether the images folder holds the row's image file.
     fn has_image_file(&self, product_id: ProductId, image_id: ImageId) -> bool {
-        self.images.as_ref().is_some_and(|(_, names)| {
-            names.contains(&format!("image_{image_id}_product_{product_id}.jpg"))
-        })
+        self.images
+            .as_ref()
+            .is_some_and(|(_, names)| names.contains(&image_file_name(product_id, image_id)))
     }
 
     /// The path of the row's image file; a missing file is a problem only when images are
@@ -641,7 +641,7 @@ impl RowChecker<'_> {
         let Some((folder, names)) = &self.images else {
             return Ok(None);
         };
-        let name = format!("image_{image_id}_product_{product_id}.jpg");
+        let name = image_file_name(product_id, image_id);
         if names.contains(&name) {
             return Ok(Some(folder.join(name)));
         }
@@ -656,6 +656,11 @@ impl RowChecker<'_> {
         report.images_missing += 1;
         Ok(None)
     }
+}
+
+/// The challenge layout's name of a product's image file.
+fn image_file_name(product_id: ProductId, image_id: ImageId) -> String {
+    format!("image_{image_id}_product_{product_id}.jpg")
 }
 
 /// One import in progress: where it writes, what it has stored so far, what it saw.

@@ -119,46 +119,14 @@ pub struct ThresholdChoice {
 }
 
 /// The lowest confidence threshold whose automatic decisions reach `target_precision` on the
-/// given rows, maximising coverage. When no threshold reaches it, nothing is automatic.
+/// given rows, maximising coverage. When no threshold reaches it, nothing is automatic. The
+/// observed precision, without a confidence bound (the bounded rule at `z = 0`).
 pub fn automation_threshold(
     probabilities: &[Vec<f32>],
     labels: &[usize],
     target_precision: f64,
 ) -> ThresholdChoice {
-    let mut scored: Vec<(f32, bool)> = probabilities
-        .iter()
-        .zip(labels)
-        .map(|(row, &label)| {
-            let best = argmax(row);
-            (row[best], best == label)
-        })
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let never = ThresholdChoice {
-        threshold: 1.0 + f32::EPSILON,
-        coverage: 0.0,
-        precision: 0.0,
-    };
-    let mut correct = 0usize;
-    let mut choice = never;
-    let mut index = 0;
-    while index < scored.len() {
-        // Rows with equal confidence are accepted or refused together.
-        let confidence = scored[index].0;
-        while index < scored.len() && scored[index].0 == confidence {
-            correct += usize::from(scored[index].1);
-            index += 1;
-        }
-        let precision = correct as f64 / index as f64;
-        if precision >= target_precision {
-            choice = ThresholdChoice {
-                threshold: confidence,
-                coverage: index as f64 / scored.len() as f64,
-                precision,
-            };
-        }
-    }
-    choice
+    automation_threshold_bounded(probabilities, labels, target_precision, 0.0)
 }
 
 /// One-sided z value of the lower confidence bound on the precision of automatic decisions
@@ -205,6 +173,7 @@ pub fn automation_threshold_bounded(
     let mut correct = 0usize;
     let mut index = 0;
     while index < scored.len() {
+        // Rows with equal confidence are accepted or refused together.
         let confidence = scored[index].0;
         while index < scored.len() && scored[index].0 == confidence {
             correct += usize::from(scored[index].1);
