@@ -90,6 +90,7 @@ pub struct TextEmbedder {
     options: EmbedderOptions,
     model_path: PathBuf,
     tokenizer_description: String,
+    model_id: String,
 }
 
 /// One window of one text.
@@ -169,6 +170,15 @@ impl TextEmbedder {
                 format!("vocabulary of {}", files.model_file.display()),
             )
         };
+        let model_id = ModelDirectory {
+            tokenizer_json: if use_json {
+                files.tokenizer_json.clone()
+            } else {
+                None
+            },
+            ..files.clone()
+        }
+        .model_id()?;
         let config = *model_file.config();
         if tokenizer.vocabulary_size() > config.word_vocabulary_size {
             return Err(EmbedError::TokenizerModelMismatch {
@@ -201,7 +211,14 @@ impl TextEmbedder {
             options,
             model_path: files.model_file,
             tokenizer_description,
+            model_id,
         })
+    }
+
+    /// Identifies the weights and tokenizer in use (see [`ModelDirectory::model_id`]): vectors
+    /// of different ids must never be mixed.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
     }
 
     /// Embedding dimension (384 for multilingual-e5-small).

@@ -71,6 +71,39 @@ impl ModelDirectory {
         })
     }
 
+    /// Identifies the weights and tokenizer: `multilingual-e5-small-<16 hex digits>` from the
+    /// sha256 of the model file and of `tokenizer.json` (taken from the manifest when it lists
+    /// them, else computed). Vectors of different ids must never be mixed.
+    pub fn model_id(&self) -> Result<String, EmbedError> {
+        let listed = self
+            .manifest()?
+            .map(|manifest| manifest.sha256_by_file)
+            .unwrap_or_default();
+        let checksum = |path: &Path| -> Result<String, EmbedError> {
+            let name = path
+                .strip_prefix(&self.directory)
+                .unwrap_or(path)
+                .to_string_lossy()
+                .into_owned();
+            if let Some(hash) = listed.get(&name) {
+                return Ok(hash.clone());
+            }
+            let bytes = std::fs::read(path).map_err(|source| EmbedError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            Ok(prodcat_domain::sha256_hex(&bytes))
+        };
+        let model_hash = checksum(&self.model_file)?;
+        let tokenizer_hash = match &self.tokenizer_json {
+            Some(path) => checksum(path)?,
+            None => "built-in".to_string(),
+        };
+        let combined =
+            prodcat_domain::sha256_hex(format!("{model_hash}:{tokenizer_hash}").as_bytes());
+        Ok(format!("multilingual-e5-small-{}", &combined[..16]))
+    }
+
     /// Reads the manifest, when there is one.
     pub fn manifest(&self) -> Result<Option<Manifest>, EmbedError> {
         self.manifest

@@ -19,6 +19,9 @@ pub struct LabelledProduct {
     pub text: String,
     /// Backbone features of the product's image, when it has a readable one.
     pub image_features: Option<Vec<f32>>,
+    /// The text's companion features when they were computed beforehand (else the classifier
+    /// computes them when its text branch takes them).
+    pub text_companion: Option<Vec<f32>>,
     pub label: CategoryCode,
 }
 
@@ -280,7 +283,12 @@ pub fn evaluate_rows(
     let per_row: Vec<Result<_, ModelError>> = rows
         .par_iter()
         .map(|row| {
-            let text = classifier.text_probabilities(&row.text);
+            let text = match &row.text_companion {
+                Some(companion) => {
+                    classifier.text_probabilities_with(&row.text, Some(companion))?
+                }
+                None => classifier.text_probabilities(&row.text)?,
+            };
             let image = match (&row.image_features, classifier.bundle().image.is_some()) {
                 (Some(features), true) => {
                     Some(classifier.image_probabilities_from_features(features)?)

@@ -11,6 +11,7 @@ mod evaluation;
 mod features;
 mod fusion;
 mod profile;
+mod text_embeddings;
 mod training;
 
 use prodcat_domain::ErrorKind;
@@ -39,6 +40,11 @@ pub use profile::{
     ObservationBasis, ObservedProduct, ReferenceRow, StoredProfile, EMBEDDED_TEXT_CHARACTERS,
     MAX_EMBEDDED_TEXTS, PROFILE_COMPONENTS,
 };
+pub use text_embeddings::{
+    choose_companion_scale, companion_features, companion_text, companion_vectors,
+    CompanionVectors, ScaleScore, COMPANION_SCALES, COMPANION_SCALE_FOLDS,
+    COMPANION_TEXT_CHARACTERS,
+};
 pub use training::{
     BranchSelection, CrossValidation, TrainOptions, Trainer, TrainingOutcome, TrainingProgress,
     TrainingResources, DEFAULT_CROSS_VALIDATION_SEED,
@@ -64,6 +70,8 @@ pub enum ModelError {
     MissingBranch(&'static str),
     #[error("the image branch needs the pretrained image backbone, which is not loaded (run scripts/setup)")]
     BackboneUnavailable,
+    #[error("the text branch takes sentence-embedding features, and the multilingual-e5-small model is not loaded (run scripts/setup)")]
+    TextEmbedderUnavailable,
     #[error("the {field} is {length} bytes long; at most {limit} bytes are accepted")]
     TooLong {
         field: &'static str,
@@ -106,7 +114,9 @@ impl ModelError {
             ModelError::EmptyInput | ModelError::MissingBranch(_) | ModelError::TooLong { .. } => {
                 ErrorKind::Input
             }
-            ModelError::BackboneUnavailable => ErrorKind::Unavailable,
+            ModelError::BackboneUnavailable | ModelError::TextEmbedderUnavailable => {
+                ErrorKind::Unavailable
+            }
             ModelError::Image(error) => vision_error_kind(error),
             ModelError::Storage(error) => match error.kind() {
                 ErrorKind::NotFound => ErrorKind::Internal,

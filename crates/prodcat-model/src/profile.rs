@@ -29,7 +29,12 @@ pub const EMBEDDED_TEXT_CHARACTERS: usize = 120;
 /// The part of a product text that drift profiles embed (its first
 /// [`EMBEDDED_TEXT_CHARACTERS`] characters).
 pub fn embedding_text(text: &str) -> &str {
-    match text.char_indices().nth(EMBEDDED_TEXT_CHARACTERS) {
+    first_characters(text, EMBEDDED_TEXT_CHARACTERS)
+}
+
+/// The first `count` characters of `text` (all of it when shorter).
+pub(crate) fn first_characters(text: &str, count: usize) -> &str {
+    match text.char_indices().nth(count) {
         Some((end, _)) => &text[..end],
         None => text,
     }

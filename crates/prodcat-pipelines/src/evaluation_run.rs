@@ -121,11 +121,24 @@ pub async fn evaluate_on_split(
             }
         }
     }
+    let texts: Vec<String> = rows
+        .iter()
+        .map(|row| product_text(&row.designation, &row.description))
+        .collect();
+    // The text branch's companion features, embedded in batches (and cached) up front.
+    let companions = match classifier.text_embedder() {
+        Some(embedder) if classifier.text_embedder_needed().is_some() => {
+            prodcat_model::companion_vectors(&platform.objects, embedder, &texts, &|_| {}).await?
+        }
+        _ => Default::default(),
+    };
     let products: Vec<LabelledProduct> = rows
         .iter()
-        .filter_map(|row| {
+        .zip(texts)
+        .filter_map(|(row, text)| {
             Some(LabelledProduct {
-                text: product_text(&row.designation, &row.description),
+                text_companion: companions.get(&text).cloned(),
+                text,
                 image_features: row
                     .image_hash
                     .as_ref()
@@ -254,6 +267,7 @@ pub async fn evaluate_on_files(
         products.push(LabelledProduct {
             text,
             image_features: None,
+            text_companion: None,
             label,
         });
     }

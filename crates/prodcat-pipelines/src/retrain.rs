@@ -178,6 +178,13 @@ pub fn training_options_from_manifest(
                 ))
             })?;
     }
+    // The challenger takes the sentence embedding when the champion did (its scale is chosen
+    // again on the new training rows).
+    options.text.companion = None;
+    options.text_embeddings = parameters
+        .get("textEmbeddings")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
     if let Some(head) = parameters.get("imageHead") {
         options.head = head_options(head);
     }

@@ -74,12 +74,19 @@ pub async fn cross_validate_training(
     } else {
         None
     };
+    // The sentence embedder only when the text branch takes it (the cross-validation writes
+    // no drift profile).
+    let embedder = if request.options.text_embeddings {
+        platform.embedder()?
+    } else {
+        None
+    };
     Ok(Trainer::new(
         TrainingResources {
             database: &platform.database,
             objects: &platform.objects,
             backbone: backbone.as_ref(),
-            embedder: None,
+            embedder: embedder.as_ref(),
         },
         &request.options,
     )
@@ -138,7 +145,7 @@ async fn train_and_record(
             database: &platform.database,
             objects: &platform.objects,
             backbone: backbone.as_ref(),
-            embedder: embedder.as_deref(),
+            embedder: embedder.as_ref(),
         },
         options,
     )

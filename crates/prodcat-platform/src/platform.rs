@@ -250,7 +250,14 @@ impl Platform {
         } else {
             None
         };
-        let classifier = ProductClassifier::new(bundle, backbone)?;
+        let mut classifier = ProductClassifier::new(bundle, backbone)?;
+        // The sentence embedder, when the text branch takes its vectors as features.
+        if classifier.text_embedder_needed().is_some() {
+            let embedder = self
+                .embedder()?
+                .ok_or(prodcat_model::ModelError::TextEmbedderUnavailable)?;
+            classifier = classifier.with_text_embedder(embedder)?;
+        }
         self.classifiers
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -6,7 +6,8 @@
 //! - checks the input with the model's own checks before any heavy work (text sizes, something
 //!   to classify, the image's header), so the same bad input gets the same error everywhere;
 //! - runs the model on the blocking pool within the CPU budget (one task per core at most;
-//!   short text-only products run inline, they take tens of microseconds);
+//!   short text-only products run inline, they take tens of microseconds, unless the text
+//!   branch embeds its text);
 //! - counts the prediction in the metrics, once;
 //! - builds the prediction-log row and either hands it to the background writer or gives it to
 //!   the caller, who writes it in its own transaction (job items, pending products).
@@ -432,7 +433,9 @@ impl Predictor {
         prediction_id: String,
     ) -> Result<Predicted, PredictError> {
         model.classifier.check_input(&product.input())?;
+        // A text branch that embeds its text (milliseconds) runs on the blocking pool too.
         let inline = product.image.is_none()
+            && model.classifier.text_embedder_needed().is_none()
             && product.designation.len() + product.description.len() <= self.inline_text_bytes;
         let description_empty = product.description.trim().is_empty();
         let prediction = if inline {

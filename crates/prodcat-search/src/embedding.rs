@@ -79,49 +79,9 @@ impl SentenceEmbedder for E5Embedder {
 }
 
 /// `multilingual-e5-small-<16 hex digits>` from the sha256 of the model file and of
-/// `tokenizer.json` (from `manifest.json` when it lists them, else computed).
+/// `tokenizer.json` (see [`ModelDirectory::model_id`]).
 pub fn model_id_of_directory(directory: &Path) -> Result<String, SearchError> {
-    let files = ModelDirectory::locate(directory)?;
-    let listed: HashMap<String, String> = files
-        .manifest
-        .as_ref()
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|manifest| {
-            manifest
-                .get("files")
-                .and_then(|files| files.as_object())
-                .map(|files| {
-                    files
-                        .iter()
-                        .filter_map(|(name, entry)| {
-                            entry
-                                .get("sha256")
-                                .and_then(|hash| hash.as_str())
-                                .map(|hash| (name.clone(), hash.to_ascii_lowercase()))
-                        })
-                        .collect()
-                })
-        })
-        .unwrap_or_default();
-    let checksum = |path: &Path| -> Result<String, SearchError> {
-        let name = path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(hash) = listed.get(&name) {
-            return Ok(hash.clone());
-        }
-        let bytes = std::fs::read(path).map_err(SearchError::io("read", path))?;
-        Ok(prodcat_domain::sha256_hex(&bytes))
-    };
-    let model_hash = checksum(&files.model_file)?;
-    let tokenizer_hash = match &files.tokenizer_json {
-        Some(path) => checksum(path)?,
-        None => "built-in".to_string(),
-    };
-    let combined = prodcat_domain::sha256_hex(format!("{model_hash}:{tokenizer_hash}").as_bytes());
-    Ok(format!("multilingual-e5-small-{}", &combined[..16]))
+    Ok(ModelDirectory::locate(directory)?.model_id()?)
 }
 
 /// Content hash of an embedded text (the cache key).

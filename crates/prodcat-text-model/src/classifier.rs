@@ -8,6 +8,10 @@
 //! A text with no n-gram of the vocabulary (the empty text, for instance) becomes an all-zero
 //! feature row: its decision values are the intercepts alone, so it gets the category with the
 //! largest intercept, with a low probability, and `known_feature_count == 0` tells the caller so.
+//!
+//! A model trained with dense companion features ([`DenseCompanion`], a sentence embedding of
+//! each text) takes them beside each text through the `*_with_companion` methods; the other
+//! methods score a text as if its companion features were all zero (its n-grams alone).
 
 use prodcat_domain::CategoryCode;
 use prodcat_metrics::{
@@ -17,7 +21,8 @@ use prodcat_metrics::{
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::options::{Analyzer, TextClassifierOptions};
+use crate::options::{Analyzer, DenseCompanion, TextClassifierOptions};
+use crate::sparse::{append_dense, check_dense, SparseRow};
 use crate::svm::{argmax, LinearSvm};
 use crate::vectorizer::TextVectorizer;
 use crate::TextModelError;
@@ -70,6 +75,10 @@ pub struct Explanation {
     pub terms: Vec<TermContribution>,
     /// Sum of the contributions not listed in `terms`.
     pub remaining_contribution: f32,
+    /// What the dense companion features (the sentence embedding) added, when the model has
+    /// them.
+    #[serde(default)]
+    pub companion_contribution: f32,
 }
 
 /// What calibration did, measured on the calibration data itself.
@@ -98,9 +107,30 @@ pub struct TextClassifier {
 
 impl TextClassifier {
     /// Fits the vectoriser and the SVM on `texts` labelled `labels`. The model's categories are
-    /// the distinct labels, in ascending code order.
+    /// the distinct labels, in ascending code order. Options with a companion need its features:
+    /// [`Self::fit_with_companion`].
     pub fn fit<S: AsRef<str> + Sync>(
         texts: &[S],
+        labels: &[CategoryCode],
+        options: &TextClassifierOptions,
+    ) -> Result<Self, TextModelError> {
+        Self::fit_inner(texts, None, labels, options)
+    }
+
+    /// [`Self::fit`] with each text's dense companion features (`options.companion` says how
+    /// many values each has and how they are scaled).
+    pub fn fit_with_companion<S: AsRef<str> + Sync>(
+        texts: &[S],
+        companion: &[&[f32]],
+        labels: &[CategoryCode],
+        options: &TextClassifierOptions,
+    ) -> Result<Self, TextModelError> {
+        Self::fit_inner(texts, Some(companion), labels, options)
+    }
+
+    fn fit_inner<S: AsRef<str> + Sync>(
+        texts: &[S],
+        companion: Option<&[&[f32]]>,
         labels: &[CategoryCode],
         options: &TextClassifierOptions,
     ) -> Result<Self, TextModelError> {
@@ -114,6 +144,22 @@ impl TextClassifier {
             return Err(TextModelError::EmptyCorpus);
         }
         options.svm.validate()?;
+        match (&options.companion, companion) {
+            (Some(spec), Some(_)) => spec.validate()?,
+            (Some(spec), None) => {
+                return Err(companion_error(
+                    spec,
+                    "the options name companion features but none were given".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(TextModelError::InvalidOption {
+                    name: "companion",
+                    reason: "companion features were given but the options do not name them".into(),
+                })
+            }
+            (None, None) => {}
+        }
         let mut categories = labels.to_vec();
         categories.sort_unstable();
         categories.dedup();
@@ -126,7 +172,12 @@ impl TextClassifier {
             .iter()
             .map(|label| categories.binary_search(label).unwrap_or(0))
             .collect();
-        let (vectorizer, features) = TextVectorizer::fit_transform(texts, &options.vectorizer)?;
+        let (vectorizer, mut features) = TextVectorizer::fit_transform(texts, &options.vectorizer)?;
+        if let (Some(spec), Some(dense)) = (&options.companion, companion) {
+            features = features
+                .with_dense_columns(dense, spec.dimension, spec.scale)
+                .map_err(|reason| companion_error(spec, reason))?;
+        }
         let svm = LinearSvm::fit(&features, &classes, categories.len(), &options.svm)?;
         Ok(Self {
             options: options.clone(),
@@ -162,10 +213,11 @@ impl TextClassifier {
                 ),
             });
         }
-        if vectorizer.feature_count() != svm.feature_count() {
+        let columns = vectorizer.feature_count() + companion_width(&options);
+        if columns != svm.feature_count() {
             return Err(TextModelError::FeatureCountMismatch {
                 expected: svm.feature_count(),
-                actual: vectorizer.feature_count(),
+                actual: columns,
             });
         }
         Ok(Self {
@@ -190,6 +242,11 @@ impl TextClassifier {
     /// The options the model was trained with.
     pub fn options(&self) -> &TextClassifierOptions {
         &self.options
+    }
+
+    /// The dense companion features the model takes beside each text, if any.
+    pub fn companion(&self) -> Option<&DenseCompanion> {
+        self.options.companion.as_ref()
     }
 
     pub fn vectorizer(&self) -> &TextVectorizer {
@@ -223,10 +280,42 @@ impl TextClassifier {
         Ok(())
     }
 
+    /// The feature row of a text: its n-grams, then its companion features (scaled) when the
+    /// model has them and they are given.
+    fn feature_row(
+        &self,
+        text: &str,
+        companion: Option<&[f32]>,
+    ) -> Result<SparseRow, TextModelError> {
+        let mut row = self.vectorizer.transform_one(text);
+        if let (Some(spec), Some(values)) = (&self.options.companion, companion) {
+            check_dense(values, spec.dimension).map_err(|reason| companion_error(spec, reason))?;
+            append_dense(
+                &mut row.indices,
+                &mut row.values,
+                self.vectorizer.feature_count(),
+                values,
+                spec.scale,
+            );
+        }
+        Ok(row)
+    }
+
     /// Decision values of one text, one per category.
     pub fn decision_values(&self, text: &str) -> Vec<f32> {
         let row = self.vectorizer.transform_one(text);
         self.svm.decision_values(&row.indices, &row.values)
+    }
+
+    /// Decision values of one text with its companion features (a model without a companion
+    /// ignores them).
+    pub fn decision_values_with_companion(
+        &self,
+        text: &str,
+        companion: Option<&[f32]>,
+    ) -> Result<Vec<f32>, TextModelError> {
+        let row = self.feature_row(text, companion)?;
+        Ok(self.svm.decision_values(&row.indices, &row.values))
     }
 
     /// Decision values of many texts, row-major (`text * categories + class`), in parallel.
@@ -241,6 +330,34 @@ impl TextClassifier {
                     .decision_values_into(&row.indices, &row.values, scores);
             });
         out
+    }
+
+    /// [`Self::decision_matrix`] with each text's companion features.
+    pub fn decision_matrix_with_companion<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        companion: Option<&[&[f32]]>,
+    ) -> Result<Vec<f32>, TextModelError> {
+        let Some(dense) = companion else {
+            return Ok(self.decision_matrix(texts));
+        };
+        if dense.len() != texts.len() {
+            return Err(TextModelError::LabelCountMismatch {
+                texts: texts.len(),
+                labels: dense.len(),
+            });
+        }
+        let k = self.categories.len();
+        let mut out = vec![0.0f32; texts.len() * k];
+        out.par_chunks_mut(k)
+            .zip(texts.par_iter().zip(dense.par_iter()))
+            .try_for_each(|(scores, (text, values))| {
+                let row = self.feature_row(text.as_ref(), Some(values))?;
+                self.svm
+                    .decision_values_into(&row.indices, &row.values, scores);
+                Ok::<(), TextModelError>(())
+            })?;
+        Ok(out)
     }
 
     /// Calibrated probabilities of one row of decision values.
@@ -316,9 +433,32 @@ impl TextClassifier {
         category: CategoryCode,
         limit: usize,
     ) -> Result<Explanation, TextModelError> {
+        self.explain_with_companion(text, None, category, limit)
+    }
+
+    /// [`Self::explain`] with the text's companion features, whose whole contribution is
+    /// reported as one figure.
+    pub fn explain_with_companion(
+        &self,
+        text: &str,
+        companion: Option<&[f32]>,
+        category: CategoryCode,
+        limit: usize,
+    ) -> Result<Explanation, TextModelError> {
         let class = self
             .class_index(category)
             .ok_or_else(|| TextModelError::UnknownCategory(category.to_string()))?;
+        let companion_contribution = match companion {
+            Some(_) if self.options.companion.is_some() => {
+                let full = self.feature_row("", companion)?;
+                full.indices
+                    .iter()
+                    .zip(&full.values)
+                    .map(|(&column, &value)| value * self.svm.weight(column as usize, class))
+                    .sum()
+            }
+            _ => 0.0,
+        };
         let row = self.vectorizer.transform_one(text);
         let mut contributions: Vec<(usize, f32, f32, f32)> = row
             .indices
@@ -350,10 +490,11 @@ impl TextClassifier {
             .collect();
         Ok(Explanation {
             category,
-            decision_value: intercept + total,
+            decision_value: intercept + total + companion_contribution,
             intercept,
             terms,
             remaining_contribution: remaining,
+            companion_contribution,
         })
     }
 
@@ -362,6 +503,16 @@ impl TextClassifier {
     pub fn calibrate<S: AsRef<str> + Sync>(
         &mut self,
         texts: &[S],
+        labels: &[CategoryCode],
+    ) -> Result<CalibrationReport, TextModelError> {
+        self.calibrate_with_companion(texts, None, labels)
+    }
+
+    /// [`Self::calibrate`] with each text's companion features.
+    pub fn calibrate_with_companion<S: AsRef<str> + Sync>(
+        &mut self,
+        texts: &[S],
+        companion: Option<&[&[f32]]>,
         labels: &[CategoryCode],
     ) -> Result<CalibrationReport, TextModelError> {
         if texts.len() != labels.len() {
@@ -378,7 +529,7 @@ impl TextClassifier {
             })
             .collect::<Result<Vec<usize>, _>>()?;
         let scores: Vec<f64> = self
-            .decision_matrix(texts)
+            .decision_matrix_with_companion(texts, companion)?
             .into_iter()
             .map(f64::from)
             .collect();
@@ -406,5 +557,21 @@ impl TextClassifier {
         };
         self.calibration = fitted;
         Ok(report)
+    }
+}
+
+/// Columns the companion features add.
+pub(crate) fn companion_width(options: &TextClassifierOptions) -> usize {
+    options
+        .companion
+        .as_ref()
+        .map_or(0, |companion| companion.dimension)
+}
+
+fn companion_error(spec: &DenseCompanion, reason: String) -> TextModelError {
+    TextModelError::Companion {
+        reason,
+        dimension: spec.dimension,
+        source_name: spec.source.clone(),
     }
 }

@@ -31,6 +31,14 @@ pub enum TextModelError {
     },
     #[error("matrix has {actual} columns but the model expects {expected}")]
     FeatureCountMismatch { expected: usize, actual: usize },
+    #[error(
+        "companion features: {reason} (the model takes {dimension} values per text from {source_name})"
+    )]
+    Companion {
+        reason: String,
+        dimension: usize,
+        source_name: String,
+    },
     #[error("category {0} is not one of the model's classes")]
     UnknownCategory(String),
     #[error("calibration: {0}")]
@@ -70,6 +78,7 @@ impl TextModelError {
             | TextModelError::ClassOutOfRange { .. }
             | TextModelError::NoTermsRemain { .. }
             | TextModelError::FeatureCountMismatch { .. }
+            | TextModelError::Companion { .. }
             | TextModelError::UnknownCategory(_) => ErrorKind::Input,
             TextModelError::Calibration(error) => error.kind(),
             TextModelError::NotAModelFile { .. }

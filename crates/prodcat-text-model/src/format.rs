@@ -3,7 +3,8 @@
 //! ```text
 //! magic "PCTXTMDL" | u32 format version | u64 payload length | payload | u64 checksum(payload)
 //! payload:
-//!   options as JSON (u32 length + UTF-8)          the hyper-parameters, human-readable
+//!   options as JSON (u32 length + UTF-8)          the hyper-parameters, human-readable (with
+//!                                                 the dense companion features, if any)
 //!   u32 category count, u16 code each
 //!   f64 temperature
 //!   word block, char_wb block:
@@ -11,7 +12,7 @@
 //!     terms front-coded in sorted order (varint shared-prefix bytes, varint suffix bytes, suffix),
 //!     f32 idf per term
 //!   u32 class count, u32 feature count, u32 iterations per class, f32 intercept per class,
-//!   f32 weights, feature-major
+//!   f32 weights, feature-major (n-gram columns, then the companion's columns)
 //! ```
 //! All numbers little-endian. The same model always gives the same bytes. Loading checks the
 //! magic, the version, every length against what is left, the checksum, that the parts agree with
@@ -178,6 +179,11 @@ fn parse_payload(payload: &[u8]) -> Result<TextClassifier, TextModelError> {
     let options_json = reader.take(options_length, "options")?;
     let options: TextClassifierOptions = serde_json::from_slice(options_json)
         .map_err(|error| TextModelError::Corrupt(format!("options: {error}")))?;
+    if let Some(companion) = &options.companion {
+        companion
+            .validate()
+            .map_err(|error| TextModelError::Corrupt(format!("options: {error}")))?;
+    }
     let category_count = reader.u32("category count")? as usize;
     reader.ensure(category_count.saturating_mul(2), "categories")?;
     let mut categories = Vec::with_capacity(category_count);
@@ -207,12 +213,12 @@ fn parse_payload(payload: &[u8]) -> Result<TextClassifier, TextModelError> {
     let vectorizer = TextVectorizer::from_blocks(word, char_wb)?;
     let class_count = reader.u32("class count")? as usize;
     let feature_count = reader.u32("feature count")? as usize;
-    if class_count != categories.len() || feature_count != vectorizer.feature_count() {
+    let columns = vectorizer.feature_count() + crate::classifier::companion_width(&options);
+    if class_count != categories.len() || feature_count != columns {
         return Err(TextModelError::Corrupt(format!(
             "SVM has {class_count} classes and {feature_count} features, the model has {} \
-             categories and {} vectoriser columns",
+             categories and {columns} columns",
             categories.len(),
-            vectorizer.feature_count()
         )));
     }
     reader.ensure(class_count.saturating_mul(4), "iterations")?;

@@ -29,8 +29,8 @@ pub use classifier::{
 pub use error::TextModelError;
 pub use format::FORMAT_VERSION;
 pub use options::{
-    Analyzer, ClassWeighting, DocumentFrequency, SvmOptions, TextClassifierOptions, TfidfOptions,
-    VectorizerOptions,
+    Analyzer, ClassWeighting, DenseCompanion, DocumentFrequency, SvmOptions, TextClassifierOptions,
+    TfidfOptions, VectorizerOptions,
 };
 pub use sparse::{CsrMatrix, SparseRow};
 pub use svm::LinearSvm;

@@ -234,4 +234,40 @@ impl SvmOptions {
 pub struct TextClassifierOptions {
     pub vectorizer: VectorizerOptions,
     pub svm: SvmOptions,
+    /// Dense features given with each text besides its n-grams (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub companion: Option<DenseCompanion>,
+}
+
+/// Dense features read beside each text (a sentence embedding of it, for instance): appended
+/// after the TF-IDF columns and multiplied by `scale`, which sets how much they weigh against
+/// the n-grams (the TF-IDF blocks have unit-length rows; an embedding of unit length scaled by 2
+/// weighs as much as both blocks together).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DenseCompanion {
+    /// What the features are (the embedding model's id): a model must only ever be given
+    /// features from the same source.
+    pub source: String,
+    /// Values per text.
+    pub dimension: usize,
+    pub scale: f32,
+}
+
+impl DenseCompanion {
+    pub(crate) fn validate(&self) -> Result<(), TextModelError> {
+        if self.dimension == 0 {
+            return Err(TextModelError::InvalidOption {
+                name: "companion.dimension",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(TextModelError::InvalidOption {
+                name: "companion.scale",
+                reason: format!("must be a positive finite number, got {}", self.scale),
+            });
+        }
+        Ok(())
+    }
 }

@@ -152,10 +152,71 @@ impl CsrMatrix {
         self.offsets.push(self.indices.len());
     }
 
+    /// This matrix with `width` more columns holding `dense[row]` multiplied by `scale` (zeros
+    /// are not stored). Every dense row must have `width` finite values.
+    pub(crate) fn with_dense_columns(
+        &self,
+        dense: &[&[f32]],
+        width: usize,
+        scale: f32,
+    ) -> Result<Self, String> {
+        if dense.len() != self.row_count() {
+            return Err(format!(
+                "{} rows of dense values for {} texts",
+                dense.len(),
+                self.row_count()
+            ));
+        }
+        let mut out = Self::empty(self.column_count + width);
+        out.reserve(self.stored_count() + dense.len() * width);
+        for (row, values) in dense.iter().enumerate() {
+            check_dense(values, width).map_err(|reason| format!("row {row}: {reason}"))?;
+            let (indices, stored) = self.row(row);
+            out.indices.extend_from_slice(indices);
+            out.values.extend_from_slice(stored);
+            append_dense(
+                &mut out.indices,
+                &mut out.values,
+                self.column_count,
+                values,
+                scale,
+            );
+            out.offsets.push(out.indices.len());
+        }
+        Ok(out)
+    }
+
     /// Bytes held by the three arrays.
     pub fn heap_bytes(&self) -> usize {
         self.offsets.len() * std::mem::size_of::<usize>()
             + self.indices.len() * 4
             + self.values.len() * 4
+    }
+}
+
+/// Checks that a dense row has `width` values, all finite.
+pub(crate) fn check_dense(values: &[f32], width: usize) -> Result<(), String> {
+    if values.len() != width {
+        return Err(format!("{} values, expected {width}", values.len()));
+    }
+    if let Some(value) = values.iter().find(|value| !value.is_finite()) {
+        return Err(format!("non-finite value {value}"));
+    }
+    Ok(())
+}
+
+/// Appends `values * scale` as the columns from `first_column` on, skipping zeros.
+pub(crate) fn append_dense(
+    indices: &mut Vec<u32>,
+    stored: &mut Vec<f32>,
+    first_column: usize,
+    values: &[f32],
+    scale: f32,
+) {
+    for (offset, &value) in values.iter().enumerate() {
+        if value != 0.0 {
+            indices.push((first_column + offset) as u32);
+            stored.push(value * scale);
+        }
     }
 }

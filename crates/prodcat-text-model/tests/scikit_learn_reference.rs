@@ -183,6 +183,7 @@ fn linear_svm_matches_liblinear_decision_values() {
             max_iterations: 1_000_000,
             ..SvmOptions::default()
         },
+        companion: None,
     };
     let model =
         TextClassifier::fit(&common::corpus_texts(), &common::corpus_labels(), &options).unwrap();
