@@ -503,6 +503,9 @@ pub struct CrossValidation {
     pub folds: Vec<EvaluationReport>,
     /// Each fold's fusion settings (combiner, thresholds, tuning set sizes).
     pub fusion: Vec<FusionSettings>,
+    /// Each fold's scale of the text branch's sentence-embedding features (0: left out), when
+    /// they were asked for.
+    pub text_companion_scales: Vec<f32>,
     pub fold_seconds: Vec<f64>,
     /// Seconds spent on image features (from the cache when they were computed before).
     pub feature_seconds: f64,
@@ -603,6 +606,7 @@ impl<'a> Trainer<'a> {
         let companions = self.text_companions(&all, &mut record).await?;
         let mut reports = Vec::new();
         let mut fusions = Vec::new();
+        let mut companion_scales = Vec::new();
         let mut fold_seconds = Vec::new();
         for fold in 0..folds {
             let clock = Instant::now();
@@ -640,11 +644,21 @@ impl<'a> Trainer<'a> {
             )?;
             reports.push(report);
             fusions.push(fusion);
+            if self.options.text_embeddings {
+                companion_scales.push(
+                    branches
+                        .text
+                        .as_ref()
+                        .and_then(TextClassifier::companion)
+                        .map_or(0.0, |companion| companion.scale),
+                );
+            }
             fold_seconds.push(clock.elapsed().as_secs_f64());
         }
         Ok(CrossValidation {
             folds: reports,
             fusion: fusions,
+            text_companion_scales: companion_scales,
             fold_seconds,
             feature_seconds: record
                 .timings

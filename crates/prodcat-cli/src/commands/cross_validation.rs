@@ -53,6 +53,10 @@ pub struct CrossValidationSummary {
     pub target_precision: f64,
     pub branches: Vec<BranchSummary>,
     pub fusion: Vec<FoldFusion>,
+    /// Each fold's weight of the sentence-embedding features in the text branch (0: left
+    /// out), when they were asked for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub text_embedding_scales: Vec<f32>,
     pub feature_seconds: f64,
     pub total_seconds: f64,
 }
@@ -224,6 +228,7 @@ pub fn summarise(validation: &CrossValidation) -> CrossValidationSummary {
             .map_or(0.0, |fusion| fusion.target_precision),
         branches,
         fusion,
+        text_embedding_scales: validation.text_companion_scales.clone(),
         feature_seconds: validation.feature_seconds,
         total_seconds: validation.total_seconds,
     }
@@ -295,6 +300,18 @@ pub fn print(summary: &CrossValidationSummary) {
             ]);
         }
         println!("{table}");
+    }
+    if !summary.text_embedding_scales.is_empty() {
+        let scales: Vec<String> = summary
+            .text_embedding_scales
+            .iter()
+            .map(|scale| scale.to_string())
+            .collect();
+        println!(
+            "Weight of the sentence embedding in the text branch, per fold (chosen by \
+             cross-validation on its training rows; 0 leaves it out): {}",
+            scales.join(", ")
+        );
     }
     if let Some(system) = summary.branches.iter().find(|b| b.name == "system") {
         println!("Per category (system, pooled over the held-out folds):");
