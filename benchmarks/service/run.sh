@@ -14,7 +14,7 @@
 #   TEXT_PRODUCTS=20000              demo products for the text model and the reference
 #   IMAGE_PRODUCTS=5000              demo products (with photos) for the fusion model
 #   JOB_ITEMS=100000                 products in each classification job
-#   SCENARIOS="text reference jobs image shadow postgres"   which parts to run
+#   SCENARIOS="text reference jobs image embeddings shadow postgres"   which parts to run
 #                                    shadow: the text champion with no shadow, a 25 % and a 100 %
 #                                    shadow of a second version; postgres: jobs with 1, 2 and 4
 #                                    workers and predictions through 1 and 2 replicas behind nginx,
@@ -41,7 +41,7 @@ IMAGE_CONNECTIONS="${IMAGE_CONNECTIONS:-2}"
 TEXT_PRODUCTS="${TEXT_PRODUCTS:-20000}"
 IMAGE_PRODUCTS="${IMAGE_PRODUCTS:-5000}"
 JOB_ITEMS="${JOB_ITEMS:-100000}"
-SCENARIOS="${SCENARIOS:-text reference jobs image shadow postgres}"
+SCENARIOS="${SCENARIOS:-text reference jobs image embeddings shadow postgres}"
 POSTGRES_URL="${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 RESULTS="${RESULTS:-$here/results.md}"
 PROFILE="${PROFILE:-}"
@@ -338,6 +338,27 @@ if wants image; then
   run_wrk image "predict with a 500x500 JPEG, prodcat" "$server_url" "$token" "$WORK/image-bodies.jsonl" \
     "$IMAGE_CONNECTIONS" \
     "fusion model (MobileNetV2 + text); base64 JPEG in JSON, 50 distinct demo photos cycled; wrk -t$WRK_THREADS -c$IMAGE_CONNECTIONS (one request in flight per core), sharing the 2 cores" \
+    "$server_pid"
+  stop_server
+  prodcat models promote "$text_model" --force --reason "service benchmark: back to the text model" \
+    >"$WORK/logs/promote-text.log" 2>&1
+fi
+
+if wants embeddings; then
+  [[ -f "$WORK/.text-dataset" ]] || die "no dataset id in $WORK/.text-dataset: run once with FRESH=1"
+  if [[ ! -f "$WORK/.text-e5-model" ]]; then
+    log "training a text model with the sentence embedding (prodcat train --text-embedding-scale 2)"
+    prodcat train --dataset "$(cat "$WORK/.text-dataset")" --branch text --text-embedding-scale 2 \
+      --json >"$WORK/text-e5-train.json" 2>"$WORK/logs/train-text-e5.log"
+    version_id <"$WORK/text-e5-train.json" >"$WORK/.text-e5-model"
+  fi
+  e5_model="$(cat "$WORK/.text-e5-model")"
+  prodcat models promote "$e5_model" --force --reason "service benchmark: sentence-embedding scenario" \
+    >"$WORK/logs/promote-e5.log" 2>&1
+  start_server embeddings
+  run_wrk text-e5 "text predict, text branch with the sentence embedding" "$server_url" "$token" \
+    "$WORK/text-bodies.jsonl" "$CONNECTIONS" \
+    "prodcat train --text-embeddings: each request embeds its text's first 160 characters with multilingual-e5-small; $load_note" \
     "$server_pid"
   stop_server
   prodcat models promote "$text_model" --force --reason "service benchmark: back to the text model" \

@@ -38,6 +38,37 @@ pub enum HeadArg {
     Logistic,
 }
 
+fn parse_dropout(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(value) if (0.0..1.0).contains(&value) => Ok(value),
+        _ => Err(format!(
+            "dropout must be at least 0 and below 1, not {text:?}"
+        )),
+    }
+}
+
+fn parse_non_negative(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err(format!("expected a number of at least 0, not {text:?}")),
+    }
+}
+
+fn parse_positive(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        _ => Err(format!("expected a positive number, not {text:?}")),
+    }
+}
+
+fn parse_scale(text: &str) -> Result<f32, String> {
+    parse_positive(text).map_err(|_| {
+        format!(
+            "the weight must be a positive number (2 weighs the embedding as much as the n-grams), not {text:?}"
+        )
+    })
+}
+
 fn parse_backbone(name: &str) -> Result<BackboneKind, String> {
     BackboneKind::parse(name).map_err(|error| error.to_string())
 }
@@ -75,12 +106,25 @@ pub struct TrainArgs {
     /// about 10 ms instead of 0.1 ms, so serving answers far fewer requests per second.
     #[arg(long, env = "PRODCAT_TRAIN_TEXT_EMBEDDINGS")]
     pub text_embeddings: bool,
+    /// The weight of the sentence embedding beside the n-grams, instead of choosing it among
+    /// 0, 1, 2 and 3 by cross-validation (implies --text-embeddings; faster training).
+    #[arg(long, value_name = "SCALE", value_parser = parse_scale)]
+    pub text_embedding_scale: Option<f32>,
     /// Average each photo's features with its mirror image's (twice the network time).
     #[arg(long)]
     pub flip_averaging: bool,
     /// Hidden units of the MLP head.
     #[arg(long, default_value_t = 512)]
     pub hidden_units: usize,
+    /// Dropout of the MLP head's hidden layer during training (0 to below 1).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_dropout)]
+    pub head_dropout: f32,
+    /// L2 penalty on the image head's weights.
+    #[arg(long, default_value_t = 0.1, value_parser = parse_non_negative)]
+    pub head_l2: f32,
+    /// Learning rate of the image head (Adam).
+    #[arg(long, default_value_t = 3e-4, value_parser = parse_positive)]
+    pub head_learning_rate: f32,
     /// Maximum epochs of the image head (early stopping on validation ends sooner).
     #[arg(long, default_value_t = 200)]
     pub epochs: usize,
@@ -144,9 +188,12 @@ impl TrainArgs {
             target_precision: self.target_precision,
             cross_fit_folds: self.cross_fit_folds,
             cross_validation_seed: self.fold_seed,
-            text_embeddings: self.text_embeddings,
+            text_embeddings: self.text_embeddings || self.text_embedding_scale.is_some(),
             ..TrainOptions::default()
         };
+        if let Some(scale) = self.text_embedding_scale {
+            options.companion_scales = vec![scale];
+        }
         options.text.svm.c = self.c;
         options.text.svm.seed = self.seed;
         options.text.svm.class_weighting = match self.class_weight {
@@ -162,6 +209,9 @@ impl TrainArgs {
             },
             max_epochs: self.epochs,
             seed: self.seed,
+            dropout: self.head_dropout,
+            l2_penalty: self.head_l2,
+            learning_rate: self.head_learning_rate,
             ..HeadTrainingOptions::default()
         };
         options.image_backbone = BackboneChoice::new(self.backbone, self.flip_averaging);
@@ -459,9 +509,38 @@ mod tests {
         assert_eq!(args.c, 0.5);
         assert_eq!(args.backbone, BackboneKind::MobileNetV2);
         assert_eq!(args.hidden_units, 512);
+        // The head's flags default to the head's own defaults.
+        let head = args.options().head;
+        let defaults = HeadTrainingOptions::default();
+        assert_eq!(
+            (head.dropout, head.l2_penalty, head.learning_rate),
+            (
+                defaults.dropout,
+                defaults.l2_penalty,
+                defaults.learning_rate
+            )
+        );
         assert_eq!(args.fold_seed, DEFAULT_CROSS_VALIDATION_SEED);
         assert!(args.cross_validate.is_none() && args.alias.is_none() && !args.json);
         let error = TrainArgs::from_words(&["--backbone", "resnet"]).unwrap_err();
         assert!(error.to_string().contains("resnet"), "{error}");
+    }
+
+    #[test]
+    fn the_sentence_embedding_is_asked_for_with_a_chosen_or_a_fixed_weight() {
+        let default = TrainArgs::from_words(&[]).unwrap().options();
+        assert!(!default.text_embeddings);
+        let chosen = TrainArgs::from_words(&["--text-embeddings"])
+            .unwrap()
+            .options();
+        assert!(chosen.text_embeddings);
+        assert_eq!(chosen.companion_scales, [0.0, 1.0, 2.0, 3.0]);
+        let fixed = TrainArgs::from_words(&["--text-embedding-scale", "2"])
+            .unwrap()
+            .options();
+        assert!(fixed.text_embeddings);
+        assert_eq!(fixed.companion_scales, [2.0]);
+        let error = TrainArgs::from_words(&["--text-embedding-scale", "-1"]).unwrap_err();
+        assert!(error.to_string().contains("positive"), "{error}");
     }
 }
