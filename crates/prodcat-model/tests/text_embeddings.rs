@@ -135,9 +135,10 @@ async fn a_text_branch_with_the_sentence_embedding_trains_stores_and_serves() {
 
     // The classifier's own embedding gives the answers the training's cached vectors gave.
     let text = product_text(&row.designation, &row.description);
-    let cached = prodcat_model::companion_vectors(&objects, &embedder, &[text.clone()], &|_| {})
-        .await
-        .unwrap();
+    let cached =
+        prodcat_model::companion_vectors(&objects, &embedder, std::slice::from_ref(&text), &|_| {})
+            .await
+            .unwrap();
     let from_cache = classifier
         .text_probabilities_with(&text, cached.get(&text).map(Vec::as_slice))
         .unwrap()
