@@ -167,6 +167,7 @@ async fn move_to_challenger(
             forced,
             decision,
             expected_current: Some(champion),
+            rollout: None,
         },
     )
     .await

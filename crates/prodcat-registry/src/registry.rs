@@ -555,6 +555,7 @@ pub async fn set_alias(
             forced: request.forced,
             decision: request.decision.as_ref(),
             expected_current: None,
+            rollout: None,
         },
     )
     .await
@@ -583,6 +584,7 @@ pub async fn rollback(
             forced: false,
             decision: None,
             expected_current: None,
+            rollout: None,
         },
     )
     .await
@@ -619,6 +621,7 @@ pub(crate) async fn remove_alias_with_decision(
             forced: false,
             decision,
             expected_current: None,
+            rollout: None,
         },
     )
     .await
@@ -674,6 +677,8 @@ pub(crate) struct MoveSpec<'a> {
     /// `Some(expected)`: move only if the alias still points there (`Some(None)`: is unset), so
     /// a decision taken on a champion is never applied after someone else moved the alias.
     pub(crate) expected_current: Option<Option<&'a ModelVersionId>>,
+    /// Settings of the rollout the move starts, stored in the same transaction.
+    pub(crate) rollout: Option<&'a crate::rollout::RolloutSettings>,
 }
 
 /// Applies a move and records it in the alias history, in one transaction.
@@ -810,8 +815,11 @@ async fn write_alias(
             .bind(version.to_string())
             .bind(at)
             .bind(spec.actor.to_string())
-            .execute(connection)
+            .execute(&mut *connection)
             .await?;
+            if let Some(rollout) = spec.rollout {
+                crate::rollout::store_rollout(connection, spec.alias, rollout).await?;
+            }
         }
         None => {
             sqlx::query("DELETE FROM model_aliases WHERE alias = $1")

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::registry::{
-    alias_target, remove_alias_with_decision, resolve, set_alias, AliasEvent, AliasMove,
+    alias_target, move_alias, remove_alias_with_decision, resolve, AliasEvent, MoveSpec, Target,
 };
 use crate::RegistryError;
 
@@ -151,8 +151,42 @@ pub struct NewRollout {
     pub reason: String,
 }
 
+/// A rollout's settings as stored beside its alias.
+pub(crate) struct RolloutSettings {
+    share: f64,
+    stickiness: Stickiness,
+    /// The guard rails as JSON.
+    guard: String,
+    started_by: String,
+    started_at_ms: i64,
+    reason: String,
+}
+
+/// Stores (or replaces) the settings of the rollout on `alias`.
+pub(crate) async fn store_rollout(
+    connection: &mut sqlx::AnyConnection,
+    alias: &str,
+    settings: &RolloutSettings,
+) -> Result<(), RegistryError> {
+    sqlx::query(
+        "INSERT INTO rollouts (alias, share, stickiness, guard, started_by, started_at_ms, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (alias) DO UPDATE SET share = $2, \
+         stickiness = $3, guard = $4, started_by = $5, started_at_ms = $6, reason = $7",
+    )
+    .bind(alias.to_string())
+    .bind(settings.share)
+    .bind(settings.stickiness.as_str())
+    .bind(settings.guard.clone())
+    .bind(settings.started_by.clone())
+    .bind(settings.started_at_ms)
+    .bind(settings.reason.clone())
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
 /// Starts (or changes) a rollout: the alias points at the version (recorded in the alias
-/// history), and its settings are stored.
+/// history) and its settings are stored, in one transaction.
 pub async fn start_rollout(
     database: &Database,
     rollout: &NewRollout,
@@ -164,46 +198,48 @@ pub async fn start_rollout(
         )));
     }
     rollout.guard.check()?;
+    crate::validate::actor(&rollout.actor)?;
     let version = resolve(database, &rollout.version).await?;
     let alias = rollout.kind.alias();
+    let now = now_ms();
+    let settings = RolloutSettings {
+        share: rollout.share,
+        stickiness: rollout.stickiness,
+        guard: serde_json::to_string(&rollout.guard).map_err(|error| RegistryError::Corrupt {
+            what: "guard rails".to_string(),
+            reason: error.to_string(),
+        })?,
+        started_by: rollout.actor.clone(),
+        started_at_ms: now,
+        reason: rollout.reason.clone(),
+    };
     if alias_target(database, alias).await?.as_ref() != Some(&version.id) {
-        set_alias(
+        // The alias moves and the settings are stored in one transaction: no reader sees the
+        // alias without its rollout.
+        let reason = format!(
+            "{} started at {:.0} %: {}",
+            alias,
+            rollout.share * 100.0,
+            rollout.reason
+        );
+        move_alias(
             database,
-            &AliasMove {
-                alias: alias.to_string(),
-                version: version.id.clone(),
-                actor: rollout.actor.clone(),
-                reason: format!(
-                    "{} started at {:.0} %: {}",
-                    alias,
-                    rollout.share * 100.0,
-                    rollout.reason
-                ),
+            MoveSpec {
+                alias,
+                target: Target::Version(version.id.clone()),
+                actor: &rollout.actor,
+                reason: &reason,
                 forced: false,
                 decision: None,
+                expected_current: None,
+                rollout: Some(&settings),
             },
         )
         .await?;
+    } else {
+        let mut connection = database.pool().acquire().await?;
+        store_rollout(&mut *connection, alias, &settings).await?;
     }
-    let now = now_ms();
-    let guard = serde_json::to_string(&rollout.guard).map_err(|error| RegistryError::Corrupt {
-        what: "guard rails".to_string(),
-        reason: error.to_string(),
-    })?;
-    sqlx::query(
-        "INSERT INTO rollouts (alias, share, stickiness, guard, started_by, started_at_ms, reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (alias) DO UPDATE SET share = $2, \
-         stickiness = $3, guard = $4, started_by = $5, started_at_ms = $6, reason = $7",
-    )
-    .bind(alias)
-    .bind(rollout.share)
-    .bind(rollout.stickiness.as_str())
-    .bind(guard)
-    .bind(rollout.actor.clone())
-    .bind(now)
-    .bind(rollout.reason.clone())
-    .execute(database.pool())
-    .await?;
     Ok(Rollout {
         kind: rollout.kind,
         version: version.id,

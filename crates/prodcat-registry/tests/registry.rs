@@ -690,3 +690,59 @@ async fn concurrent_alias_moves_keep_a_consistent_history() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_starts_with_its_alias_and_changes_without_a_move() {
+    use prodcat_registry::{
+        active_rollouts, start_rollout, stop_rollout, GuardRails, NewRollout, RolloutKind,
+        Stickiness, CANARY,
+    };
+    for test_database in testing::databases().await {
+        let backend = test_database.name();
+        let database = &test_database.database;
+        register_all(database, &["feed000000000001", "feed000000000002"]).await;
+        let rollout = |share: f64| NewRollout {
+            kind: RolloutKind::Canary,
+            version: "mv-feed000000000002".to_string(),
+            share,
+            stickiness: Stickiness::Product,
+            guard: GuardRails::default(),
+            actor: "admin".to_string(),
+            reason: "try it".to_string(),
+        };
+        start_rollout(database, &rollout(0.1)).await.unwrap();
+        let running = active_rollouts(database).await.unwrap();
+        assert_eq!(running.len(), 1, "{backend}");
+        assert_eq!(running[0].share, 0.1);
+        assert_eq!(running[0].version, version_id("feed000000000002"));
+        let history = alias_history(database, Some(CANARY)).await.unwrap();
+        assert_eq!(history.len(), 1, "{backend}");
+        assert!(history[0].reason.contains("canary started at 10 %"));
+
+        // The same version at another share: the settings change, the alias does not move.
+        start_rollout(database, &rollout(0.5)).await.unwrap();
+        let running = active_rollouts(database).await.unwrap();
+        assert_eq!(running[0].share, 0.5, "{backend}");
+        assert_eq!(
+            alias_history(database, Some(CANARY)).await.unwrap().len(),
+            1,
+            "{backend}"
+        );
+
+        // An archived version is refused and nothing changes.
+        archive_version(database, &version_id("feed000000000001"))
+            .await
+            .unwrap();
+        let mut archived = rollout(0.2);
+        archived.version = "mv-feed000000000001".to_string();
+        assert!(start_rollout(database, &archived).await.is_err());
+        let running = active_rollouts(database).await.unwrap();
+        assert_eq!(running.len(), 1, "{backend}");
+        assert_eq!(running[0].share, 0.5, "{backend}");
+
+        stop_rollout(database, RolloutKind::Canary, "admin", "done", None)
+            .await
+            .unwrap();
+        assert!(active_rollouts(database).await.unwrap().is_empty());
+    }
+}
