@@ -416,56 +416,71 @@ impl CrossFit {
                     text_out[i] = Some(probabilities);
                 }
             }
-            // Image: a head fitted on the other folds' photos.
-            let (features, labels): (Vec<&[f32]>, Vec<usize>) = inside
-                .iter()
-                .filter_map(|&i| match (&train[i].1, train[i].2) {
+        }
+        // Image: per fold, a head fitted on the other folds' photos. A head trains on one core,
+        // so the folds train side by side (each is deterministic on its own).
+        let image_fold = |fold: usize| -> Result<Vec<(usize, Vec<f32>)>, ModelError> {
+            let (features, labels): (Vec<&[f32]>, Vec<usize>) = (0..train.len())
+                .filter(|&i| fold_of[i] != fold)
+                .filter_map(|i| match (&train[i].1, train[i].2) {
                     (Some(vector), Some(class)) => Some((vector.as_slice(), class)),
                     _ => None,
                 })
                 .unzip();
-            if features.len() >= 2 {
-                let (head, _) =
-                    if !validation_features.is_empty() && validation_features.len() >= k.min(10) {
-                        ImageHead::train_with_validation(
-                            &features,
-                            &labels,
-                            &validation_features,
-                            &validation_labels,
-                            k,
-                            head_options,
-                        )?
-                    } else {
-                        ImageHead::train(&features, &labels, k, head_options)?
-                    };
-                let calibration = if validation_features.is_empty() {
-                    TemperatureScaling::identity()
-                } else {
-                    let logits = head.logits_batch(&validation_features)?;
-                    let scores: Vec<f64> = logits.iter().flatten().map(|v| f64::from(*v)).collect();
-                    TemperatureScaling::fit(&scores, k, &validation_labels)?
-                };
-                let held_out: Vec<usize> = outside
-                    .iter()
-                    .copied()
-                    .filter(|&i| train[i].1.is_some())
-                    .collect();
-                let vectors: Vec<&[f32]> = held_out
-                    .iter()
-                    .filter_map(|&i| train[i].1.as_deref())
-                    .collect();
-                let logits = head.logits_batch(&vectors)?;
-                for (i, row) in held_out.into_iter().zip(logits) {
-                    let scores: Vec<f64> = row.iter().map(|v| f64::from(*v)).collect();
-                    image_out[i] = Some(
-                        calibration
-                            .probabilities(&scores)
-                            .into_iter()
-                            .map(|p| p as f32)
-                            .collect(),
-                    );
-                }
+            if features.len() < 2 {
+                return Ok(Vec::new());
             }
+            let (head, _) =
+                if !validation_features.is_empty() && validation_features.len() >= k.min(10) {
+                    ImageHead::train_with_validation(
+                        &features,
+                        &labels,
+                        &validation_features,
+                        &validation_labels,
+                        k,
+                        head_options,
+                    )?
+                } else {
+                    ImageHead::train(&features, &labels, k, head_options)?
+                };
+            let calibration = if validation_features.is_empty() {
+                TemperatureScaling::identity()
+            } else {
+                let logits = head.logits_batch(&validation_features)?;
+                let scores: Vec<f64> = logits.iter().flatten().map(|v| f64::from(*v)).collect();
+                TemperatureScaling::fit(&scores, k, &validation_labels)?
+            };
+            let held_out: Vec<usize> = (0..train.len())
+                .filter(|&i| fold_of[i] == fold && train[i].1.is_some())
+                .collect();
+            let vectors: Vec<&[f32]> = held_out
+                .iter()
+                .filter_map(|&i| train[i].1.as_deref())
+                .collect();
+            let logits = head.logits_batch(&vectors)?;
+            Ok(held_out
+                .into_iter()
+                .zip(logits)
+                .map(|(i, row)| {
+                    let scores: Vec<f64> = row.iter().map(|v| f64::from(*v)).collect();
+                    let probabilities = calibration
+                        .probabilities(&scores)
+                        .into_iter()
+                        .map(|p| p as f32)
+                        .collect();
+                    (i, probabilities)
+                })
+                .collect())
+        };
+        let scored = {
+            use rayon::prelude::*;
+            (0..folds)
+                .into_par_iter()
+                .map(image_fold)
+                .collect::<Result<Vec<_>, ModelError>>()?
+        };
+        for (i, probabilities) in scored.into_iter().flatten() {
+            image_out[i] = Some(probabilities);
         }
         Ok((train, text_out, image_out))
     }
