@@ -238,7 +238,7 @@ pub async fn start_rollout(
         .await?;
     } else {
         let mut connection = database.pool().acquire().await?;
-        store_rollout(&mut *connection, alias, &settings).await?;
+        store_rollout(&mut connection, alias, &settings).await?;
     }
     Ok(Rollout {
         kind: rollout.kind,
