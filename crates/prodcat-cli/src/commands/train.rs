@@ -540,7 +540,7 @@ mod tests {
             .options();
         assert!(fixed.text_embeddings);
         assert_eq!(fixed.companion_scales, [2.0]);
-        let error = TrainArgs::from_words(&["--text-embedding-scale", "-1"]).unwrap_err();
+        let error = TrainArgs::from_words(&["--text-embedding-scale", "0"]).unwrap_err();
         assert!(error.to_string().contains("positive"), "{error}");
     }
 }
