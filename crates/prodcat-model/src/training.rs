@@ -430,26 +430,14 @@ impl CrossFit {
             if features.len() < 2 {
                 return Ok(Vec::new());
             }
-            let (head, _) =
-                if !validation_features.is_empty() && validation_features.len() >= k.min(10) {
-                    ImageHead::train_with_validation(
-                        &features,
-                        &labels,
-                        &validation_features,
-                        &validation_labels,
-                        k,
-                        head_options,
-                    )?
-                } else {
-                    ImageHead::train(&features, &labels, k, head_options)?
-                };
-            let calibration = if validation_features.is_empty() {
-                TemperatureScaling::identity()
-            } else {
-                let logits = head.logits_batch(&validation_features)?;
-                let scores: Vec<f64> = logits.iter().flatten().map(|v| f64::from(*v)).collect();
-                TemperatureScaling::fit(&scores, k, &validation_labels)?
-            };
+            let (head, _, calibration) = fit_image_head(
+                &features,
+                &labels,
+                &validation_features,
+                &validation_labels,
+                k,
+                head_options,
+            )?;
             let held_out: Vec<usize> = (0..train.len())
                 .filter(|&i| fold_of[i] == fold && train[i].1.is_some())
                 .collect();
@@ -1063,19 +1051,15 @@ impl<'a> Trainer<'a> {
         self.progress.stage("image: training the head", 1);
         let head_options = self.options.head.clone();
         let k = branches.categories.len();
-        let (head, report) = tokio::task::spawn_blocking(move || {
-            if validation_features.len() >= k.min(10) && !validation_features.is_empty() {
-                ImageHead::train_with_validation(
-                    &train_features,
-                    &train_labels,
-                    &validation_features,
-                    &validation_labels,
-                    k,
-                    &head_options,
-                )
-            } else {
-                ImageHead::train(&train_features, &train_labels, k, &head_options)
-            }
+        let (head, report, calibration) = tokio::task::spawn_blocking(move || {
+            fit_image_head(
+                &train_features,
+                &train_labels,
+                &validation_features,
+                &validation_labels,
+                k,
+                &head_options,
+            )
         })
         .await
         .map_err(|error| ModelError::TrainingData(format!("image training failed: {error}")))??;
@@ -1093,14 +1077,6 @@ impl<'a> Trainer<'a> {
         record
             .metrics
             .insert("image.best_epoch".into(), report.best_epoch as f64);
-        let (validation_features, validation_labels) = branches.image_rows(&splits.validation);
-        let calibration = if validation_features.is_empty() {
-            TemperatureScaling::identity()
-        } else {
-            let logits = head.logits_batch(&validation_features)?;
-            let scores: Vec<f64> = logits.iter().flatten().map(|v| f64::from(*v)).collect();
-            TemperatureScaling::fit(&scores, k, &validation_labels)?
-        };
         record
             .metrics
             .insert("image.temperature".into(), calibration.temperature);
@@ -1304,6 +1280,46 @@ impl<'a> Trainer<'a> {
         let picture = prodcat_vision::preprocess::decode_image(&bytes, 40_000_000).ok()?;
         ImageStats::from_rgb(picture.width, picture.height, &picture.pixels).ok()
     }
+}
+
+/// An image head trained on `features` (with early stopping on the validation images when there
+/// are enough of them) and its temperature calibrated on the validation images.
+fn fit_image_head<F: AsRef<[f32]>>(
+    features: &[F],
+    labels: &[usize],
+    validation_features: &[Vec<f32>],
+    validation_labels: &[usize],
+    class_count: usize,
+    options: &HeadTrainingOptions,
+) -> Result<
+    (
+        ImageHead,
+        prodcat_vision::TrainingReport,
+        TemperatureScaling,
+    ),
+    ModelError,
+> {
+    let (head, report) =
+        if !validation_features.is_empty() && validation_features.len() >= class_count.min(10) {
+            ImageHead::train_with_validation(
+                features,
+                labels,
+                validation_features,
+                validation_labels,
+                class_count,
+                options,
+            )?
+        } else {
+            ImageHead::train(features, labels, class_count, options)?
+        };
+    let calibration = if validation_features.is_empty() {
+        TemperatureScaling::identity()
+    } else {
+        let logits = head.logits_batch(validation_features)?;
+        let scores: Vec<f64> = logits.iter().flatten().map(|v| f64::from(*v)).collect();
+        TemperatureScaling::fit(&scores, class_count, validation_labels)?
+    };
+    Ok((head, report, calibration))
 }
 
 /// Fits the text branch, with each text's companion features when `options` name a companion.
