@@ -93,6 +93,15 @@ pub struct TextEmbedder {
     model_id: String,
 }
 
+impl std::fmt::Debug for TextEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextEmbedder")
+            .field("model_id", &self.model_id)
+            .field("threads", &self.threads())
+            .finish()
+    }
+}
+
 /// One window of one text.
 struct Window {
     text_index: usize,

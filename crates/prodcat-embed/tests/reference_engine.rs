@@ -375,9 +375,7 @@ fn damaged_model_directories_fail_with_clear_errors() {
         &original[..original.len() - 1000],
     )
     .unwrap();
-    let error = TextEmbedder::load(&directory)
-        .err()
-        .expect("truncated file fails");
+    let error = TextEmbedder::load(&directory).expect_err("truncated file fails");
     assert!(matches!(error, EmbedError::Truncated { .. }), "{error}");
     println!("truncated: {error}");
 
@@ -385,9 +383,7 @@ fn damaged_model_directories_fail_with_clear_errors() {
     let mut bad = original[..4096].to_vec();
     bad[..4].copy_from_slice(b"GGUF");
     std::fs::write(directory.join("e5-small-q4.bin"), &bad).unwrap();
-    let error = TextEmbedder::load(&directory)
-        .err()
-        .expect("bad magic fails");
+    let error = TextEmbedder::load(&directory).expect_err("bad magic fails");
     assert!(matches!(error, EmbedError::BadMagic { .. }), "{error}");
 
     // Checksum mismatch against the manifest.
@@ -397,9 +393,7 @@ fn damaged_model_directories_fail_with_clear_errors() {
         r#"{"files": {"e5-small-q4.bin": {"sha256": "00"}}}"#,
     )
     .unwrap();
-    let error = TextEmbedder::load(&directory)
-        .err()
-        .expect("checksum mismatch fails");
+    let error = TextEmbedder::load(&directory).expect_err("checksum mismatch fails");
     assert!(
         matches!(error, EmbedError::ChecksumMismatch { .. }),
         "{error}"

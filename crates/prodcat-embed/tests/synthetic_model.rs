@@ -629,9 +629,7 @@ fn inconsistent_model_files_are_rejected() {
     damaged[count_at..count_at + 4]
         .copy_from_slice(&((HIDDEN * INTERMEDIATE * 2) as u32).to_le_bytes());
     let directory = model_directory("inconsistent", &damaged);
-    let error = TextEmbedder::load(&directory)
-        .err()
-        .expect("inconsistent sizes fail");
+    let error = TextEmbedder::load(&directory).expect_err("inconsistent sizes fail");
     assert!(matches!(error, EmbedError::InvalidModel { .. }), "{error}");
     println!("{error}");
 
@@ -639,9 +637,7 @@ fn inconsistent_model_files_are_rejected() {
     let mut renamed = bytes.clone();
     renamed[position] = b'x';
     std::fs::write(directory.join("e5-small-q4.bin"), &renamed).unwrap();
-    let error = TextEmbedder::load(&directory)
-        .err()
-        .expect("missing tensor fails");
+    let error = TextEmbedder::load(&directory).expect_err("missing tensor fails");
     assert!(matches!(error, EmbedError::MissingTensor { .. }), "{error}");
 
     // Every truncation point fails cleanly (never a panic).

@@ -215,7 +215,7 @@ pub struct Combined {
 
 /// A model ready to serve: a verified bundle plus the shared image backbone (and the sentence
 /// embedder when the text branch takes its companion features).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ProductClassifier {
     bundle: Arc<ModelBundle>,
     backbone: Option<ImageBackbone>,
@@ -223,16 +223,6 @@ pub struct ProductClassifier {
     version: ModelVersionId,
     categories: Vec<CategoryCode>,
     limits: InputLimits,
-}
-
-impl std::fmt::Debug for ProductClassifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProductClassifier")
-            .field("version", &self.version)
-            .field("backbone", &self.backbone)
-            .field("text_embedder", &self.text_embedder_needed())
-            .finish()
-    }
 }
 
 impl ProductClassifier {
@@ -362,11 +352,11 @@ impl ProductClassifier {
     /// Calibrated text probabilities for normalised text, if the text branch exists and the text
     /// is not empty.
     pub fn text_probabilities(&self, text: &str) -> Result<Option<Vec<f32>>, ModelError> {
-        let companion = self.text_companion(text)?;
-        self.text_probabilities_with(text, companion.as_deref())
+        self.text_probabilities_with(text, None)
     }
 
-    /// [`Self::text_probabilities`] with the text's companion features already computed.
+    /// [`Self::text_probabilities`] with the text's companion features when they were computed
+    /// beforehand (`None`: embedded here when the text branch takes them).
     pub fn text_probabilities_with(
         &self,
         text: &str,
@@ -378,9 +368,14 @@ impl ProductClassifier {
         if text.is_empty() {
             return Ok(None);
         }
-        if classifier.companion().is_some() && companion.is_none() {
-            return Err(ModelError::TextEmbedderUnavailable);
-        }
+        let embedded;
+        let companion = match companion {
+            Some(values) => Some(values),
+            None => {
+                embedded = self.text_companion(text)?;
+                embedded.as_deref()
+            }
+        };
         let decision_values = classifier.decision_values_with_companion(text, companion)?;
         Ok(Some(
             classifier.probabilities_from_decision_values(&decision_values),

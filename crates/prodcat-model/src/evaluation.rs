@@ -283,12 +283,8 @@ pub fn evaluate_rows(
     let per_row: Vec<Result<_, ModelError>> = rows
         .par_iter()
         .map(|row| {
-            let text = match &row.text_companion {
-                Some(companion) => {
-                    classifier.text_probabilities_with(&row.text, Some(companion))?
-                }
-                None => classifier.text_probabilities(&row.text)?,
-            };
+            let text =
+                classifier.text_probabilities_with(&row.text, row.text_companion.as_deref())?;
             let image = match (&row.image_features, classifier.bundle().image.is_some()) {
                 (Some(features), true) => {
                     Some(classifier.image_probabilities_from_features(features)?)

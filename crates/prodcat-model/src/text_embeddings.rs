@@ -150,6 +150,9 @@ pub fn choose_companion_scale(
     companion: &DenseCompanion,
     scales: &[f32],
 ) -> Result<(TextClassifierOptions, Vec<ScaleScore>), ModelError> {
+    if let [only] = scales {
+        return Ok((with_scale(base, companion, *only), Vec::new()));
+    }
     let mut categories = labels.to_vec();
     categories.sort_unstable();
     categories.dedup();
@@ -157,9 +160,6 @@ pub fn choose_companion_scale(
         .iter()
         .map(|label| categories.binary_search(label).unwrap_or(0))
         .collect();
-    if let [only] = scales {
-        return Ok((with_scale(base, companion, *only), Vec::new()));
-    }
     let folds = fold_of.iter().max().map_or(0, |last| last + 1);
     let mut scores = Vec::new();
     let mut best: Option<ScaleScore> = None;

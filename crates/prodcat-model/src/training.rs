@@ -887,14 +887,13 @@ impl<'a> Trainer<'a> {
                 "text: choosing the sentence embedding's weight",
                 scales.len() as u64,
             );
-            let embedder_id = self
+            let embedder = self
                 .resources
                 .embedder
-                .map(|embedder| embedder.model_id().to_string())
                 .ok_or(ModelError::TextEmbedderUnavailable)?;
             let companion = DenseCompanion {
-                source: embedder_id,
-                dimension: companions.values().next().map_or(0, Vec::len),
+                source: embedder.model_id().to_string(),
+                dimension: embedder.dimension(),
                 scale: 1.0,
             };
             let base = text_options.clone();

@@ -448,13 +448,17 @@ impl TextClassifier {
         let class = self
             .class_index(category)
             .ok_or_else(|| TextModelError::UnknownCategory(category.to_string()))?;
-        let companion_contribution = match companion {
-            Some(_) if self.options.companion.is_some() => {
-                let full = self.feature_row("", companion)?;
-                full.indices
+        let companion_contribution = match (&self.options.companion, companion) {
+            (Some(spec), Some(values)) => {
+                check_dense(values, spec.dimension)
+                    .map_err(|reason| companion_error(spec, reason))?;
+                let first_column = self.vectorizer.feature_count();
+                values
                     .iter()
-                    .zip(&full.values)
-                    .map(|(&column, &value)| value * self.svm.weight(column as usize, class))
+                    .enumerate()
+                    .map(|(offset, &value)| {
+                        value * spec.scale * self.svm.weight(first_column + offset, class)
+                    })
                     .sum()
             }
             _ => 0.0,
