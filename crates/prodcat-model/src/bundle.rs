@@ -200,8 +200,8 @@ fn backbone_choice_of(manifest: &BundleManifest) -> Result<BackboneChoice, Model
 struct ImageBranchFile {
     temperature: f64,
     categories: Vec<u16>,
-    /// The backbone the head was trained on; absent means MobileNetV2 (older bundles, and
-    /// MobileNetV2 bundles keep their bytes and so their version ids).
+    /// The backbone (or two joined by `+`) the head was trained on; absent means MobileNetV2
+    /// (older bundles, and MobileNetV2 bundles keep their bytes and so their version ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     backbone: Option<String>,
     /// Whether the features were averaged with the mirror image's; absent means no.
@@ -211,16 +211,19 @@ struct ImageBranchFile {
 
 impl ImageBranchFile {
     fn choice(&self, version: &str) -> Result<BackboneChoice, ModelError> {
-        let kind = match &self.backbone {
-            None => prodcat_vision::BackboneKind::default(),
-            Some(name) => prodcat_vision::BackboneKind::parse(name).map_err(|error| {
-                ModelError::InvalidBundle {
+        let choice = match &self.backbone {
+            None => BackboneChoice::default(),
+            Some(name) => {
+                BackboneChoice::parse(name).map_err(|error| ModelError::InvalidBundle {
                     version: version.to_string(),
                     reason: error.to_string(),
-                }
-            })?,
+                })?
+            }
         };
-        Ok(BackboneChoice::new(kind, self.flip_averaging))
+        Ok(BackboneChoice {
+            flip_averaging: self.flip_averaging,
+            ..choice
+        })
     }
 }
 
@@ -246,8 +249,9 @@ pub async fn write_bundle(
         let trailer = serde_json::to_vec(&ImageBranchFile {
             temperature: image.calibration.temperature,
             categories: image.categories.iter().map(|c| c.value()).collect(),
-            backbone: (choice.kind != prodcat_vision::BackboneKind::default())
-                .then(|| choice.kind.as_str().to_string()),
+            backbone: (choice.kind != prodcat_vision::BackboneKind::default()
+                || choice.appended.is_some())
+            .then(|| choice.name()),
             flip_averaging: choice.flip_averaging,
         })?;
         bytes.extend_from_slice(&trailer);

@@ -250,6 +250,19 @@ impl ProductClassifier {
                     reason: "the image branch's categories differ from the label set".to_string(),
                 });
             }
+            // Another backbone's features would give nonsense (or, for another feature count,
+            // an error on every photo).
+            let trained_on = bundle.image_backbone_choice()?;
+            if let Some(given) = backbone.as_ref().map(ImageBackbone::choice) {
+                if given != trained_on {
+                    return Err(ModelError::InvalidBundle {
+                        version: version.to_string(),
+                        reason: format!(
+                            "the image branch was trained on {trained_on} features, not {given}"
+                        ),
+                    });
+                }
+            }
         }
         Ok(Self {
             bundle: Arc::new(bundle),

@@ -10,20 +10,28 @@ use bytes::Bytes;
 use prodcat_drift::features::ImageStats;
 use prodcat_storage::{image_key, ObjectStorage, StorageError};
 use prodcat_vision::{
-    preprocess::decode_image, BackboneChoice, BackboneKind, BackboneNetwork, ImageFeatureExtractor,
+    preprocess::decode_image, BackboneChoice, BackboneNetwork, ImageFeatureExtractor,
     PreprocessOptions, Preprocessor, ShownSquare,
 };
 
 use crate::bundle::ModelBundle;
 use crate::ModelError;
 
-/// The frozen feature extractor shared by every model version in a process.
+/// The frozen feature extractor shared by every model version in a process: one backbone, or
+/// two whose features are concatenated (see [`BackboneChoice::appended`]).
 #[derive(Clone)]
 pub struct ImageBackbone {
-    extractor: Arc<ImageFeatureExtractor>,
+    /// One per backbone of the choice, in feature order.
+    parts: Arc<[BackbonePart]>,
     id: String,
     choice: BackboneChoice,
     model_dir: PathBuf,
+}
+
+/// One network of a backbone choice and the identifier of its own features.
+struct BackbonePart {
+    extractor: Arc<ImageFeatureExtractor>,
+    id: String,
 }
 
 impl std::fmt::Debug for ImageBackbone {
@@ -40,61 +48,73 @@ impl ImageBackbone {
         Self::load_choice(model_dir, BackboneChoice::default())
     }
 
-    /// Loads the backbone called `name` (`mobilenet-v2`, `efficientnet-lite0`, ...) from
-    /// `<model dir>/<name>`, its features averaged with the mirror image's when
-    /// `flip_averaging` is set.
+    /// Loads the backbone called `name` (`mobilenet-v2`, `efficientnet-lite0`, ..., or two
+    /// joined by `+`) from `<model dir>/<name>`, its features averaged with the mirror image's
+    /// when `flip_averaging` is set.
     pub fn load_named(
         model_dir: &Path,
         name: &str,
         flip_averaging: bool,
     ) -> Result<Self, ModelError> {
-        let kind = BackboneKind::parse(name)?;
-        Self::load_choice(model_dir, BackboneChoice::new(kind, flip_averaging))
+        let choice = BackboneChoice {
+            flip_averaging,
+            ..BackboneChoice::parse(name)?
+        };
+        Self::load_choice(model_dir, choice)
     }
 
-    /// Loads a backbone choice from `<model dir>/<name>` (verifying its checksum).
+    /// Loads a backbone choice from `<model dir>/<name>` of each of its backbones (verifying
+    /// their checksums).
     pub fn load_choice(model_dir: &Path, choice: BackboneChoice) -> Result<Self, ModelError> {
-        let directory = model_dir.join(choice.kind.as_str());
-        let network = BackboneNetwork::load_kind(&directory, choice.kind)?;
-        let weights_hash = std::fs::read_to_string(directory.join("manifest.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .and_then(|manifest| {
-                manifest
-                    .get("weights_sha256")
-                    .and_then(|v| v.as_str())
-                    .map(|s| s.to_string())
-            })
-            .unwrap_or_else(|| "unknown".to_string());
-        // MobileNetV2 without flip keeps the id of the bundles and feature caches written
-        // before other backbones existed.
-        let id = choice.identifier(&weights_hash[..weights_hash.len().min(12)]);
-        let extractor = ImageFeatureExtractor::new(network, PreprocessOptions::product_features())
-            .with_flip_averaging(choice.flip_averaging);
+        let parts = choice
+            .kinds()
+            .map(|kind| load_part(model_dir, choice.single(kind)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A single backbone's id is its part's: MobileNetV2 without flip keeps the id of the
+        // bundles and feature caches written before other backbones existed.
+        let id = parts
+            .iter()
+            .map(|part| part.id.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
         Ok(Self {
-            extractor: Arc::new(extractor),
+            parts: parts.into(),
             id,
             choice,
             model_dir: model_dir.to_path_buf(),
         })
     }
 
-    /// Loads a named backbone when its files are present; `None` otherwise.
+    /// Loads a choice when the files of each of its backbones are present; `None` otherwise.
+    pub fn load_choice_if_present(
+        model_dir: &Path,
+        choice: BackboneChoice,
+    ) -> Result<Option<Self>, ModelError> {
+        let installed = choice.kinds().all(|kind| {
+            model_dir
+                .join(kind.as_str())
+                .join("manifest.json")
+                .is_file()
+        });
+        if installed {
+            Self::load_choice(model_dir, choice).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Loads a named backbone (or two joined by `+`) when its files are present; `None`
+    /// otherwise.
     pub fn load_named_if_present(
         model_dir: &Path,
         name: &str,
         flip_averaging: bool,
     ) -> Result<Option<Self>, ModelError> {
-        let kind = BackboneKind::parse(name)?;
-        if model_dir
-            .join(kind.as_str())
-            .join("manifest.json")
-            .is_file()
-        {
-            Self::load_choice(model_dir, BackboneChoice::new(kind, flip_averaging)).map(Some)
-        } else {
-            Ok(None)
-        }
+        let choice = BackboneChoice {
+            flip_averaging,
+            ..BackboneChoice::parse(name)?
+        };
+        Self::load_choice_if_present(model_dir, choice)
     }
 
     /// The backbone and flip averaging these features come from.
@@ -116,35 +136,53 @@ impl ImageBackbone {
 
     /// Loads the backbone when its files are present; `None` otherwise.
     pub fn load_if_present(model_dir: &Path) -> Result<Option<Self>, ModelError> {
-        if model_dir
-            .join("mobilenet-v2")
-            .join("manifest.json")
-            .is_file()
-        {
-            Self::load(model_dir).map(Some)
-        } else {
-            Ok(None)
-        }
+        Self::load_choice_if_present(model_dir, BackboneChoice::default())
     }
 
-    /// Identifies the weights (part of the feature cache key and of model manifests).
+    /// Identifies the weights (part of the feature cache key and of model manifests); for two
+    /// backbones, both identifiers joined by `+`.
     pub fn id(&self) -> &str {
         &self.id
     }
 
+    /// Each backbone of a choice of two alone (in feature order), sharing the loaded networks;
+    /// `None` for a single backbone.
+    fn split(&self) -> Option<Vec<ImageBackbone>> {
+        (self.parts.len() > 1).then(|| {
+            self.choice
+                .kinds()
+                .zip(self.parts.iter())
+                .map(|(kind, part)| ImageBackbone {
+                    parts: Arc::new([BackbonePart {
+                        extractor: part.extractor.clone(),
+                        id: part.id.clone(),
+                    }]) as Arc<[BackbonePart]>,
+                    id: part.id.clone(),
+                    choice: self.choice.single(kind),
+                    model_dir: self.model_dir.clone(),
+                })
+                .collect()
+        })
+    }
+
+    /// The first backbone's preprocessing (every backbone of a choice crops the same square
+    /// of the photo; only the network's input size differs).
     pub fn preprocessor(&self) -> &Preprocessor {
-        self.extractor.preprocessor()
+        self.parts[0].extractor.preprocessor()
     }
 
     /// Features and picture statistics of one encoded image, on the calling thread.
     pub fn features_and_stats(&self, encoded: &[u8]) -> Result<(Vec<f32>, ImageStats), ModelError> {
-        let preprocessor = self.extractor.preprocessor();
+        let preprocessor = self.preprocessor();
         preprocessor.check_encoded_size(encoded.len() as u64)?;
         let picture = decode_image(encoded, preprocessor.options.max_pixels)?;
         let stats = ImageStats::from_rgb(picture.width, picture.height, &picture.pixels)?;
-        let prepared = preprocessor.prepare_picture(&picture)?;
-        let output = self.extractor.extract_prepared(&prepared)?;
-        Ok((output.features, stats))
+        let mut features = Vec::new();
+        for part in self.parts.iter() {
+            let prepared = part.extractor.preprocessor().prepare_picture(&picture)?;
+            features.extend(part.extractor.extract_prepared(&prepared)?.features);
+        }
+        Ok((features, stats))
     }
 
     /// Features of a photo and of the same photo with each cell of a `grid` x `grid` division
@@ -154,26 +192,32 @@ impl ImageBackbone {
         encoded: &[u8],
         grid: usize,
     ) -> Result<OcclusionFeatures, ModelError> {
-        let preprocessor = self.extractor.preprocessor();
+        let preprocessor = self.preprocessor();
         preprocessor.check_encoded_size(encoded.len() as u64)?;
         let picture = decode_image(encoded, preprocessor.options.max_pixels)?;
-        let prepared = preprocessor.prepare_picture(&picture)?;
-        // The whole picture first, then each cell hidden, row by row: 17 passes spread over
-        // the worker threads.
-        let mut variants = Vec::with_capacity(grid * grid + 1);
-        for row in 0..grid {
-            for column in 0..grid {
-                variants.push(prepared.occluded(row, column, grid));
+        let mut whole = Vec::new();
+        let mut cells = vec![Vec::new(); grid * grid];
+        for part in self.parts.iter() {
+            let prepared = part.extractor.preprocessor().prepare_picture(&picture)?;
+            // The whole picture first, then each cell hidden, row by row: 17 passes spread
+            // over the worker threads.
+            let mut variants = Vec::with_capacity(grid * grid + 1);
+            for row in 0..grid {
+                for column in 0..grid {
+                    variants.push(prepared.occluded(row, column, grid));
+                }
+            }
+            variants.insert(0, prepared);
+            let mut outputs = part
+                .extractor
+                .extract_prepared_batch(&variants)
+                .into_iter()
+                .map(|output| output.map(|output| output.features));
+            whole.extend(outputs.next().ok_or(ModelError::BackboneUnavailable)??);
+            for (cell, output) in cells.iter_mut().zip(outputs) {
+                cell.extend(output?);
             }
         }
-        variants.insert(0, prepared);
-        let mut outputs = self
-            .extractor
-            .extract_prepared_batch(&variants)
-            .into_iter()
-            .map(|output| output.map(|output| output.features));
-        let whole = outputs.next().ok_or(ModelError::BackboneUnavailable)??;
-        let cells = outputs.collect::<Result<Vec<_>, _>>()?;
         Ok(OcclusionFeatures {
             whole,
             cells,
@@ -189,16 +233,43 @@ impl ImageBackbone {
         &self,
         images: &[B],
     ) -> Vec<Result<Vec<f32>, ModelError>> {
-        self.extractor
-            .extract_batch(images)
-            .into_iter()
-            .map(|result| {
-                result
-                    .map(|output| output.features)
-                    .map_err(ModelError::from)
-            })
-            .collect()
+        let mut results: Vec<Result<Vec<f32>, ModelError>> =
+            (0..images.len()).map(|_| Ok(Vec::new())).collect();
+        for part in self.parts.iter() {
+            for (slot, output) in results.iter_mut().zip(part.extractor.extract_batch(images)) {
+                if let Ok(features) = slot {
+                    match output {
+                        Ok(output) => features.extend(output.features),
+                        Err(error) => *slot = Err(error.into()),
+                    }
+                }
+            }
+        }
+        results
     }
+}
+
+/// One backbone (`choice` names a single one), its id naming the weights.
+fn load_part(model_dir: &Path, choice: BackboneChoice) -> Result<BackbonePart, ModelError> {
+    let directory = model_dir.join(choice.kind.as_str());
+    let network = BackboneNetwork::load_kind(&directory, choice.kind)?;
+    let weights_hash = std::fs::read_to_string(directory.join("manifest.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|manifest| {
+            manifest
+                .get("weights_sha256")
+                .and_then(|v| v.as_str())
+                .map(|s| s.to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    let id = choice.identifier(&weights_hash[..weights_hash.len().min(12)]);
+    let extractor = ImageFeatureExtractor::new(network, PreprocessOptions::product_features())
+        .with_flip_averaging(choice.flip_averaging);
+    Ok(BackbonePart {
+        extractor: Arc::new(extractor),
+        id,
+    })
 }
 
 /// Backbone features of a whole photo and of its occluded variants.
@@ -259,7 +330,38 @@ impl FeatureCache {
     /// Features for stored images (by content hash), computing and caching the missing ones.
     /// `progress` is called with the number of images done. Results are in input order; an
     /// image that cannot be read or decoded gives an error in its slot.
+    /// With two backbones, each one's features are cached under its own id (so a cache
+    /// written for either backbone alone is reused) and joined here.
     pub async fn features_for(
+        &self,
+        image_hashes: &[String],
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<Result<Vec<f32>, ModelError>>, ModelError> {
+        let Some(parts) = self.backbone.split() else {
+            return self.features_of_one_backbone(image_hashes, progress).await;
+        };
+        let count = parts.len();
+        let mut joined: Vec<Result<Vec<f32>, ModelError>> =
+            (0..image_hashes.len()).map(|_| Ok(Vec::new())).collect();
+        for (index, part) in parts.into_iter().enumerate() {
+            let cache = FeatureCache::new(self.objects.clone(), part);
+            let part_progress = |done: usize| progress((index * image_hashes.len() + done) / count);
+            let found = cache
+                .features_of_one_backbone(image_hashes, &part_progress)
+                .await?;
+            for (slot, features) in joined.iter_mut().zip(found) {
+                if let Ok(joined_features) = slot {
+                    match features {
+                        Ok(features) => joined_features.extend(features),
+                        Err(error) => *slot = Err(error),
+                    }
+                }
+            }
+        }
+        Ok(joined)
+    }
+
+    async fn features_of_one_backbone(
         &self,
         image_hashes: &[String],
         progress: &(dyn Fn(usize) + Sync),

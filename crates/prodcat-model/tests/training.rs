@@ -9,8 +9,8 @@ use prodcat_dataset::{import_dataset, load_rows, ImportOptions, ImportSource, Sp
 use prodcat_domain::product_text;
 use prodcat_embed::TextEmbedder;
 use prodcat_model::{
-    load_bundle, BranchSelection, ImageBackbone, InputLimits, ModelError, ProductClassifier,
-    ProductInput, TrainOptions, Trainer, TrainingResources,
+    load_bundle, BackboneChoice, BranchSelection, ImageBackbone, InputLimits, ModelError,
+    ProductClassifier, ProductInput, TrainOptions, Trainer, TrainingResources,
 };
 use prodcat_storage::{testing, Database, ObjectStorage};
 
@@ -353,6 +353,95 @@ async fn fusion_training_with_images_is_reproducible() {
         matches!(truncated, Err(ModelError::Image(_))),
         "truncated JPEG refused"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fusion_on_two_backbones_caches_each_one_and_serves_only_with_both() {
+    let Some(model_dir) =
+        model_dir().filter(|dir| dir.join("efficientnet-lite0/manifest.json").is_file())
+    else {
+        eprintln!(
+            "skipped: MobileNetV2 and EfficientNet-Lite0 are not installed (run scripts/setup)"
+        );
+        return;
+    };
+    let pair = BackboneChoice::parse("mobilenet-v2+efficientnet-lite0").unwrap();
+    let backbone = ImageBackbone::load_choice(&model_dir, pair).unwrap();
+    let single = ImageBackbone::load(&model_dir).unwrap();
+    assert_eq!(
+        backbone.id().split('+').next(),
+        Some(single.id()),
+        "the pair's id begins with MobileNetV2's own"
+    );
+    let folder = tempfile::tempdir().unwrap();
+    let (database, objects, dataset) = dataset(folder.path(), 300, true).await;
+    let mut options = TrainOptions {
+        branches: BranchSelection::Fusion,
+        image_backbone: pair,
+        ..TrainOptions::default()
+    };
+    options.head.max_epochs = 30;
+    let resources = TrainingResources {
+        database: &database.database,
+        objects: &objects,
+        backbone: Some(&backbone),
+        embedder: None,
+    };
+    let outcome = Trainer::new(resources, &options)
+        .train(&dataset)
+        .await
+        .unwrap();
+    assert_eq!(outcome.bundle.image_backbone_choice().unwrap(), pair);
+    assert_eq!(
+        outcome.bundle.manifest.image_backbone.as_deref(),
+        Some(backbone.id())
+    );
+    // Each backbone's features are cached under its own id, so either one's cache serves a
+    // later training with it alone.
+    for id in backbone.id().split('+') {
+        let cached = folder.path().join("objects/features").join(id);
+        assert!(cached.is_dir(), "{} holds no features", cached.display());
+    }
+    // A photo's features are both backbones' side by side, MobileNetV2's first.
+    let image = prodcat_dataset::generate::generate_image(
+        1,
+        prodcat_domain::CategoryCode::from_u16(2583).unwrap(),
+        3,
+    );
+    let (joined, _) = backbone.features_and_stats(&image).unwrap();
+    let (first, _) = single.features_and_stats(&image).unwrap();
+    assert_eq!(joined.len(), 2 * first.len());
+    assert_eq!(&joined[..first.len()], first.as_slice());
+    let batch = backbone.features_batch(&[image.clone()]);
+    assert_eq!(batch[0].as_ref().unwrap(), &joined);
+
+    let version = outcome.bundle.version().unwrap();
+    let loaded = load_bundle(&objects, &version).await.unwrap();
+    assert_eq!(loaded.image_backbone_choice().unwrap(), pair);
+    let refused = ProductClassifier::new(loaded.clone(), Some(single)).expect_err("one backbone");
+    assert!(
+        refused
+            .to_string()
+            .contains("trained on mobilenet-v2 + efficientnet-lite0 features, not mobilenet-v2"),
+        "{refused}"
+    );
+    let classifier = ProductClassifier::new(loaded, Some(backbone)).unwrap();
+    let prediction = classifier
+        .predict(
+            &ProductInput {
+                designation: "Piscine hors sol Intex",
+                description: "",
+                image: Some(&image),
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!(prediction.branches.len(), 2);
+    let regions = classifier
+        .photo_regions(&image, prediction.category)
+        .unwrap();
+    assert_eq!(regions.drops.len(), regions.grid * regions.grid);
+    assert!(regions.probability > 0.0 && regions.probability <= 1.0);
 }
 
 /// Replaces every generated photo with one drawn for the same category whatever the product's

@@ -570,6 +570,15 @@ mod tests {
         let options =
             training_options_from_manifest(&manifest(Some("mobilenet-v2-a9ecad95f7d4"))).unwrap();
         assert_eq!(options.image_backbone, BackboneChoice::default());
+        // Two backbones side by side stay two.
+        let options = training_options_from_manifest(&manifest(Some(
+            "mobilenet-v2-a9ecad95f7d4+efficientnet-lite2-4c409c45acee",
+        )))
+        .unwrap();
+        assert_eq!(
+            options.image_backbone,
+            BackboneChoice::default().with_appended(BackboneKind::EfficientNetLite2)
+        );
         // A text-only champion: the default backbone.
         let options = training_options_from_manifest(&manifest(None)).unwrap();
         assert_eq!(options.image_backbone, BackboneChoice::default());

@@ -192,11 +192,7 @@ impl Platform {
         if let Some(backbone) = loaded.get(&choice) {
             return Ok(backbone.clone());
         }
-        let backbone = ImageBackbone::load_named_if_present(
-            &self.model_dir,
-            choice.kind.as_str(),
-            choice.flip_averaging,
-        )?;
+        let backbone = ImageBackbone::load_choice_if_present(&self.model_dir, choice)?;
         loaded.insert(choice, backbone.clone());
         Ok(backbone)
     }

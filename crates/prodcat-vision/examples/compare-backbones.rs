@@ -6,8 +6,13 @@
 //! ```text
 //! PRODCAT_SAMPLE_DATA=/path/to/rakuten \
 //!     cargo run --release -p prodcat-vision --example compare-backbones -- \
-//!     [--backbones mobilenet-v2,efficientnet-lite0,...] [--cache DIRECTORY] [--throughput N]
+//!     [--backbones mobilenet-v2,efficientnet-lite0,...] [--cache DIRECTORY] [--throughput N] \
+//!     [--no-flip] [--default-head] [--concatenate mobilenet-v2+efficientnet-lite2 ...]
 //! ```
+//!
+//! `--concatenate A+B` adds a feature set of two (or more) of the `--backbones` side by side,
+//! as `prodcat train --backbone A+B` gives the head; `--no-flip` skips the flip-averaged
+//! features and `--default-head` the other head settings.
 //!
 //! `--throughput N` only measures speed, on the first N images, and prints images per second
 //! of wall time and per CPU-second of this process (the latter is what other processes on a
@@ -347,6 +352,9 @@ fn main() -> Result<()> {
     let mut backbones: Vec<BackboneKind> = BackboneKind::ALL.to_vec();
     let mut cache = std::env::temp_dir().join("prodcat-backbone-features");
     let mut throughput_images: Option<usize> = None;
+    let mut flips = vec![false, true];
+    let mut default_head_only = false;
+    let mut concatenations: Vec<Vec<BackboneKind>> = Vec::new();
     let mut arguments = std::env::args().skip(1);
     while let Some(argument) = arguments.next() {
         match argument.as_str() {
@@ -366,6 +374,16 @@ fn main() -> Result<()> {
                         .parse()?,
                 );
             }
+            "--no-flip" => flips = vec![false],
+            "--default-head" => default_head_only = true,
+            "--concatenate" => concatenations.push(
+                arguments
+                    .next()
+                    .context("--concatenate needs a plus-separated list of backbones")?
+                    .split('+')
+                    .map(BackboneKind::parse)
+                    .collect::<Result<_, _>>()?,
+            ),
             "--cache" => {
                 cache = PathBuf::from(arguments.next().context("--cache needs a directory")?)
             }
@@ -389,7 +407,7 @@ fn main() -> Result<()> {
             &sample.paths[..count.min(sample.paths.len())],
         );
     }
-    let mut feature_sets: Vec<(BackboneKind, bool, Extraction)> = Vec::new();
+    let mut feature_sets: Vec<(String, bool, Extraction)> = Vec::new();
     for kind in backbones {
         let directory = model_root.join(kind.as_str());
         if !directory.join("manifest.json").is_file() {
@@ -399,7 +417,7 @@ fn main() -> Result<()> {
             );
             continue;
         }
-        for flip in [false, true] {
+        for &flip in &flips {
             let file = cache.join(format!("{kind}{}.f32", if flip { "-flip" } else { "" }));
             let extraction = match read_cache(&file, sample.paths.len()) {
                 Some(extraction) => extraction,
@@ -413,12 +431,56 @@ fn main() -> Result<()> {
                 "{kind} flip={flip}: {:.1} images/s end to end on {THREADS} threads",
                 extraction.images_per_second
             );
-            feature_sets.push((kind, flip, extraction));
+            feature_sets.push((kind.to_string(), flip, extraction));
+        }
+    }
+    // Concatenated features of several backbones (each already extracted above), as one set.
+    for parts in &concatenations {
+        for &flip in &flips {
+            let members: Vec<&Extraction> = parts
+                .iter()
+                .map(|part| {
+                    feature_sets
+                        .iter()
+                        .find(|(name, set_flip, _)| *name == part.as_str() && *set_flip == flip)
+                        .map(|(_, _, extraction)| extraction)
+                        .with_context(|| format!("--concatenate needs {part} among --backbones"))
+                })
+                .collect::<Result<_>>()?;
+            let features = (0..sample.paths.len())
+                .map(|row| {
+                    members
+                        .iter()
+                        .flat_map(|member| member.features[row].iter().copied())
+                        .collect()
+                })
+                .collect();
+            let images_per_second = 1.0
+                / members
+                    .iter()
+                    .map(|member| 1.0 / member.images_per_second)
+                    .sum::<f64>();
+            let name = parts
+                .iter()
+                .map(|part| part.as_str())
+                .collect::<Vec<_>>()
+                .join("+");
+            feature_sets.push((
+                name,
+                flip,
+                Extraction {
+                    features,
+                    images_per_second,
+                },
+            ));
         }
     }
 
     // Every (feature set, head setting) pair, two at a time (one per core).
-    let settings = head_settings();
+    let mut settings = head_settings();
+    if default_head_only {
+        settings.retain(|(name, _)| name.ends_with("(default)"));
+    }
     let jobs: Vec<(usize, usize)> = (0..feature_sets.len())
         .flat_map(|set| (0..settings.len()).map(move |setting| (set, setting)))
         .collect();

@@ -185,11 +185,15 @@ impl FromStr for BackboneKind {
     }
 }
 
-/// A backbone and whether its features are averaged with the mirror image's: everything that
-/// decides which features an image gets, so a trained head must be served with the same choice.
+/// A backbone (or two, their features side by side) and whether the features are averaged with
+/// the mirror image's: everything that decides which features an image gets, so a trained head
+/// must be served with the same choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct BackboneChoice {
     pub kind: BackboneKind,
+    /// A second backbone whose features follow the first's (an image gets 2 x 1280 features
+    /// and both networks' time); `None` for one backbone.
+    pub appended: Option<BackboneKind>,
     pub flip_averaging: bool,
 }
 
@@ -197,33 +201,104 @@ impl BackboneChoice {
     pub fn new(kind: BackboneKind, flip_averaging: bool) -> Self {
         Self {
             kind,
+            appended: None,
             flip_averaging,
         }
     }
 
-    /// An identifier of these features: `<name>[-flip]-<weights>` (for example
+    /// This choice with `other`'s features appended to each image's.
+    pub fn with_appended(self, other: BackboneKind) -> Self {
+        Self {
+            appended: Some(other),
+            ..self
+        }
+    }
+
+    /// Parses a backbone name or two joined by `+` (`mobilenet-v2+efficientnet-lite2`), without
+    /// flip averaging. The same backbone twice is refused (it would only repeat its features).
+    pub fn parse(name: &str) -> Result<Self> {
+        let mut parts = name.split('+');
+        let first = BackboneKind::parse(parts.next().unwrap_or_default())?;
+        let choice = Self::new(first, false);
+        let Some(second) = parts.next() else {
+            return Ok(choice);
+        };
+        let second = BackboneKind::parse(second)?;
+        if parts.next().is_some() || second == first {
+            return Err(VisionError::UnknownBackbone {
+                name: format!("{name} (at most two different backbones joined by +)"),
+                known: BackboneKind::ALL.iter().map(|kind| kind.as_str()).collect(),
+            });
+        }
+        Ok(choice.with_appended(second))
+    }
+
+    /// The backbones in feature order: `kind`, then `appended` when set.
+    pub fn kinds(self) -> impl Iterator<Item = BackboneKind> {
+        std::iter::once(self.kind).chain(self.appended)
+    }
+
+    /// One backbone of this choice alone, with the same flip averaging.
+    pub fn single(self, kind: BackboneKind) -> Self {
+        Self::new(kind, self.flip_averaging)
+    }
+
+    /// The name [`Self::parse`] reads: `mobilenet-v2` or `mobilenet-v2+efficientnet-lite2`.
+    pub fn name(self) -> String {
+        self.kinds()
+            .map(BackboneKind::as_str)
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    /// An identifier of one backbone's features: `<name>[-flip]-<weights>` (for example
     /// `mobilenet-v2-a9ecad95f7d4` or `efficientnet-lite0-flip-4c409c45acee`), where `weights`
-    /// names the weight file (a prefix of its sha256).
+    /// names the weight file (a prefix of its sha256). A choice of two backbones is identified
+    /// by both identifiers joined by `+` (see [`Self::joined_identifier`]); this one ignores
+    /// `appended`.
     pub fn identifier(self, weights: &str) -> String {
         let flip = if self.flip_averaging { "-flip" } else { "" };
         format!("{}{flip}-{weights}", self.kind.as_str())
     }
 
-    /// The choice an [`Self::identifier`] names; `None` when it names no known backbone.
+    /// The identifier of the whole choice from each backbone's weights, in feature order.
+    pub fn joined_identifier(self, weights: &[&str]) -> String {
+        self.kinds()
+            .zip(weights)
+            .map(|(kind, weights)| self.single(kind).identifier(weights))
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    /// The choice an identifier names; `None` when it names no known backbone, or two with
+    /// different flip averaging.
     pub fn from_identifier(identifier: &str) -> Option<Self> {
-        BackboneKind::ALL.into_iter().find_map(|kind| {
-            let rest = identifier.strip_prefix(kind.as_str())?.strip_prefix('-')?;
-            match rest.strip_prefix("flip-") {
-                Some(_) => Some(Self::new(kind, true)),
-                None => Some(Self::new(kind, false)),
+        let single = |part: &str| {
+            BackboneKind::ALL.into_iter().find_map(|kind| {
+                let rest = part.strip_prefix(kind.as_str())?.strip_prefix('-')?;
+                Some(Self::new(kind, rest.starts_with("flip-")))
+            })
+        };
+        let mut parts = identifier.split('+');
+        let first = single(parts.next()?)?;
+        match (parts.next(), parts.next()) {
+            (None, _) => Some(first),
+            (Some(second), None) => {
+                let second = single(second)?;
+                (second.flip_averaging == first.flip_averaging && second.kind != first.kind)
+                    .then(|| first.with_appended(second.kind))
             }
-        })
+            _ => None,
+        }
     }
 }
 
 impl fmt::Display for BackboneChoice {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(self.kind.as_str())?;
+        if let Some(appended) = self.appended {
+            write!(formatter, " + {appended}")?;
+        }
         if self.flip_averaging {
             formatter.write_str(" with flip averaging")?;
         }
@@ -274,6 +349,56 @@ mod tests {
         );
         assert_eq!(BackboneChoice::from_identifier("resnet-50-0123"), None);
         assert_eq!(BackboneChoice::from_identifier("mobilenet-v2"), None);
+    }
+
+    #[test]
+    fn two_backbones_parse_name_and_identify_their_features() {
+        let pair = BackboneChoice::parse("mobilenet-v2+EfficientNet_Lite2").expect("a pair");
+        assert_eq!(pair.kind, BackboneKind::MobileNetV2);
+        assert_eq!(pair.appended, Some(BackboneKind::EfficientNetLite2));
+        assert_eq!(pair.name(), "mobilenet-v2+efficientnet-lite2");
+        assert_eq!(BackboneChoice::parse(&pair.name()).ok(), Some(pair));
+        assert_eq!(
+            pair.kinds().collect::<Vec<_>>(),
+            [BackboneKind::MobileNetV2, BackboneKind::EfficientNetLite2]
+        );
+        assert_eq!(pair.to_string(), "mobilenet-v2 + efficientnet-lite2");
+        for flip_averaging in [false, true] {
+            let choice = BackboneChoice {
+                flip_averaging,
+                ..pair
+            };
+            let identifier = choice.joined_identifier(&["0123456789ab", "ba9876543210"]);
+            assert_eq!(BackboneChoice::from_identifier(&identifier), Some(choice));
+        }
+        assert_eq!(
+            pair.joined_identifier(&["a9ecad95f7d4", "4c409c45acee"]),
+            "mobilenet-v2-a9ecad95f7d4+efficientnet-lite2-4c409c45acee"
+        );
+        // One backbone's joined identifier is its identifier.
+        let single = BackboneChoice::default();
+        assert_eq!(
+            single.joined_identifier(&["a9ecad95f7d4"]),
+            single.identifier("a9ecad95f7d4")
+        );
+        // Mixed flip averaging, the same backbone twice, three backbones: refused.
+        assert_eq!(
+            BackboneChoice::from_identifier("mobilenet-v2-0123+efficientnet-lite2-flip-0123"),
+            None
+        );
+        assert_eq!(
+            BackboneChoice::from_identifier("mobilenet-v2-0123+mobilenet-v2-0123"),
+            None
+        );
+        for refused in [
+            "mobilenet-v2+mobilenet-v2",
+            "mobilenet-v2+efficientnet-lite1+efficientnet-lite2",
+            "mobilenet-v2+resnet-50",
+            "mobilenet-v2+",
+        ] {
+            let error = BackboneChoice::parse(refused).expect_err(refused);
+            assert!(error.to_string().contains("efficientnet-lite2"), "{error}");
+        }
     }
 
     #[test]

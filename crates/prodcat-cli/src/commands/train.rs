@@ -11,7 +11,7 @@ use prodcat_pipelines::{cross_validate_training, run_training, PlatformRescorer,
 use prodcat_platform::Platform;
 use prodcat_registry::{PromotionOutcome, PromotionRequest};
 use prodcat_text_model::ClassWeighting;
-use prodcat_vision::{BackboneChoice, BackboneKind, HeadKind, HeadTrainingOptions};
+use prodcat_vision::{BackboneChoice, HeadKind, HeadTrainingOptions};
 
 use crate::output::{self, Progress};
 use crate::settings::Settings;
@@ -69,8 +69,8 @@ fn parse_scale(text: &str) -> Result<f32, String> {
     })
 }
 
-fn parse_backbone(name: &str) -> Result<BackboneKind, String> {
-    BackboneKind::parse(name).map_err(|error| error.to_string())
+fn parse_backbone(name: &str) -> Result<BackboneChoice, String> {
+    BackboneChoice::parse(name).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -96,10 +96,12 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "mlp")]
     pub head: HeadArg,
     /// Pretrained network for the photos: mobilenet-v2, efficientnet-lite0, efficientnet-lite1
-    /// or efficientnet-lite2 (each must be installed in the model folder; scripts/setup
-    /// installs them). Serving loads the one a model was trained with.
+    /// or efficientnet-lite2, or two joined by + (mobilenet-v2+efficientnet-lite2: both
+    /// networks' features side by side, more accurate, both networks' time per photo). Each
+    /// must be installed in the model folder (scripts/setup installs them). Serving loads the
+    /// one a model was trained with.
     #[arg(long, default_value = "mobilenet-v2", value_parser = parse_backbone)]
-    pub backbone: BackboneKind,
+    pub backbone: BackboneChoice,
     /// Give the text branch the multilingual-e5-small embedding of each product's text beside
     /// its n-grams (its weight chosen by cross-validation on the training rows, which may
     /// leave it out). More accurate on new products; each text prediction then embeds the text,
@@ -214,7 +216,10 @@ impl TrainArgs {
             learning_rate: self.head_learning_rate,
             ..HeadTrainingOptions::default()
         };
-        options.image_backbone = BackboneChoice::new(self.backbone, self.flip_averaging);
+        options.image_backbone = BackboneChoice {
+            flip_averaging: self.flip_averaging,
+            ..self.backbone
+        };
         options
     }
 }
@@ -498,6 +503,7 @@ fn version_text(version: &Option<prodcat_domain::ModelVersionId>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prodcat_vision::BackboneKind;
 
     #[test]
     fn arguments_from_words_take_the_documented_defaults() {
@@ -507,7 +513,7 @@ mod tests {
         assert_eq!(args.seed, 7);
         assert!(args.promote);
         assert_eq!(args.c, 0.5);
-        assert_eq!(args.backbone, BackboneKind::MobileNetV2);
+        assert_eq!(args.backbone, BackboneChoice::default());
         assert_eq!(args.hidden_units, 512);
         // The head's flags default to the head's own defaults.
         let head = args.options().head;
@@ -524,6 +530,19 @@ mod tests {
         assert!(args.cross_validate.is_none() && args.alias.is_none() && !args.json);
         let error = TrainArgs::from_words(&["--backbone", "resnet"]).unwrap_err();
         assert!(error.to_string().contains("resnet"), "{error}");
+        let pair = TrainArgs::from_words(&[
+            "--backbone",
+            "mobilenet-v2+efficientnet-lite2",
+            "--flip-averaging",
+        ])
+        .unwrap()
+        .options()
+        .image_backbone;
+        assert_eq!(
+            pair,
+            BackboneChoice::new(BackboneKind::MobileNetV2, true)
+                .with_appended(BackboneKind::EfficientNetLite2)
+        );
     }
 
     #[test]
