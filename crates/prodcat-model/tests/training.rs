@@ -412,7 +412,7 @@ async fn fusion_on_two_backbones_caches_each_one_and_serves_only_with_both() {
     let (first, _) = single.features_and_stats(&image).unwrap();
     assert_eq!(joined.len(), 2 * first.len());
     assert_eq!(&joined[..first.len()], first.as_slice());
-    let batch = backbone.features_batch(&[image.clone()]);
+    let batch = backbone.features_batch(std::slice::from_ref(&image));
     assert_eq!(batch[0].as_ref().unwrap(), &joined);
 
     let version = outcome.bundle.version().unwrap();
