@@ -82,6 +82,22 @@ async fn train(
         .unwrap()
 }
 
+/// The classifier's answer for a product with a title, no description and maybe a photo.
+fn predict_product(
+    classifier: &ProductClassifier,
+    designation: &str,
+    image: Option<&[u8]>,
+) -> Result<prodcat_model::ProductPrediction, ModelError> {
+    classifier.predict(
+        &ProductInput {
+            designation,
+            description: "",
+            image,
+        },
+        false,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_training_is_bit_identical_and_accurate() {
     let folder = tempfile::tempdir().unwrap();
@@ -258,16 +274,8 @@ async fn predictions_handle_bad_input_without_panicking() {
     image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]))
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .unwrap();
-    let with_image = classifier
-        .predict(
-            &ProductInput {
-                designation: "Housse de coussin 45x45 coton",
-                description: "",
-                image: Some(&png),
-            },
-            false,
-        )
-        .unwrap();
+    let with_image =
+        predict_product(&classifier, "Housse de coussin 45x45 coton", Some(&png)).unwrap();
     assert_eq!(with_image.branches.len(), 1);
     let unreadable = classifier.predict(
         &ProductInput {
@@ -318,37 +326,12 @@ async fn fusion_training_with_images_is_reproducible() {
         prodcat_domain::CategoryCode::from_u16(2583).unwrap(),
         3,
     );
-    let both = classifier
-        .predict(
-            &ProductInput {
-                designation: "Piscine hors sol Intex",
-                description: "",
-                image: Some(&image),
-            },
-            false,
-        )
-        .unwrap();
+    let both = predict_product(&classifier, "Piscine hors sol Intex", Some(&image)).unwrap();
     assert_eq!(both.branches.len(), 2);
     assert!(both.fusion_weight.is_some());
-    let image_only = classifier
-        .predict(
-            &ProductInput {
-                designation: "",
-                description: "",
-                image: Some(&image),
-            },
-            false,
-        )
-        .unwrap();
+    let image_only = predict_product(&classifier, "", Some(&image)).unwrap();
     assert_eq!(image_only.branches, vec![prodcat_model::Branch::Image]);
-    let truncated = classifier.predict(
-        &ProductInput {
-            designation: "Piscine",
-            description: "",
-            image: Some(&image[..image.len() / 2]),
-        },
-        false,
-    );
+    let truncated = predict_product(&classifier, "Piscine", Some(&image[..image.len() / 2]));
     assert!(
         matches!(truncated, Err(ModelError::Image(_))),
         "truncated JPEG refused"
@@ -426,16 +409,7 @@ async fn fusion_on_two_backbones_caches_each_one_and_serves_only_with_both() {
         "{refused}"
     );
     let classifier = ProductClassifier::new(loaded, Some(backbone)).unwrap();
-    let prediction = classifier
-        .predict(
-            &ProductInput {
-                designation: "Piscine hors sol Intex",
-                description: "",
-                image: Some(&image),
-            },
-            false,
-        )
-        .unwrap();
+    let prediction = predict_product(&classifier, "Piscine hors sol Intex", Some(&image)).unwrap();
     assert_eq!(prediction.branches.len(), 2);
     let regions = classifier
         .photo_regions(&image, prediction.category)
