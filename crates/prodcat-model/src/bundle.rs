@@ -220,10 +220,7 @@ impl ImageBranchFile {
                 })?
             }
         };
-        Ok(BackboneChoice {
-            flip_averaging: self.flip_averaging,
-            ..choice
-        })
+        Ok(choice.with_flip_averaging(self.flip_averaging))
     }
 }
 

@@ -29,8 +29,11 @@ pub struct ImageBackbone {
 }
 
 /// One network of a backbone choice and the identifier of its own features.
+#[derive(Clone)]
 struct BackbonePart {
     extractor: Arc<ImageFeatureExtractor>,
+    /// A prefix of the weight file's sha256.
+    weights: String,
     id: String,
 }
 
@@ -48,21 +51,6 @@ impl ImageBackbone {
         Self::load_choice(model_dir, BackboneChoice::default())
     }
 
-    /// Loads the backbone called `name` (`mobilenet-v2`, `efficientnet-lite0`, ..., or two
-    /// joined by `+`) from `<model dir>/<name>`, its features averaged with the mirror image's
-    /// when `flip_averaging` is set.
-    pub fn load_named(
-        model_dir: &Path,
-        name: &str,
-        flip_averaging: bool,
-    ) -> Result<Self, ModelError> {
-        let choice = BackboneChoice {
-            flip_averaging,
-            ..BackboneChoice::parse(name)?
-        };
-        Self::load_choice(model_dir, choice)
-    }
-
     /// Loads a backbone choice from `<model dir>/<name>` of each of its backbones (verifying
     /// their checksums).
     pub fn load_choice(model_dir: &Path, choice: BackboneChoice) -> Result<Self, ModelError> {
@@ -72,11 +60,8 @@ impl ImageBackbone {
             .collect::<Result<Vec<_>, _>>()?;
         // A single backbone's id is its part's: MobileNetV2 without flip keeps the id of the
         // bundles and feature caches written before other backbones existed.
-        let id = parts
-            .iter()
-            .map(|part| part.id.as_str())
-            .collect::<Vec<_>>()
-            .join("+");
+        let weights: Vec<&str> = parts.iter().map(|part| part.weights.as_str()).collect();
+        let id = choice.joined_identifier(&weights);
         Ok(Self {
             parts: parts.into(),
             id,
@@ -103,20 +88,6 @@ impl ImageBackbone {
         }
     }
 
-    /// Loads a named backbone (or two joined by `+`) when its files are present; `None`
-    /// otherwise.
-    pub fn load_named_if_present(
-        model_dir: &Path,
-        name: &str,
-        flip_averaging: bool,
-    ) -> Result<Option<Self>, ModelError> {
-        let choice = BackboneChoice {
-            flip_averaging,
-            ..BackboneChoice::parse(name)?
-        };
-        Self::load_choice_if_present(model_dir, choice)
-    }
-
     /// The backbone and flip averaging these features come from.
     pub fn choice(&self) -> BackboneChoice {
         self.choice
@@ -134,11 +105,6 @@ impl ImageBackbone {
         }
     }
 
-    /// Loads the backbone when its files are present; `None` otherwise.
-    pub fn load_if_present(model_dir: &Path) -> Result<Option<Self>, ModelError> {
-        Self::load_choice_if_present(model_dir, BackboneChoice::default())
-    }
-
     /// Identifies the weights (part of the feature cache key and of model manifests); for two
     /// backbones, both identifiers joined by `+`.
     pub fn id(&self) -> &str {
@@ -153,10 +119,7 @@ impl ImageBackbone {
                 .kinds()
                 .zip(self.parts.iter())
                 .map(|(kind, part)| ImageBackbone {
-                    parts: Arc::new([BackbonePart {
-                        extractor: part.extractor.clone(),
-                        id: part.id.clone(),
-                    }]) as Arc<[BackbonePart]>,
+                    parts: Arc::new([part.clone()]) as Arc<[BackbonePart]>,
                     id: part.id.clone(),
                     choice: self.choice.single(kind),
                     model_dir: self.model_dir.clone(),
@@ -263,12 +226,13 @@ fn load_part(model_dir: &Path, choice: BackboneChoice) -> Result<BackbonePart, M
                 .map(|s| s.to_string())
         })
         .unwrap_or_else(|| "unknown".to_string());
-    let id = choice.identifier(&weights_hash[..weights_hash.len().min(12)]);
+    let weights = weights_hash[..weights_hash.len().min(12)].to_string();
     let extractor = ImageFeatureExtractor::new(network, PreprocessOptions::product_features())
         .with_flip_averaging(choice.flip_averaging);
     Ok(BackbonePart {
         extractor: Arc::new(extractor),
-        id,
+        id: choice.identifier(&weights),
+        weights,
     })
 }
 

@@ -206,6 +206,14 @@ impl BackboneChoice {
         }
     }
 
+    /// This choice with its features averaged with the mirror image's, or not.
+    pub fn with_flip_averaging(self, flip_averaging: bool) -> Self {
+        Self {
+            flip_averaging,
+            ..self
+        }
+    }
+
     /// This choice with `other`'s features appended to each image's.
     pub fn with_appended(self, other: BackboneKind) -> Self {
         Self {

@@ -216,10 +216,7 @@ impl TrainArgs {
             learning_rate: self.head_learning_rate,
             ..HeadTrainingOptions::default()
         };
-        options.image_backbone = BackboneChoice {
-            flip_averaging: self.flip_averaging,
-            ..self.backbone
-        };
+        options.image_backbone = self.backbone.with_flip_averaging(self.flip_averaging);
         options
     }
 }
