@@ -673,3 +673,86 @@ async fn a_text_branch_with_the_sentence_embedding_trains_stores_and_serves() {
         assert!((a - b).abs() < 1e-3, "{a} vs {b}");
     }
 }
+
+/// Each fold's branch figures (weighted F1 and calibration error, to four decimals) and the
+/// combiner's image share: the error and the share move with any probability, not only with
+/// a changed answer.
+fn fold_figures(validation: &prodcat_model::CrossValidation) -> Vec<String> {
+    validation
+        .folds
+        .iter()
+        .zip(&validation.fusion)
+        .map(|(fold, fusion)| {
+            let branches: Vec<String> = fold
+                .branches
+                .iter()
+                .map(|branch| {
+                    format!(
+                        "{} {:.4} ece {:.4}",
+                        branch.name, branch.weighted_f1, branch.expected_calibration_error
+                    )
+                })
+                .collect();
+            let share = fusion
+                .stacked
+                .as_ref()
+                .map_or(0.0, prodcat_model::StackedFusion::image_share);
+            format!("{}; image share {share:.4}", branches.join(", "))
+        })
+        .collect()
+}
+
+/// A cross-validation of fusion repeats exactly, and gives the figures recorded here: a change
+/// that moves what `prodcat train --cross-validate` reports (the figures behind every quality
+/// decision) fails this test, so the move is seen and explained instead of found later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fusion_cross_validation_repeats_and_keeps_its_recorded_figures() {
+    let Some(model_dir) = model_dir() else {
+        eprintln!("skipped: the MobileNetV2 files are not installed (run scripts/setup)");
+        return;
+    };
+    let backbone = ImageBackbone::load(&model_dir).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let (database, objects, dataset) = dataset(folder.path(), 300, true).await;
+    let mut options = TrainOptions {
+        branches: BranchSelection::Fusion,
+        ..TrainOptions::default()
+    };
+    options.head.max_epochs = 30;
+    let resources = TrainingResources {
+        database: &database.database,
+        objects: &objects,
+        backbone: Some(&backbone),
+        embedder: None,
+    };
+    let first = Trainer::new(resources, &options)
+        .cross_validate(&dataset, 3)
+        .await
+        .unwrap();
+    let second = Trainer::new(resources, &options)
+        .cross_validate(&dataset, 3)
+        .await
+        .unwrap();
+    assert_eq!(fold_figures(&first), fold_figures(&second), "repeats");
+    for (a, b) in first.folds.iter().zip(&second.folds) {
+        for (a, b) in a.branches.iter().zip(&b.branches) {
+            assert_eq!(a.confusion, b.confusion, "{} confusion repeats", a.name);
+        }
+    }
+    // Recorded on the code of this test's commit. When a change means to move them, run this
+    // test with --nocapture, replace them, and say in the commit why the figures moved.
+    let recorded = [
+        "system 0.9136 ece 0.0493, text 0.8628 ece 0.0956, image 0.8563 ece 0.1180, \
+         text-on-image-rows 0.8628 ece 0.0956, fused-on-image-rows 0.9136 ece 0.0493; \
+         image share 0.6175",
+        "system 0.9363 ece 0.0522, text 0.8655 ece 0.1016, image 0.8365 ece 0.0995, \
+         text-on-image-rows 0.8655 ece 0.1016, fused-on-image-rows 0.9363 ece 0.0522; \
+         image share 0.6929",
+        "system 0.9186 ece 0.0544, text 0.8580 ece 0.0855, image 0.8799 ece 0.1561, \
+         text-on-image-rows 0.8580 ece 0.0855, fused-on-image-rows 0.9186 ece 0.0544; \
+         image share 0.6204",
+    ];
+    let figures = fold_figures(&first);
+    println!("{figures:#?}");
+    assert_eq!(figures, recorded, "the cross-validation's figures moved");
+}
