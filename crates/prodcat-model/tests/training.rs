@@ -82,6 +82,48 @@ async fn train(
         .unwrap()
 }
 
+/// MobileNetV2 and an imported catalogue of 300 generated products with photos (in a folder
+/// that lives as long as the returned handle); `None`, with the reason printed, when
+/// MobileNetV2 is not installed.
+async fn mobilenet_and_catalogue() -> Option<(
+    ImageBackbone,
+    tempfile::TempDir,
+    testing::TestDatabase,
+    ObjectStorage,
+    prodcat_domain::DatasetVersionId,
+)> {
+    let Some(model_dir) = model_dir() else {
+        eprintln!("skipped: the MobileNetV2 files are not installed (run scripts/setup)");
+        return None;
+    };
+    let backbone = ImageBackbone::load(&model_dir).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let (database, objects, dataset) = dataset(folder.path(), 300, true).await;
+    Some((backbone, folder, database, objects, dataset))
+}
+
+/// Fusion options on `backbone` with a short head training, and the resources to train them.
+fn fusion_training<'a>(
+    database: &'a Database,
+    objects: &'a ObjectStorage,
+    backbone: &'a ImageBackbone,
+    choice: BackboneChoice,
+) -> (TrainOptions, TrainingResources<'a>) {
+    let mut options = TrainOptions {
+        branches: BranchSelection::Fusion,
+        image_backbone: choice,
+        ..TrainOptions::default()
+    };
+    options.head.max_epochs = 30;
+    let resources = TrainingResources {
+        database,
+        objects,
+        backbone: Some(backbone),
+        embedder: None,
+    };
+    (options, resources)
+}
+
 /// The classifier's answer for a product with a title, no description and maybe a photo.
 fn predict_product(
     classifier: &ProductClassifier,
@@ -290,13 +332,10 @@ async fn predictions_handle_bad_input_without_panicking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fusion_training_with_images_is_reproducible() {
-    let Some(model_dir) = model_dir() else {
-        eprintln!("skipped: the MobileNetV2 files are not installed (run scripts/setup)");
+    let Some((backbone, _folder, database, objects, dataset)) = mobilenet_and_catalogue().await
+    else {
         return;
     };
-    let backbone = ImageBackbone::load(&model_dir).unwrap();
-    let folder = tempfile::tempdir().unwrap();
-    let (database, objects, dataset) = dataset(folder.path(), 300, true).await;
     let first = train(
         &database.database,
         &objects,
@@ -358,18 +397,7 @@ async fn fusion_on_two_backbones_caches_each_one_and_serves_only_with_both() {
     );
     let folder = tempfile::tempdir().unwrap();
     let (database, objects, dataset) = dataset(folder.path(), 300, true).await;
-    let mut options = TrainOptions {
-        branches: BranchSelection::Fusion,
-        image_backbone: pair,
-        ..TrainOptions::default()
-    };
-    options.head.max_epochs = 30;
-    let resources = TrainingResources {
-        database: &database.database,
-        objects: &objects,
-        backbone: Some(&backbone),
-        embedder: None,
-    };
+    let (options, resources) = fusion_training(&database.database, &objects, &backbone, pair);
     let outcome = Trainer::new(resources, &options)
         .train(&dataset)
         .await
@@ -707,24 +735,16 @@ fn fold_figures(validation: &prodcat_model::CrossValidation) -> Vec<String> {
 /// decision) fails this test, so the move is seen and explained instead of found later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fusion_cross_validation_repeats_and_keeps_its_recorded_figures() {
-    let Some(model_dir) = model_dir() else {
-        eprintln!("skipped: the MobileNetV2 files are not installed (run scripts/setup)");
+    let Some((backbone, _folder, database, objects, dataset)) = mobilenet_and_catalogue().await
+    else {
         return;
     };
-    let backbone = ImageBackbone::load(&model_dir).unwrap();
-    let folder = tempfile::tempdir().unwrap();
-    let (database, objects, dataset) = dataset(folder.path(), 300, true).await;
-    let mut options = TrainOptions {
-        branches: BranchSelection::Fusion,
-        ..TrainOptions::default()
-    };
-    options.head.max_epochs = 30;
-    let resources = TrainingResources {
-        database: &database.database,
-        objects: &objects,
-        backbone: Some(&backbone),
-        embedder: None,
-    };
+    let (options, resources) = fusion_training(
+        &database.database,
+        &objects,
+        &backbone,
+        BackboneChoice::default(),
+    );
     let first = Trainer::new(resources, &options)
         .cross_validate(&dataset, 3)
         .await
