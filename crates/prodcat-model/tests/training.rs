@@ -65,17 +65,13 @@ async fn train(
     dataset: &prodcat_domain::DatasetVersionId,
     branches: BranchSelection,
 ) -> prodcat_model::TrainingOutcome {
-    let mut options = TrainOptions {
-        branches,
-        ..TrainOptions::default()
-    };
-    options.head.max_epochs = 30;
-    let resources = TrainingResources {
+    let (options, resources) = short_training(
         database,
         objects,
         backbone,
-        embedder: None,
-    };
+        branches,
+        BackboneChoice::default(),
+    );
     Trainer::new(resources, &options)
         .train(dataset)
         .await
@@ -102,15 +98,17 @@ async fn mobilenet_and_catalogue() -> Option<(
     Some((backbone, folder, database, objects, dataset))
 }
 
-/// Fusion options on `backbone` with a short head training, and the resources to train them.
-fn fusion_training<'a>(
+/// Options for `branches` (photos through `choice`) with a short head training, and the
+/// resources to train them.
+fn short_training<'a>(
     database: &'a Database,
     objects: &'a ObjectStorage,
-    backbone: &'a ImageBackbone,
+    backbone: Option<&'a ImageBackbone>,
+    branches: BranchSelection,
     choice: BackboneChoice,
 ) -> (TrainOptions, TrainingResources<'a>) {
     let mut options = TrainOptions {
-        branches: BranchSelection::Fusion,
+        branches,
         image_backbone: choice,
         ..TrainOptions::default()
     };
@@ -118,7 +116,7 @@ fn fusion_training<'a>(
     let resources = TrainingResources {
         database,
         objects,
-        backbone: Some(backbone),
+        backbone,
         embedder: None,
     };
     (options, resources)
@@ -397,7 +395,13 @@ async fn fusion_on_two_backbones_caches_each_one_and_serves_only_with_both() {
     );
     let folder = tempfile::tempdir().unwrap();
     let (database, objects, dataset) = dataset(folder.path(), 300, true).await;
-    let (options, resources) = fusion_training(&database.database, &objects, &backbone, pair);
+    let (options, resources) = short_training(
+        &database.database,
+        &objects,
+        Some(&backbone),
+        BranchSelection::Fusion,
+        pair,
+    );
     let outcome = Trainer::new(resources, &options)
         .train(&dataset)
         .await
@@ -739,10 +743,11 @@ async fn fusion_cross_validation_repeats_and_keeps_its_recorded_figures() {
     else {
         return;
     };
-    let (options, resources) = fusion_training(
+    let (options, resources) = short_training(
         &database.database,
         &objects,
-        &backbone,
+        Some(&backbone),
+        BranchSelection::Fusion,
         BackboneChoice::default(),
     );
     let first = Trainer::new(resources, &options)
