@@ -14,7 +14,6 @@ use prodcat_vision::{
     PreprocessOptions, Preprocessor, ShownSquare,
 };
 
-use crate::bundle::ModelBundle;
 use crate::ModelError;
 
 /// The frozen feature extractor shared by every model version in a process: one backbone, or
@@ -91,18 +90,6 @@ impl ImageBackbone {
     /// The backbone and flip averaging these features come from.
     pub fn choice(&self) -> BackboneChoice {
         self.choice
-    }
-
-    /// The backbone the bundle's image branch was trained on: this one when it matches,
-    /// otherwise that backbone loaded from the same model directory. Serving a head with
-    /// another backbone's features would answer nonsense, so callers swap to this one.
-    pub fn for_bundle(&self, bundle: &ModelBundle) -> Result<Self, ModelError> {
-        let wanted = bundle.image_backbone_choice()?;
-        if wanted == self.choice {
-            Ok(self.clone())
-        } else {
-            Self::load_choice(&self.model_dir, wanted)
-        }
     }
 
     /// Identifies the weights (part of the feature cache key and of model manifests); for two

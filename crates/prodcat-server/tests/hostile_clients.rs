@@ -131,8 +131,25 @@ async fn jobs_have_limits_and_belong_to_their_creator() {
         let (status, body) = upload(&app, &app.service, lines(1_200), None).await;
         assert_eq!(status, 422, "{name}: {body}");
         assert!(body["error"].as_str().unwrap().contains("1000"), "{body}");
-        // Too many bytes: 413.
+        // Too many bytes (the upload also has too many items): 413 before anything is read
+        // when the length is declared, naming the limit.
         let (status, body) = upload(&app, &app.service, lines(5_000), None).await;
+        assert_eq!(status, 413, "{name}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("200.0 KiB"),
+            "{name}: {body}"
+        );
+        // Too many bytes with no length announced: the reading stops at the limit. Blank lines
+        // carry no item, so only the size limit can refuse this one.
+        let (status, body) = common::post_oversized(
+            app.server.address,
+            "/v1/jobs/classify",
+            &app.service,
+            "application/x-ndjson",
+            vec![b'\n'; 300 << 10],
+            common::Framing::Chunked,
+        )
+        .await;
         assert_eq!(status, 413, "{name}: {body}");
         let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
             .fetch_one(app.database().pool())

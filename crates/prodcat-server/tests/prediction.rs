@@ -197,6 +197,7 @@ async fn bad_input_is_refused_clearly() {
             &app.service,
             "application/json",
             huge.into_bytes(),
+            common::Framing::Declared,
         )
         .await;
         assert_error(status, &body, 413, "20 MB body");

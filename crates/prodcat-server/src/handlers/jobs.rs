@@ -71,6 +71,31 @@ impl UploadSource<'_> {
     }
 }
 
+/// The refusal of an upload over the size limit, with the limit in a readable unit.
+fn upload_too_large(limit_bytes: usize) -> ApiError {
+    let limit = if limit_bytes >= 1 << 20 {
+        format!("{:.1} MiB", limit_bytes as f64 / f64::from(1u32 << 20))
+    } else {
+        format!("{:.1} KiB", limit_bytes as f64 / 1024.0)
+    };
+    ApiError::too_large(format!(
+        "the upload is larger than the limit of {limit}; split it into several jobs"
+    ))
+}
+
+/// Refuses an upload whose declared length is over the limit before reading any of it, so
+/// the answer does not depend on which limit the streamed reading meets first.
+fn check_declared_length(headers: &HeaderMap, limit_bytes: usize) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit_bytes as u64 => Err(upload_too_large(limit_bytes)),
+        _ => Ok(()),
+    }
+}
+
 fn is_multipart(request: &Request) -> bool {
     request
         .headers()
@@ -162,10 +187,7 @@ async fn pump(
                     Some(bytes) => {
                         received += bytes.len();
                         if received > settings.upload_limit_bytes {
-                            return Err(ApiError::too_large(format!(
-                                "the upload is larger than the limit of {} MiB",
-                                settings.upload_limit_bytes >> 20
-                            )));
+                            return Err(upload_too_large(settings.upload_limit_bytes));
                         }
                         pending = Some(bytes);
                     }
@@ -272,6 +294,7 @@ pub async fn create_job(
     request: Request,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Jobs)?;
+    check_declared_length(&headers, state.settings.upload_limit_bytes)?;
     let idempotency_key = headers
         .get("idempotency-key")
         .map(|value| {

@@ -242,6 +242,16 @@ where
     }
 }
 
+/// How a raw request frames its body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// With a Content-Length header.
+    Declared,
+    /// In chunks of 16 KiB, with no length announced, so the server only learns the size by
+    /// reading.
+    Chunked,
+}
+
 /// Posts `body` over a raw connection and reads the answer even when the server answers before
 /// the whole body is sent (a body over the limit): the writer runs on its own and a broken pipe
 /// is expected. Returns the status and the JSON body (Null when not JSON).
@@ -251,17 +261,34 @@ pub async fn post_oversized(
     token: &str,
     content_type: &str,
     body: Vec<u8>,
+    framing: Framing,
 ) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let stream = tokio::net::TcpStream::connect(address)
         .await
         .expect("connect");
     let (mut reader, mut writer) = stream.into_split();
+    let length_header = match framing {
+        Framing::Declared => format!("Content-Length: {}", body.len()),
+        Framing::Chunked => "Transfer-Encoding: chunked".to_string(),
+    };
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+         Content-Type: {content_type}\r\n{length_header}\r\nConnection: close\r\n\r\n"
     );
+    let body = match framing {
+        Framing::Declared => body,
+        Framing::Chunked => {
+            let mut framed = Vec::with_capacity(body.len() + body.len() / 1024 + 16);
+            for piece in body.chunks(16 << 10) {
+                framed.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                framed.extend_from_slice(piece);
+                framed.extend_from_slice(b"\r\n");
+            }
+            framed.extend_from_slice(b"0\r\n\r\n");
+            framed
+        }
+    };
     let sender = tokio::spawn(async move {
         // The server may stop reading and close early: write errors are part of the test.
         if writer.write_all(head.as_bytes()).await.is_ok() {
