@@ -166,11 +166,22 @@ async fn text_training_is_bit_identical_and_accurate() {
         "weighted F1 {}",
         system.weighted_f1
     );
-    // The text-only threshold is chosen on the validation products with a lower confidence
-    // bound: with few of them it may be "never" (above 1), and it is recorded with their count.
+    // The text-only threshold is chosen with a lower confidence bound on the out-of-fold
+    // predictions of every training product plus the validation products (the validation
+    // products alone are too few for any automatic decision), recorded with their count.
     let tuning = first.bundle.fusion.tuning.as_ref().unwrap();
-    assert!(tuning.text_rows > 0 && tuning.folds == 0);
-    assert!(first.bundle.fusion.threshold_text_only > 0.0);
+    assert_eq!(tuning.folds, 5);
+    assert!(
+        tuning.text_rows > 400,
+        "{} tuning products",
+        tuning.text_rows
+    );
+    let threshold = first.bundle.fusion.threshold_text_only;
+    assert!(threshold > 0.0 && threshold <= 1.0, "threshold {threshold}");
+    assert!(
+        first.bundle.fusion.coverage_text_only > 0.0,
+        "no automatic decision"
+    );
     // Every file of the two bundles has the same hash.
     for (a, b) in first
         .bundle

@@ -133,11 +133,13 @@ pub struct TrainArgs {
     /// Seed of every random choice in training (same seed, same data: same model).
     #[arg(long, default_value_t = 42, env = "PRODCAT_TRAIN_SEED")]
     pub seed: u64,
-    /// Precision that automatic decisions must reach on validation (below: review queue).
+    /// Precision that automatic decisions must reach on new products (the lower confidence
+    /// bound of their precision on the tuning products; below: review queue).
     #[arg(long, default_value_t = 0.95)]
     pub target_precision: f64,
-    /// Folds of the cross-fit of both branches on the training split, on which the fusion and
-    /// the thresholds are tuned (0: tune on the validation split only).
+    /// Folds of the cross-fit of the branches on the training split, on whose out-of-fold
+    /// predictions the fusion and the thresholds are tuned (0: tune on the validation split
+    /// only, which is often too small for any automatic decision).
     #[arg(long, default_value_t = 5)]
     pub cross_fit_folds: usize,
     /// Instead of training one version, cross-validate the training on the dataset version's
