@@ -399,12 +399,14 @@ pub fn print_training_summary(result: &prodcat_pipelines::TrainingRunResult) {
         println!("  fusion: {}", fusion_text(&fusion));
     }
     println!(
-        "  automatic decisions at {:.0}% target precision (lower confidence bound on the tuning products): threshold {} (tuning coverage {}), text-only {} ({})",
+        "  automatic decisions at {:.0}% target precision (lower confidence bound on the tuning products{}): {}",
         fusion.target_precision * 100.0,
-        threshold_text(fusion.threshold_fused),
-        output::percent((fusion.coverage_fused * 1000.0) as i64, 1000),
-        threshold_text(fusion.threshold_text_only),
-        output::percent((fusion.coverage_text_only * 1000.0) as i64, 1000),
+        tuning_products_text(&fusion),
+        thresholds_text(
+            &fusion,
+            result.outcome.bundle.text.is_some(),
+            result.outcome.bundle.image.is_some()
+        ),
     );
     let total: f64 = result.outcome.timings.iter().map(|(_, s)| s).sum();
     println!(
@@ -422,6 +424,50 @@ pub fn print_training_summary(result: &prodcat_pipelines::TrainingRunResult) {
         "  pictures and the full report: prodcat runs show {}",
         result.run.id
     );
+}
+
+/// What the thresholds were tuned on, as a clause of the summary (empty when not recorded).
+fn tuning_products_text(fusion: &prodcat_model::FusionSettings) -> String {
+    match &fusion.tuning {
+        Some(tuning) if tuning.folds > 1 => format!(
+            ", {} with a text: out-of-fold over {} folds and the validation split",
+            tuning.text_rows, tuning.folds
+        ),
+        Some(tuning) => format!(", {} validation products with a text", tuning.text_rows),
+        None => String::new(),
+    }
+}
+
+/// Each threshold the model uses, with the share of tuning products it decides; only the
+/// branches the model has.
+fn thresholds_text(fusion: &prodcat_model::FusionSettings, text: bool, image: bool) -> String {
+    let one = |threshold: f32, coverage: f64| {
+        format!(
+            "{} (tuning coverage {})",
+            threshold_text(threshold),
+            output::percent((coverage * 1000.0) as i64, 1000)
+        )
+    };
+    let mut parts = Vec::new();
+    if text && image {
+        parts.push(format!(
+            "text and photo {}",
+            one(fusion.threshold_fused, fusion.coverage_fused)
+        ));
+    }
+    if text {
+        parts.push(format!(
+            "text only {}",
+            one(fusion.threshold_text_only, fusion.coverage_text_only)
+        ));
+    }
+    if image {
+        parts.push(format!(
+            "photo only {}",
+            one(fusion.threshold_image_only, fusion.coverage_image_only)
+        ));
+    }
+    parts.join(", ")
 }
 
 /// How the branches are combined and what that was tuned on, in one line.
