@@ -3,6 +3,9 @@
 split  --data dataset.jsonl --out splits.json   stratified 80/20 split and 5 stratified folds
 run    --data dataset.jsonl --splits splits.json --out sklearn.json
 table  --sklearn sklearn.json --rust rust.json   prints the comparison as a Markdown table
+score  --train train.jsonl --test test.jsonl --out score.json
+                                                fits on one file, scores on another (rows with
+                                                an empty text are left out of the fit)
 """
 
 import argparse
@@ -271,6 +274,28 @@ def table(args):
         print("per-fold weighted F1, prodcat:     ", " ".join(f"{s:.4f}" for s in rs["cv_weighted_f1"]))
 
 
+def score(args):
+    from sklearn.metrics import f1_score
+
+    texts, labels = read_rows(args.train)
+    keep = [i for i, text in enumerate(texts) if text.strip()]
+    test_texts, test_labels = read_rows(args.test)
+    pipeline = make_pipeline()
+    pipeline.fit([texts[i] for i in keep], labels[keep])
+    predicted = pipeline.predict(test_texts)
+    result = {
+        "train_count": len(keep),
+        "test_count": len(test_texts),
+        "weighted_f1": f1_score(test_labels, predicted, average="weighted"),
+        "macro_f1": f1_score(test_labels, predicted, average="macro"),
+        "predicted": [int(p) for p in predicted],
+    }
+    with open(args.out, "w") as handle:
+        json.dump(result, handle)
+    print(f"sklearn: fit on {len(keep)}, weighted F1 {result['weighted_f1']:.4f} on "
+          f"{len(test_texts)}", file=sys.stderr)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -285,8 +310,12 @@ def main():
     p = commands.add_parser("table")
     p.add_argument("--sklearn", required=True)
     p.add_argument("--rust", required=True)
+    p = commands.add_parser("score")
+    p.add_argument("--train", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--out", required=True)
     args = parser.parse_args()
-    {"split": split, "run": run, "table": table}[args.command](args)
+    {"split": split, "run": run, "table": table, "score": score}[args.command](args)
 
 
 if __name__ == "__main__":
