@@ -181,11 +181,23 @@ impl Database {
     /// connection committed in between (`SQLITE_BUSY_SNAPSHOT`), which under concurrent
     /// writers turns a read-then-write transaction into a spurious 503. On PostgreSQL, a
     /// plain `BEGIN` (its row locks do that work).
+    ///
+    /// Starting a transaction is not safe to cancel in the driver: a begin dropped half-way
+    /// (a killed worker loop, a client gone mid-request) can leave its connection inside a
+    /// transaction that nothing rolls back, which on SQLite holds the write lock for good and
+    /// wedges every writer. So the begin runs on a task of its own: a caller dropped meanwhile
+    /// leaves a finished transaction behind, rolled back as it is dropped.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+        let pool = self.pool.clone();
+        let backend = self.backend;
+        tokio::spawn(async move {
+            match backend {
+                Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                Backend::Postgres => pool.begin().await,
+            }
+        })
+        .await
+        .map_err(|error| sqlx::Error::Protocol(format!("starting a transaction failed: {error}")))?
     }
 
     /// The connection URL with any password replaced by `***`, safe to print.
