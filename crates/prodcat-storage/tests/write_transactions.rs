@@ -20,10 +20,8 @@ async fn read_then_increment(database: &Database) -> Result<(), sqlx::Error> {
     transaction.commit().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_read_then_write_transactions_all_commit_on_sqlite() {
-    let test_database = testing::sqlite_database().await;
-    let database = test_database.database.clone();
+/// The row `read_then_increment` counts in, at zero.
+async fn add_counter(database: &Database) {
     sqlx::query(
         "INSERT INTO login_throttle (throttle_key, failures, blocked_until_ms, updated_at_ms) \
          VALUES ('counter', 0, 0, 0)",
@@ -31,6 +29,13 @@ async fn concurrent_read_then_write_transactions_all_commit_on_sqlite() {
     .execute(database.pool())
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_read_then_write_transactions_all_commit_on_sqlite() {
+    let test_database = testing::sqlite_database().await;
+    let database = test_database.database.clone();
+    add_counter(&database).await;
     let writers = 8;
     let rounds = 25;
     let tasks: Vec<_> = (0..writers)
@@ -66,13 +71,7 @@ async fn cancelled_write_transactions_never_wedge_the_database() {
     for test_database in testing::databases().await {
         let name = test_database.name();
         let database = test_database.database.clone();
-        sqlx::query(
-            "INSERT INTO login_throttle (throttle_key, failures, blocked_until_ms, updated_at_ms) \
-             VALUES ('counter', 0, 0, 0)",
-        )
-        .execute(database.pool())
-        .await
-        .unwrap();
+        add_counter(&database).await;
         for round in 0..400u64 {
             let task = {
                 let database = database.clone();
