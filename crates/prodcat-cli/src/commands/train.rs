@@ -399,9 +399,9 @@ pub fn print_training_summary(result: &prodcat_pipelines::TrainingRunResult) {
         println!("  fusion: {}", fusion_text(&fusion));
     }
     println!(
-        "  automatic decisions at {:.0}% target precision (lower confidence bound on the tuning products{}): {}",
+        "  automatic decisions at {:.0}% target precision (lower confidence bound of their precision, {}): {}",
         fusion.target_precision * 100.0,
-        tuning_products_text(&fusion),
+        tuned_on_text(&fusion, |tuning| tuning.text_rows, "with a text"),
         thresholds_text(
             &fusion,
             result.outcome.bundle.text.is_some(),
@@ -426,15 +426,21 @@ pub fn print_training_summary(result: &prodcat_pipelines::TrainingRunResult) {
     );
 }
 
-/// What the thresholds were tuned on, as a clause of the summary (empty when not recorded).
-fn tuning_products_text(fusion: &prodcat_model::FusionSettings) -> String {
+/// What a choice was tuned on: `rows` of the recorded tuning products, described as `what`
+/// ("with a photo", "with a text").
+fn tuned_on_text(
+    fusion: &prodcat_model::FusionSettings,
+    rows: fn(&prodcat_model::TuningSummary) -> usize,
+    what: &str,
+) -> String {
     match &fusion.tuning {
-        Some(tuning) if tuning.folds > 1 => format!(
-            ", {} with a text: out-of-fold over {} folds and the validation split",
-            tuning.text_rows, tuning.folds
+        Some(tuning) if tuning.folds >= 2 => format!(
+            "tuned on {} products {what} ({}-fold out-of-fold training predictions and validation)",
+            rows(tuning),
+            tuning.folds
         ),
-        Some(tuning) => format!(", {} validation products with a text", tuning.text_rows),
-        None => String::new(),
+        Some(tuning) => format!("tuned on {} validation products {what}", rows(tuning)),
+        None => "tuned on validation".to_string(),
     }
 }
 
@@ -472,17 +478,7 @@ fn thresholds_text(fusion: &prodcat_model::FusionSettings, text: bool, image: bo
 
 /// How the branches are combined and what that was tuned on, in one line.
 pub fn fusion_text(fusion: &prodcat_model::FusionSettings) -> String {
-    let tuned_on = match &fusion.tuning {
-        Some(tuning) if tuning.folds >= 2 => format!(
-            "tuned on {} products with a photo ({}-fold out-of-fold training predictions and validation)",
-            tuning.fused_rows, tuning.folds
-        ),
-        Some(tuning) => format!(
-            "tuned on {} validation products with a photo",
-            tuning.fused_rows
-        ),
-        None => "tuned on validation".to_string(),
-    };
+    let tuned_on = tuned_on_text(fusion, |tuning| tuning.fused_rows, "with a photo");
     match (&fusion.stacked, &fusion.tuning) {
         (Some(stacked), Some(tuning)) if stacked.uses_image() => format!(
             "stacked: {:.2} x log p(text) + {:.2} x log p(image) + class bias (image share {:.2}; \
