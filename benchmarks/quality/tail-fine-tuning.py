@@ -45,39 +45,9 @@ def weights():
     return {name: np.asarray(value, dtype=np.float32) for name, value in state.items()}
 
 
-def batch_norm(w, x, prefix):
-    shape = (None, slice(None), None, None)
-    return (x - w[prefix + ".running_mean"][shape]) / np.sqrt(
-        w[prefix + ".running_var"][shape] + 1e-5
-    ) * w[prefix + ".weight"][shape] + w[prefix + ".bias"][shape]
-
-
-def last_depthwise_output(w, nhwc):
-    """The network up to the last block's depthwise convolution (after its ReLU6)."""
-    x = np.transpose(nhwc, (0, 3, 1, 2))
-    x = network.relu6(batch_norm(w, network.convolution(x, w["features.0.0.weight"], 2, 1), "features.0.1"))
-    channels, block = 32, 1
-    for expansion, out_channels, repeats, first_stride in network.INVERTED_RESIDUAL_SETTINGS:
-        for repeat in range(repeats):
-            stride = first_stride if repeat == 0 else 1
-            prefix, h, layer = f"features.{block}.conv", x, 0
-            if expansion != 1:
-                h = network.relu6(batch_norm(w, network.convolution(h, w[f"{prefix}.0.0.weight"], 1, 0), f"{prefix}.0.1"))
-                layer = 1
-            h = network.depthwise_convolution(h, w[f"{prefix}.{layer}.0.weight"], stride, 1)
-            h = network.relu6(batch_norm(w, h, f"{prefix}.{layer}.1"))
-            if block == LAST_BLOCK:
-                return h.astype(np.float32)
-            h = batch_norm(w, network.convolution(h, w[f"{prefix}.{layer + 1}.weight"], 1, 0), f"{prefix}.{layer + 2}")
-            if stride == 1 and channels == out_channels:
-                h = h + x
-            x, channels, block = h, out_channels, block + 1
-    raise AssertionError("the network has no block 17")
-
-
 def folded(w, weight, norm):
     """A 1x1 convolution with its batch normalisation folded in: (in, out) matrix and bias."""
-    scale = w[norm + ".weight"] / np.sqrt(w[norm + ".running_var"] + 1e-5)
+    scale = w[norm + ".weight"] / np.sqrt(w[norm + ".running_var"] + network.BATCH_NORM_EPSILON)
     return (w[weight][:, :, 0, 0] * scale[:, None]).T.copy(), w[norm + ".bias"] - w[norm + ".running_mean"] * scale
 
 
@@ -99,7 +69,8 @@ def activations(sample, rows, work):
     started = time.time()
     for start in range(0, len(paths), 16):
         batch = np.stack([network.torchvision_preprocess(Image.open(p)) for p in paths[start : start + 16]])
-        out[start : start + len(batch)] = last_depthwise_output(w, batch.astype(np.float32)).transpose(0, 2, 3, 1).reshape(len(batch), 49, 960)
+        depthwise, _ = network.blocks(w, batch.astype(np.float32), stop_at_depthwise_of=LAST_BLOCK)
+        out[start : start + len(batch)] = depthwise.transpose(0, 2, 3, 1).reshape(len(batch), 49, 960)
         print(f"activations: {start + len(batch)}/{len(paths)} photos, {time.time() - started:.0f} s", file=sys.stderr)
     project, project_bias = folded(w, f"features.{LAST_BLOCK}.conv.2.weight", f"features.{LAST_BLOCK}.conv.3")
     last, last_bias = folded(w, f"features.{LAST_BLOCK + 1}.0.weight", f"features.{LAST_BLOCK + 1}.1")

@@ -99,7 +99,19 @@ def relu6(x: np.ndarray) -> np.ndarray:
 def forward(state: dict, nhwc_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run the network on a (N, 224, 224, 3) batch; return (features (N, 1280), logits (N, 1000))."""
     weights = {name: np.asarray(value, dtype=np.float64) for name, value in state.items()}
-    x = np.transpose(nhwc_batch.astype(np.float64), (0, 3, 1, 2))
+    x, block = blocks(weights, nhwc_batch.astype(np.float64))
+    x = relu6(batch_norm(convolution(x, weights[f"features.{block}.0.weight"], 1, 0), weights, f"features.{block}.1"))
+    features = x.mean(axis=(2, 3))
+    logits = features @ weights["classifier.1.weight"].T + weights["classifier.1.bias"]
+    return features, logits
+
+
+def blocks(weights: dict, nhwc_batch: np.ndarray, stop_at_depthwise_of: int | None = None) -> tuple[np.ndarray, int]:
+    """The stem and the inverted residual blocks, in the dtype of `weights` and the batch.
+
+    Returns the NCHW output and the index of the next layer (the last convolution); with
+    `stop_at_depthwise_of`, that block's depthwise output (after its ReLU6) and the block."""
+    x = np.transpose(nhwc_batch, (0, 3, 1, 2))
     x = relu6(batch_norm(convolution(x, weights["features.0.0.weight"], 2, 1), weights, "features.0.1"))
     in_channels = 32
     block = 1
@@ -115,6 +127,8 @@ def forward(state: dict, nhwc_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray
                 layer = 1
             h = depthwise_convolution(h, weights[f"{prefix}.{layer}.0.weight"], stride, 1)
             h = relu6(batch_norm(h, weights, f"{prefix}.{layer}.1"))
+            if block == stop_at_depthwise_of:
+                return h, block
             h = convolution(h, weights[f"{prefix}.{layer + 1}.weight"], 1, 0)
             h = batch_norm(h, weights, f"{prefix}.{layer + 2}")
             if stride == 1 and in_channels == out_channels:
@@ -122,10 +136,7 @@ def forward(state: dict, nhwc_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray
             x = h
             in_channels = out_channels
             block += 1
-    x = relu6(batch_norm(convolution(x, weights[f"features.{block}.0.weight"], 1, 0), weights, f"features.{block}.1"))
-    features = x.mean(axis=(2, 3))
-    logits = features @ weights["classifier.1.weight"].T + weights["classifier.1.bias"]
-    return features, logits
+    return x, block
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
