@@ -100,17 +100,20 @@ def forward(state: dict, nhwc_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """Run the network on a (N, 224, 224, 3) batch; return (features (N, 1280), logits (N, 1000))."""
     weights = {name: np.asarray(value, dtype=np.float64) for name, value in state.items()}
     x, block = blocks(weights, nhwc_batch.astype(np.float64))
-    x = relu6(batch_norm(convolution(x, weights[f"features.{block}.0.weight"], 1, 0), weights, f"features.{block}.1"))
-    features = x.mean(axis=(2, 3))
+    features = last_convolution(weights, x, block).mean(axis=(2, 3))
     logits = features @ weights["classifier.1.weight"].T + weights["classifier.1.bias"]
     return features, logits
 
 
-def blocks(weights: dict, nhwc_batch: np.ndarray, stop_at_depthwise_of: int | None = None) -> tuple[np.ndarray, int]:
+def blocks(
+    weights: dict, nhwc_batch: np.ndarray, stop_at_depthwise_of: int | None = None, taps: dict | None = None
+) -> tuple[np.ndarray, int]:
     """The stem and the inverted residual blocks, in the dtype of `weights` and the batch.
 
     Returns the NCHW output and the index of the next layer (the last convolution); with
-    `stop_at_depthwise_of`, that block's depthwise output (after its ReLU6) and the block."""
+    `stop_at_depthwise_of`, that block's depthwise output (after its ReLU6) and the block.
+    With `taps`, a dict whose keys are block indices, each of those blocks' NCHW output is
+    stored under its index."""
     x = np.transpose(nhwc_batch, (0, 3, 1, 2))
     x = relu6(batch_norm(convolution(x, weights["features.0.0.weight"], 2, 1), weights, "features.0.1"))
     in_channels = 32
@@ -134,9 +137,16 @@ def blocks(weights: dict, nhwc_batch: np.ndarray, stop_at_depthwise_of: int | No
             if stride == 1 and in_channels == out_channels:
                 h = h + x
             x = h
+            if taps is not None and block in taps:
+                taps[block] = x
             in_channels = out_channels
             block += 1
     return x, block
+
+
+def last_convolution(weights: dict, x: np.ndarray, block: int) -> np.ndarray:
+    """The 1x1 convolution to 1280 channels after the blocks, with its batch norm and ReLU6 (NCHW)."""
+    return relu6(batch_norm(convolution(x, weights[f"features.{block}.0.weight"], 1, 0), weights, f"features.{block}.1"))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
