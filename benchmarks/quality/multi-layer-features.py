@@ -28,7 +28,6 @@ import argparse
 import csv
 import html
 import importlib.util
-import os
 import re
 import sys
 import time
@@ -55,12 +54,11 @@ EMBEDDING_WEIGHT = 2.0
 
 
 def weights():
-    spec = importlib.util.spec_from_file_location("fetch", ROOT / "scripts/models/fetch-mobilenet.py")
-    fetch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fetch)
-    models = Path(os.environ.get("PRODCAT_MODEL_DIR", ROOT / "models"))
-    state = fetch.read_safetensors(models / "mobilenet-v2" / "model.safetensors")
-    return {name: np.asarray(value, dtype=np.float32) for name, value in state.items()}
+    """The converted MobileNetV2 weights in float32, read as the tail study reads them."""
+    spec = importlib.util.spec_from_file_location("tail", ROOT / "benchmarks/quality/tail-fine-tuning.py")
+    tail = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tail)
+    return tail.weights()
 
 
 def normalise(text):
