@@ -106,22 +106,11 @@ def compare(options):
     layers = reference_pipeline()
     rows = layers.read_rows(options.sample, options.rows)
     pooled = layers.pooled_features(rows, options.layers)["last, average"]
-    labels = np.array([row["label"] for row in rows])
-    classes = np.unique(labels)
+    reference = layers.ReferencePipeline(rows, options.embeddings)
+    labels, classes = reference.labels, reference.classes
     # The product orders its categories by code; the reference pipeline by their text.
     by_code = sorted(int(code) for code in classes)
     product_column = [by_code.index(int(code)) for code in classes]
-    photo_rows = np.array([i for i, row in enumerate(rows) if row["photo"] is not None])
-    photo_position = {row: position for position, row in enumerate(photo_rows)}
-    text_rows = np.array([i for i, row in enumerate(rows) if row["text"]])
-    text_position = {row: position for position, row in enumerate(text_rows)}
-    vectors = {}
-    with open(options.embeddings) as handle:
-        for line in handle:
-            parts = line.rstrip().split(",")
-            vectors[parts[0]] = np.array(parts[1:], dtype=np.float32)
-    texts = [rows[i]["text"] for i in text_rows]
-    embedding = np.stack([vectors[rows[i]["index"]] for i in text_rows])
     row_of = {row["index"]: i for i, row in enumerate(rows)}
     parts = {name: [] for name in ("product text", "product photo", "reference text", "reference photo", "answer", "truth")}
     for fold, (train, _) in enumerate(folds(labels, options.seed)):
@@ -130,18 +119,8 @@ def compare(options):
         parts["product text"].append(np.array([entry["text"] for entry in dumped])[:, product_column])
         parts["product photo"].append(np.array([entry["image"] for entry in dumped])[:, product_column])
         parts["answer"].append(np.array([str(entry["category"]) for entry in dumped]))
-        train_text = np.array([text_position[i] for i in train if i in text_position])
-        parts["reference text"].append(
-            layers.text_probabilities(
-                texts, embedding, labels[text_rows], train_text, np.array([text_position[i] for i in held_out]), classes
-            )
-        )
-        train_photo = [photo_position[i] for i in train if i in photo_position]
-        parts["reference photo"].append(
-            layers.photo_probabilities(
-                pooled[train_photo], labels[photo_rows][train_photo], pooled[[photo_position[i] for i in held_out]], 0.01, classes
-            )
-        )
+        parts["reference text"].append(reference.text(train, held_out))
+        parts["reference photo"].append(reference.photo(pooled, train, held_out, 0.01))
         parts["truth"].append(labels[held_out])
     parts = {name: np.concatenate(values) for name, values in parts.items()}
     truth = parts["truth"]

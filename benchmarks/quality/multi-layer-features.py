@@ -122,12 +122,6 @@ def photo_probabilities(train_x, train_y, test_x, cost, classes):
     return model.predict_proba(scaler.transform(test_x))
 
 
-def softmax(scores):
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exponentials = np.exp(shifted)
-    return exponentials / exponentials.sum(axis=1, keepdims=True)
-
-
 def text_model(texts, embedding, labels):
     features = make_pipeline().named_steps["features"]
     tfidf = features.fit_transform(texts)
@@ -151,12 +145,48 @@ def text_probabilities(texts, embedding, labels, train, test, classes):
     truth = np.searchsorted(classes, labels[train])
 
     def loss(scale):
-        p = softmax(out_of_fold * scale)
+        p = network.softmax(out_of_fold * scale)
         return -np.mean(np.log(p[np.arange(len(train)), truth] + 1e-12))
 
     scale = minimize_scalar(loss, bounds=(0.1, 50.0), method="bounded").x
     score, _ = text_model([texts[i] for i in train], embedding[train], labels[train])
-    return softmax(score([texts[i] for i in test], embedding[test]) * scale)
+    return network.softmax(score([texts[i] for i in test], embedding[test]) * scale)
+
+
+class ReferencePipeline:
+    """The plain pipeline's two branches over the rows of photo-rows.py: row indices in, each
+    branch's probabilities for the held-out rows out (columns in the order of `classes`)."""
+
+    def __init__(self, rows, embeddings_path):
+        self.labels = np.array([row["label"] for row in rows])
+        self.classes = np.unique(self.labels)
+        vectors = {}
+        with open(embeddings_path) as handle:
+            for line in handle:
+                parts = line.rstrip().split(",")
+                vectors[parts[0]] = np.array(parts[1:], dtype=np.float32)
+        self.text_rows = np.array([i for i, row in enumerate(rows) if row["text"]])
+        self.text_position = {row: position for position, row in enumerate(self.text_rows)}
+        self.texts = [rows[i]["text"] for i in self.text_rows]
+        self.embedding = np.stack([vectors[rows[i]["index"]] for i in self.text_rows])
+        self.photo_rows = np.array([i for i, row in enumerate(rows) if row["photo"] is not None])
+        self.photo_position = {row: position for position, row in enumerate(self.photo_rows)}
+
+    def text(self, train, held_out):
+        train_text = np.array([self.text_position[i] for i in train if i in self.text_position])
+        held_out_text = np.array([self.text_position[i] for i in held_out])
+        return text_probabilities(
+            self.texts, self.embedding, self.labels[self.text_rows], train_text, held_out_text, self.classes
+        )
+
+    def photo(self, features, train, held_out, cost):
+        """`features` has one row per photo, in the order of the rows that have one."""
+        train_photo = np.array([self.photo_position[i] for i in train if i in self.photo_position])
+        held_out_photo = np.array([self.photo_position[i] for i in held_out])
+        photo_labels = self.labels[self.photo_rows]
+        return photo_probabilities(
+            features[train_photo], photo_labels[train_photo], features[held_out_photo], cost, self.classes
+        )
 
 
 def main():
@@ -174,7 +204,6 @@ def main():
     pooled = pooled_features(rows, options.work)
     sets = feature_sets(pooled)
     photo_rows = np.array([i for i, row in enumerate(rows) if row["photo"] is not None])
-    photo_position = {row: position for position, row in enumerate(photo_rows)}
     labels = np.array([row["label"] for row in rows])
     classes = np.unique(labels)
     photo_labels = labels[photo_rows]
@@ -191,30 +220,17 @@ def main():
             line.append(f"C {cost:g}: {np.mean(scores):.4f}")
         print(f"  {name} ({x.shape[1]} values): " + ", ".join(line), flush=True)
 
-    vectors = {}
-    with open(options.embeddings) as handle:
-        for line in handle:
-            parts = line.rstrip().split(",")
-            vectors[parts[0]] = np.array(parts[1:], dtype=np.float32)
-    text_rows = np.array([i for i, row in enumerate(rows) if row["text"]])
-    texts = [rows[i]["text"] for i in text_rows]
-    embedding = np.stack([vectors[rows[i]["index"]] for i in text_rows])
-    text_labels = labels[text_rows]
-    text_position = {row: position for position, row in enumerate(text_rows)}
-    both = np.array([i for i in text_rows if rows[i]["photo"] is not None])
+    reference = ReferencePipeline(rows, options.embeddings)
+    in_both = {i for i in reference.text_rows if rows[i]["photo"] is not None}
     cost = options.costs[len(options.costs) // 2]
-    print(f"\nproducts with a text and a photo ({len(both)}), weighted F1 pooled over 5 folds, photo C {cost:g}")
+    print(f"\nproducts with a text and a photo ({len(in_both)}), weighted F1 pooled over 5 folds, photo C {cost:g}")
     for seed in options.fold_seeds:
         truth, text_p, photo_p = [], [], {name: [] for name in sets}
         for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(labels, labels):
-            test_both = np.array([i for i in test if i in set(both)])
-            train_text = np.array([text_position[i] for i in train if i in text_position])
-            test_text = np.array([text_position[i] for i in test_both])
-            text_p.append(text_probabilities(texts, embedding, text_labels, train_text, test_text, classes))
-            train_photo = np.array([photo_position[i] for i in train if i in photo_position])
-            test_photo = np.array([photo_position[i] for i in test_both])
+            test_both = np.array([i for i in test if i in in_both])
+            text_p.append(reference.text(train, test_both))
             for name, x in sets.items():
-                photo_p[name].append(photo_probabilities(x[train_photo], photo_labels[train_photo], x[test_photo], cost, classes))
+                photo_p[name].append(reference.photo(x, train, test_both, cost))
             truth.append(labels[test_both])
         truth = np.concatenate(truth)
         text_p = np.concatenate(text_p)
