@@ -1,7 +1,8 @@
 //! Training a model version from a dataset version: the text branch (TF-IDF + linear SVM,
 //! temperature-calibrated on validation), the image branch (frozen backbone features from the
 //! cache + a trained head, calibrated), late fusion tuned on validation, automation thresholds
-//! for a target precision, a drift reference profile, and the evaluation on the test split.
+//! for a target precision, a drift reference profile, the refit of the final branches on the
+//! training and validation rows with the settings chosen, and the evaluation on the test split.
 //!
 //! Everything is deterministic for the same dataset version, options and seed, so the bundle (and
 //! its version id) is identical when training is repeated.
@@ -97,6 +98,12 @@ pub struct TrainOptions {
     /// Seed of the fold assignment of a cross-validation (another seed checks that a result
     /// holds on another partition of the same rows).
     pub cross_validation_seed: u64,
+    /// Once the branches are fitted on the training split and everything is tuned, refit the
+    /// final branches on the training and validation rows together with the settings chosen
+    /// (text options and temperature, the image head's temperature and optimisation steps;
+    /// combiner and thresholds unchanged). The test split stays out, so the evaluation is of the refit
+    /// model on rows it never saw.
+    pub refit: bool,
     /// Recorded in the manifest (git commit or crate version).
     pub code_version: String,
 }
@@ -117,6 +124,7 @@ impl Default for TrainOptions {
             text_embeddings: false,
             companion_scales: COMPANION_SCALES.to_vec(),
             cross_validation_seed: DEFAULT_CROSS_VALIDATION_SEED,
+            refit: true,
             code_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -233,6 +241,8 @@ struct Branches {
     companions: Arc<CompanionVectors>,
     text: Option<TextClassifier>,
     image: Option<ImageBranch>,
+    /// Epochs of the image head's training chosen by early stopping (what its refit runs).
+    image_epochs: usize,
 }
 
 impl Branches {
@@ -540,17 +550,21 @@ impl<'a> Trainer<'a> {
         let (mut manifest, branches, fusion) = self
             .fit_and_tune(dataset, &splits, features, companions, &mut record)
             .await?;
+        // The reference profile scores the validation and test rows, so it comes from the
+        // branches fitted before the refit, which saw neither.
         let provisional = self.classifier(&manifest, &branches, fusion.clone())?;
+        let profile = self
+            .drift_profile(&provisional, &branches, &splits, &mut record)
+            .await?;
+        let branches = self.refit(&splits, branches, &mut record).await?;
+        let classifier = self.classifier(&manifest, &branches, fusion.clone())?;
         let (mut evaluation, mut pictures) = self.evaluate(
             &format!("{dataset}:test"),
-            &provisional,
+            &classifier,
             &branches,
             &splits.test,
             &mut record,
         )?;
-        let profile = self
-            .drift_profile(&provisional, &branches, &splits, &mut record)
-            .await?;
         add_headline_metrics(&mut manifest.metrics, &evaluation);
         self.progress.stage("writing the model bundle", 1);
         let bundle = write_bundle(
@@ -637,6 +651,7 @@ impl<'a> Trainer<'a> {
                     &mut fold_record,
                 )
                 .await?;
+            let branches = self.refit(&splits, branches, &mut fold_record).await?;
             let classifier = self.classifier(&manifest, &branches, fusion.clone())?;
             let (report, _) = self.evaluate(
                 &format!("{dataset}:fold-{}-of-{folds}", fold + 1),
@@ -690,8 +705,12 @@ impl<'a> Trainer<'a> {
             companions,
             text,
             image: None,
+            image_epochs: 0,
         };
-        branches.image = self.train_image(dataset, splits, &branches, record).await?;
+        if let Some((image, epochs)) = self.train_image(dataset, splits, &branches, record).await? {
+            branches.image = Some(image);
+            branches.image_epochs = epochs;
+        }
         let out_of_fold = self.cross_fit(splits, &branches, record).await?;
         let clock = Instant::now();
         self.progress.stage("fusion and thresholds", 1);
@@ -790,6 +809,97 @@ impl<'a> Trainer<'a> {
             .insert("fusion.cross_fit_folds".into(), folds as f64);
         record.timing("cross_fit", clock);
         Ok(Some((scores, folds)))
+    }
+
+    /// The final branches refit on the training and validation rows together (when asked for
+    /// and there are validation rows), with the settings the first fit and the tuning chose:
+    /// the text branch's options (its sentence embedding's scale included) and temperature,
+    /// the image head's temperature and as many optimisation steps as early stopping chose
+    /// (its epochs, scaled down for the larger set). The combiner and the thresholds, tuned on
+    /// out-of-fold probabilities of the same recipe, stay as they are. The two branches refit
+    /// side by side (a head trains on one core).
+    async fn refit(
+        &self,
+        splits: &Splits,
+        branches: Branches,
+        record: &mut Record,
+    ) -> Result<Branches, ModelError> {
+        if !self.options.refit || splits.validation.is_empty() {
+            return Ok(branches);
+        }
+        let clock = Instant::now();
+        self.progress
+            .stage("refitting the branches on training + validation rows", 1);
+        let failed = |branch: &str, error: tokio::task::JoinError| {
+            ModelError::TrainingData(format!("{branch} refit failed: {error}"))
+        };
+        let text_job = branches.text.as_ref().map(|first| {
+            let (texts, labels): (Vec<String>, Vec<CategoryCode>) = splits
+                .train
+                .iter()
+                .chain(&splits.validation)
+                .map(|(row, label)| (text_of(row), *label))
+                .filter(|(text, label)| !text.is_empty() && first.class_index(*label).is_some())
+                .unzip();
+            record
+                .metrics
+                .insert("refit.text_rows".into(), texts.len() as f64);
+            let options = first.options().clone();
+            let companions = branches.companions.clone();
+            tokio::task::spawn_blocking(move || {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                fit_text(&refs, &labels, &companions, &options)
+            })
+        });
+        let image_job = branches.image.as_ref().map(|_| {
+            let (mut vectors, mut labels) = branches.image_rows(&splits.train);
+            let first_rows = vectors.len();
+            let (more_vectors, more_labels) = branches.image_rows(&splits.validation);
+            vectors.extend(more_vectors);
+            labels.extend(more_labels);
+            // As many optimisation steps as the first fit's best epoch had.
+            let epochs = (branches.image_epochs * first_rows).div_ceil(vectors.len().max(1));
+            record
+                .metrics
+                .insert("refit.image_rows".into(), vectors.len() as f64);
+            record
+                .metrics
+                .insert("refit.image_epochs".into(), epochs.max(1) as f64);
+            let options = HeadTrainingOptions {
+                max_epochs: epochs.max(1),
+                ..self.options.head.clone()
+            };
+            let k = branches.categories.len();
+            tokio::task::spawn_blocking(move || {
+                ImageHead::train_epochs(&vectors, &labels, k, &options)
+            })
+        });
+        let mut refit = branches;
+        if let Some(job) = text_job {
+            let first = refit
+                .text
+                .take()
+                .expect("a text job comes from a text branch");
+            let mut text = job.await.map_err(|error| failed("text", error))??;
+            if text.categories() != first.categories() {
+                return Err(ModelError::TrainingData(
+                    "the refit text branch does not have the first fit's categories".into(),
+                ));
+            }
+            text.set_calibration(first.calibration())?;
+            refit.text = Some(text);
+        }
+        if let Some(job) = image_job {
+            let first = refit
+                .image
+                .take()
+                .expect("an image job comes from an image branch");
+            let (head, _) = job.await.map_err(|error| failed("image", error))??;
+            refit.image = Some(ImageBranch { head, ..first });
+        }
+        self.progress.advance(1);
+        record.timing("refit", clock);
+        Ok(refit)
     }
 
     /// The labelled rows of each split; training needs some in all three.
@@ -1044,7 +1154,7 @@ impl<'a> Trainer<'a> {
         splits: &Splits,
         branches: &Branches,
         record: &mut Record,
-    ) -> Result<Option<ImageBranch>, ModelError> {
+    ) -> Result<Option<(ImageBranch, usize)>, ModelError> {
         if !self.options.branches.wants_image() {
             return Ok(None);
         }
@@ -1090,11 +1200,14 @@ impl<'a> Trainer<'a> {
             .metrics
             .insert("image.temperature".into(), calibration.temperature);
         record.timing("image_head", clock);
-        Ok(Some(ImageBranch {
-            head,
-            calibration,
-            categories: branches.categories.clone(),
-        }))
+        Ok(Some((
+            ImageBranch {
+                head,
+                calibration,
+                categories: branches.categories.clone(),
+            },
+            report.best_epoch,
+        )))
     }
 
     /// The manifest of the version being trained, without files, metrics or id yet.
@@ -1136,6 +1249,7 @@ impl<'a> Trainer<'a> {
             "targetPrecision".into(),
             serde_json::json!(options.target_precision),
         );
+        parameters.insert("refit".into(), serde_json::json!(options.refit));
         if let Some(text) = &branches.text {
             parameters.insert("text".into(), serde_json::to_value(text.options())?);
             parameters.insert(

@@ -327,6 +327,26 @@ impl ImageHead {
         )
     }
 
+    /// Train for exactly `options.max_epochs` epochs with no early stopping, keeping the last
+    /// weights: the refit of a head on more rows once a first training with early stopping
+    /// chose its number of epochs. The report's validation fields are empty.
+    pub fn train_epochs<F: AsRef<[f32]>>(
+        features: &[F],
+        labels: &[usize],
+        class_count: usize,
+        options: &HeadTrainingOptions,
+    ) -> Result<(Self, TrainingReport)> {
+        Self::train_with_validation_and_random(
+            features,
+            labels,
+            &[] as &[&[f32]],
+            &[],
+            class_count,
+            options,
+            SeededRandom::new(options.seed),
+        )
+    }
+
     fn check_labels(examples: usize, labels: &[usize], class_count: usize) -> Result<()> {
         if examples != labels.len() {
             return Err(training_error(format!(
@@ -389,9 +409,13 @@ impl ImageHead {
         options: &HeadTrainingOptions,
         mut random: SeededRandom,
     ) -> Result<(Self, TrainingReport)> {
+        // Without validation rows, every epoch runs and the last weights are kept.
+        let early_stopping = !validation_features.is_empty() || !validation_labels.is_empty();
         Self::check_options(options)?;
         Self::check_labels(training_features.len(), training_labels, class_count)?;
-        Self::check_labels(validation_features.len(), validation_labels, class_count)?;
+        if early_stopping {
+            Self::check_labels(validation_features.len(), validation_labels, class_count)?;
+        }
         let dimension = training_features[0].as_ref().len();
         if dimension == 0 {
             return Err(training_error("feature vectors are empty"));
@@ -503,7 +527,18 @@ impl ImageHead {
                 epoch_loss += loss;
                 epoch_weight += weight;
             }
-            training_losses.push((epoch_loss / epoch_weight.max(f64::MIN_POSITIVE)) as f32);
+            let training_loss = (epoch_loss / epoch_weight.max(f64::MIN_POSITIVE)) as f32;
+            training_losses.push(training_loss);
+            if !early_stopping {
+                if !training_loss.is_finite() {
+                    return Err(training_error(format!(
+                        "training diverged at epoch {epoch} (training loss {training_loss})"
+                    )));
+                }
+                best_epoch = epoch;
+                best.clone_from(&head.layers);
+                continue;
+            }
             let validation_loss = head.mean_cross_entropy(validation.view(), validation_labels);
             validation_losses.push(validation_loss);
             if !validation_loss.is_finite() {

@@ -166,6 +166,38 @@ fn early_stopping_keeps_the_best_validation_epoch() {
 }
 
 #[test]
+fn a_fixed_epoch_training_runs_every_epoch_and_keeps_the_last() {
+    // Memorisable noise again: with early stopping this stops within a few epochs, so a head
+    // trained for a fixed number of epochs must run them all and fit its rows far better.
+    let (features, _) = gaussian_classes(&[180], 40, 1.0, 21);
+    let labels: Vec<usize> = (0..features.len()).map(|index| index % 3).collect();
+    let options = HeadTrainingOptions {
+        kind: HeadKind::Mlp { hidden_units: 256 },
+        max_epochs: 40,
+        patience: 2,
+        dropout: 0.0,
+        l2_penalty: 0.0,
+        learning_rate: 3e-3,
+        ..HeadTrainingOptions::default()
+    };
+    let (head, report) = ImageHead::train_epochs(&features, &labels, 3, &options).expect("fixed");
+    assert_eq!(report.epochs_run, 40);
+    assert_eq!(report.best_epoch, 40);
+    assert!(report.validation_losses.is_empty());
+    assert_eq!(report.validation_examples, 0);
+    assert_eq!(report.training_examples, features.len());
+    let memorised = accuracy(&head, &features, &labels);
+    let (stopped, _) = ImageHead::train(&features, &labels, 3, &options).expect("stopped");
+    let early = accuracy(&stopped, &features, &labels);
+    assert!(
+        memorised > 0.9 && memorised > early + 0.2,
+        "fixed epochs fit {memorised}, early stopping {early}"
+    );
+    let again = ImageHead::train_epochs(&features, &labels, 3, &options).expect("again");
+    assert_eq!(head.to_bytes(), again.0.to_bytes());
+}
+
+#[test]
 fn balanced_class_weights_raise_minority_recall() {
     let counts = [400, 400, 25];
     let (features, labels) = gaussian_classes(&counts, 8, 2.2, 77);

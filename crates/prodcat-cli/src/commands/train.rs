@@ -142,6 +142,12 @@ pub struct TrainArgs {
     /// only, which is often too small for any automatic decision).
     #[arg(long, default_value_t = 5)]
     pub cross_fit_folds: usize,
+    /// Keep the branches fitted on the training split alone. By default, once the settings
+    /// are chosen and the fusion and thresholds tuned, the final branches are refit on the
+    /// training and validation rows together (the test split stays out, and the evaluation is
+    /// of the refit model).
+    #[arg(long)]
+    pub no_refit: bool,
     /// Instead of training one version, cross-validate the training on the dataset version's
     /// labelled rows with this many folds (each fold in turn is the test set; nothing is
     /// registered) and print each branch's figures on the held-out folds.
@@ -193,6 +199,7 @@ impl TrainArgs {
             cross_fit_folds: self.cross_fit_folds,
             cross_validation_seed: self.fold_seed,
             text_embeddings: self.text_embeddings || self.text_embedding_scale.is_some(),
+            refit: !self.no_refit,
             ..TrainOptions::default()
         };
         if let Some(scale) = self.text_embedding_scale {
