@@ -101,8 +101,8 @@ pub struct TrainOptions {
     /// Once the branches are fitted on the training split and everything is tuned, refit the
     /// final branches on the training and validation rows together with the settings chosen
     /// (text options and temperature, the image head's temperature and optimisation steps;
-    /// combiner and thresholds unchanged). The test split stays out, so the evaluation is of the refit
-    /// model on rows it never saw.
+    /// combiner and thresholds unchanged). The test split stays out, so the evaluation is of
+    /// the refit model on rows it never saw.
     pub refit: bool,
     /// Recorded in the manifest (git commit or crate version).
     pub code_version: String,
@@ -241,7 +241,8 @@ struct Branches {
     companions: Arc<CompanionVectors>,
     text: Option<TextClassifier>,
     image: Option<ImageBranch>,
-    /// Epochs of the image head's training chosen by early stopping (what its refit runs).
+    /// Epochs of the image head's training chosen by early stopping (its refit runs as many
+    /// optimisation steps).
     image_epochs: usize,
 }
 
